@@ -1,0 +1,50 @@
+"""Installs tfp_massmap and its TFDS builders (``datasets/`` → ``tfp_massmap.datasets``)."""
+
+import setuptools
+
+# The verified stack (DEVELOPERS.md): these pins install and work together on
+# Python 3.11.
+INSTALL_REQUIRES = [
+    'tensorflow==2.21.0',
+    'tf-keras==2.21.0',  # tensorflow-probability will not import without it
+    'tensorflow-probability==0.25.0',
+    'tensorflow-datasets==4.9.10',
+    'importlib_resources',  # used by tensorflow-datasets, undeclared there
+    'astropy==8.0.2',
+    'absl-py==2.5.1',
+    'numpy==2.4.6',
+    'scipy',
+    'matplotlib',
+    'h5py',
+    'tqdm',
+]
+
+EXTRAS_REQUIRE = {
+    'tests': ['pytest', 'dill'],  # dill: tfds.testing
+    'gpu': ['tensorflow[and-cuda]==2.21.0'],
+}
+
+setuptools.setup(
+    name='tfp_massmap',
+    version='0.1.0',
+    description=('Probabilistic weak-lensing mass mapping with TensorFlow '
+                 'Probability: shear likelihood, classical baselines and '
+                 'annealed score-based posterior sampling.'),
+    long_description=open('README.md', encoding='utf-8').read(),
+    long_description_content_type='text/markdown',
+    python_requires='>=3.11',
+    packages=(
+        setuptools.find_packages(include=['tfp_massmap', 'tfp_massmap.*']) +
+        ['tfp_massmap.datasets.' + p for p in setuptools.find_packages('datasets')] +
+        ['tfp_massmap.datasets']),
+    package_dir={'tfp_massmap.datasets': 'datasets'},
+    include_package_data=True,
+    package_data={
+        'tfp_massmap': ['data/*'],
+        'tfp_massmap.datasets': ['*/*.tsv', '*/*.txt', '*/*.bib', '*/*.md',
+                                 '*/dummy_data/**/*', '*/dummy_data/*'],
+    },
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+    license='MIT',
+)

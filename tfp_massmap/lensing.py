@@ -1,0 +1,181 @@
+"""Flat-sky weak-lensing operators: convergence <-> shear.
+
+Conventions (DESIGN.md §1-2): maps are ``[..., N, N]`` with row = y (Dec)
+and column = x (RA); shear is ``[..., N, N, 2]`` with channels (γ1, γ2).
+Wavenumber k1 runs along x (columns), k2 along y (rows). With
+``D = (k1² − k2² + 2i k1 k2) / k²`` (and D = 0 at k = 0):
+
+* the shear operator A:  γ1 + iγ2 = F⁻¹[D F κ]
+* Kaiser-Squires:         κ_E + iκ_B = F⁻¹[conj(D) F(γ1 + iγ2)]
+
+|D| = 1 away from k = 0, so Kaiser-Squires is both the adjoint of A (its
+E-mode part) and the exact inverse of A on E-mode fields up to the mean
+(mass-sheet degeneracy). Convergence and shear are dimensionless; angles are
+in arcmin. All functions are plain TF ops: they work eagerly, inside
+``tf.function`` and under XLA, in float32 and float64, batched over leading
+axes.
+"""
+
+import math
+
+import tensorflow as tf
+
+from tfp_massmap import _checks
+
+__all__ = [
+    'wavenumbers',
+    'multipoles',
+    'shear_from_convergence',
+    'kaiser_squires',
+    'gaussian_smooth',
+]
+
+_COMPLEX = {tf.float32: tf.complex64, tf.float64: tf.complex128}
+ARCMIN_TO_RAD = math.pi / (180.0 * 60.0)
+
+
+def wavenumbers(n, dtype=tf.float32):
+  """Angular wavenumbers of an N×N FFT grid, in radians per pixel.
+
+  Args:
+    n: map size in pixels (int).
+    dtype: float32 or float64.
+
+  Returns:
+    (k1, k2): ``[N, N]`` tensors; k1 varies along columns (x), k2 along rows
+    (y), in FFT order, in [−π, π).
+  """
+  dtype = _checks.float_dtype(dtype, 'dtype')
+  freq = 2.0 * math.pi * tf.cast(
+      tf.concat([tf.range(0, (n + 1) // 2), tf.range(-(n // 2), 0)], axis=0),
+      dtype) / tf.cast(n, dtype)
+  k2, k1 = tf.meshgrid(freq, freq, indexing='ij')
+  return k1, k2
+
+
+def multipoles(n, pixel_scale_arcmin, dtype=tf.float32):
+  """Multipole modulus ℓ (rad⁻¹) of each FFT mode of an N×N map, ``[N, N]``.
+
+  Args:
+    n: map size in pixels.
+    pixel_scale_arcmin: pixel side in arcmin (> 0).
+    dtype: float32 or float64.
+  """
+  pix = _checks.positive_scalar(pixel_scale_arcmin, 'pixel_scale_arcmin', 'arcmin')
+  k1, k2 = wavenumbers(n, dtype)
+  return tf.sqrt(k1**2 + k2**2) / tf.cast(pix * ARCMIN_TO_RAD, dtype)
+
+
+def _kernel(n, dtype):
+  """The complex KS kernel D = (k1² − k2² + 2i k1 k2)/k², with D(0) = 0."""
+  k1, k2 = wavenumbers(n, dtype)
+  ksq = k1**2 + k2**2
+  safe = tf.where(ksq > 0, ksq, tf.ones_like(ksq))
+  d1 = tf.where(ksq > 0, (k1**2 - k2**2) / safe, tf.zeros_like(ksq))
+  d2 = tf.where(ksq > 0, 2.0 * k1 * k2 / safe, tf.zeros_like(ksq))
+  return tf.complex(d1, d2)
+
+
+def _pad(x, n, pad):
+  """Zero-pads the last two axes of x from n to n * pad (top-left corner)."""
+  if pad == 1:
+    return x
+  extra = n * (pad - 1)
+  paddings = [[0, 0]] * (len(x.shape) - 2) + [[0, extra], [0, extra]]
+  return tf.pad(x, paddings)
+
+
+def _check_pad(pad):
+  if pad not in (1, 2, 3, 4) or isinstance(pad, bool):
+    raise ValueError(f'pad must be an integer factor in 1..4, got {pad!r}.')
+  return int(pad)
+
+
+def _smoothing_window(n, dtype, smoothing_arcmin, pixel_scale_arcmin):
+  """Fourier-space Gaussian window exp(−k²s²/2), s = smoothing in pixels."""
+  if smoothing_arcmin is None or smoothing_arcmin == 0:
+    return None
+  s = _checks.positive_scalar(smoothing_arcmin, 'smoothing_arcmin', 'arcmin')
+  if pixel_scale_arcmin is None:
+    raise ValueError('smoothing_arcmin was given without pixel_scale_arcmin; '
+                     'both are needed to convert arcmin to pixels.')
+  pix = _checks.positive_scalar(pixel_scale_arcmin, 'pixel_scale_arcmin', 'arcmin')
+  k1, k2 = wavenumbers(n, dtype)
+  return tf.exp(-0.5 * (k1**2 + k2**2) * (s / pix)**2)
+
+
+def shear_from_convergence(kappa, pad=1, name=None):
+  """Applies the shear operator A: convergence → shear.
+
+  Args:
+    kappa: float tensor ``[..., N, N]`` (dimensionless convergence).
+    pad: integer zero-padding factor (1 = periodic FFT, 2 = pad to 2N and
+      crop back).
+    name: optional name scope.
+
+  Returns:
+    Shear ``[..., N, N, 2]`` (γ1, γ2), same dtype as ``kappa``.
+  """
+  with tf.name_scope(name or 'shear_from_convergence'):
+    kappa = tf.convert_to_tensor(kappa)
+    dtype = _checks.float_dtype(kappa.dtype, 'kappa dtype')
+    n = _checks.square_map_shape(kappa.shape, 'kappa')
+    pad = _check_pad(pad)
+    m = n * pad
+    kc = tf.cast(_pad(kappa, n, pad), _COMPLEX[dtype])
+    g = tf.signal.ifft2d(_kernel(m, dtype) * tf.signal.fft2d(kc))
+    g = g[..., :n, :n]
+    return tf.stack([tf.math.real(g), tf.math.imag(g)], axis=-1)
+
+
+def kaiser_squires(shear, pad=1, smoothing_arcmin=None,
+                   pixel_scale_arcmin=None, name=None):
+  """Kaiser-Squires inversion: shear → (κ_E, κ_B).
+
+  Args:
+    shear: float tensor ``[..., N, N, 2]`` (γ1, γ2). Masked pixels should be
+      zero.
+    pad: integer zero-padding factor (1 = periodic FFT).
+    smoothing_arcmin: optional Gaussian smoothing standard deviation in
+      arcmin applied to both modes (needs ``pixel_scale_arcmin``).
+    pixel_scale_arcmin: pixel side in arcmin (only used for smoothing).
+    name: optional name scope.
+
+  Returns:
+    (kappa_e, kappa_b): two ``[..., N, N]`` tensors, same dtype as shear. The
+    E-mode is A's adjoint applied to the shear; the B-mode vanishes for shear
+    made by A.
+  """
+  with tf.name_scope(name or 'kaiser_squires'):
+    shear = tf.convert_to_tensor(shear)
+    dtype = _checks.float_dtype(shear.dtype, 'shear dtype')
+    n = _checks.square_map_shape(shear.shape, 'shear', channels=2)
+    pad = _check_pad(pad)
+    m = n * pad
+    g = tf.complex(_pad(shear[..., 0], n, pad), _pad(shear[..., 1], n, pad))
+    spec = tf.math.conj(_kernel(m, dtype)) * tf.signal.fft2d(g)
+    window = _smoothing_window(m, dtype, smoothing_arcmin, pixel_scale_arcmin)
+    if window is not None:
+      spec = spec * tf.cast(window, spec.dtype)
+    k = tf.signal.ifft2d(spec)[..., :n, :n]
+    return tf.math.real(k), tf.math.imag(k)
+
+
+def gaussian_smooth(image, smoothing_arcmin, pixel_scale_arcmin, name=None):
+  """Periodic Gaussian smoothing of maps ``[..., N, N]``.
+
+  Args:
+    image: float tensor ``[..., N, N]``.
+    smoothing_arcmin: Gaussian standard deviation in arcmin (> 0).
+    pixel_scale_arcmin: pixel side in arcmin (> 0).
+    name: optional name scope.
+  """
+  with tf.name_scope(name or 'gaussian_smooth'):
+    image = tf.convert_to_tensor(image)
+    dtype = _checks.float_dtype(image.dtype, 'image dtype')
+    n = _checks.square_map_shape(image.shape, 'image')
+    window = _smoothing_window(n, dtype, smoothing_arcmin, pixel_scale_arcmin)
+    if window is None:
+      return image
+    spec = tf.signal.fft2d(tf.cast(image, _COMPLEX[dtype]))
+    return tf.math.real(tf.signal.ifft2d(spec * tf.cast(window, spec.dtype)))

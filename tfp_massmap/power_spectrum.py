@@ -1,0 +1,138 @@
+"""Angular power spectra of flat-sky maps, and C_ℓ tables on the FFT grid.
+
+Normalisation. For an N×N map with pixel side Δ (radians), let κ̂ be its
+orthonormal 2-D DFT (``fft2d(κ) / N``). For a statistically homogeneous field
+with angular power spectrum P(ℓ) (the flat-sky C_ℓ, units of sr = rad²)
+
+    ⟨|κ̂_k|²⟩ = P(ℓ_k) / Δ²,
+
+so the pixel covariance S of the map is diagonal in this basis, with
+eigenvalues ``P(ℓ_k) / Δ²`` (dimensionless). ``power_spectrum_grid`` builds
+these eigenvalues from a theory table; ``measure_power_spectrum`` inverts the
+relation on maps, in ℓ bins. Multipoles ℓ are in rad⁻¹ and follow from the
+pixel scale in arcmin. The k = 0 mode (the map mean) is not constrained by
+shear (mass-sheet degeneracy) and gets eigenvalue 0.
+"""
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from tfp_massmap import _checks
+from tfp_massmap import lensing
+
+__all__ = [
+    'measure_power_spectrum',
+    'power_spectrum_grid',
+    'default_ell_edges',
+]
+
+
+def default_ell_edges(n, pixel_scale_arcmin, n_bins=20):
+  """Log-spaced ℓ bin edges (rad⁻¹) from the fundamental mode to Nyquist.
+
+  Args:
+    n: map size in pixels.
+    pixel_scale_arcmin: pixel side in arcmin.
+    n_bins: number of bins.
+
+  Returns:
+    numpy array of ``n_bins + 1`` edges in rad⁻¹.
+  """
+  pix = _checks.positive_scalar(pixel_scale_arcmin, 'pixel_scale_arcmin', 'arcmin')
+  if int(n_bins) < 1:
+    raise ValueError(f'n_bins must be >= 1, got {n_bins!r}.')
+  delta = pix * lensing.ARCMIN_TO_RAD
+  ell_min = 2.0 * math.pi / (n * delta)
+  ell_max = math.pi / delta
+  return np.geomspace(ell_min, ell_max, int(n_bins) + 1)
+
+
+def measure_power_spectrum(kappa, pixel_scale_arcmin, ell_edges=None,
+                           n_bins=20, name=None):
+  """Binned angular power spectrum of maps ``[..., N, N]``.
+
+  Args:
+    kappa: float tensor ``[..., N, N]`` (periodic maps; apodise or pad
+      yourself for masked fields).
+    pixel_scale_arcmin: pixel side in arcmin.
+    ell_edges: bin edges in rad⁻¹ (increasing); defaults to
+      ``default_ell_edges(N, pixel_scale_arcmin, n_bins)``.
+    n_bins: number of log bins when ``ell_edges`` is None.
+    name: optional name scope.
+
+  Returns:
+    (ell, power): ``ell`` the mean ℓ of the modes in each bin (rad⁻¹,
+    numpy ``[n_bins]``), ``power`` the mean P(ℓ) (sr) per bin, a tensor
+    ``[..., n_bins]`` (NaN for a bin with no mode).
+  """
+  with tf.name_scope(name or 'measure_power_spectrum'):
+    kappa = tf.convert_to_tensor(kappa)
+    dtype = _checks.float_dtype(kappa.dtype, 'kappa dtype')
+    n = _checks.square_map_shape(kappa.shape, 'kappa')
+    pix = _checks.positive_scalar(pixel_scale_arcmin, 'pixel_scale_arcmin', 'arcmin')
+    if ell_edges is None:
+      ell_edges = default_ell_edges(n, pix, n_bins)
+    ell_edges = np.asarray(ell_edges, dtype=np.float64)
+    if ell_edges.ndim != 1 or ell_edges.size < 2 or np.any(np.diff(ell_edges) <= 0):
+      raise ValueError(f'ell_edges must be a 1-D increasing array of >= 2 edges, '
+                       f'got {ell_edges!r}.')
+    ell = lensing.multipoles(n, pix, tf.float64).numpy().ravel()
+    idx = np.digitize(ell, ell_edges) - 1
+    n_b = ell_edges.size - 1
+    # The top edge is inclusive so that the Nyquist corner mode is counted.
+    idx[ell == ell_edges[-1]] = n_b - 1
+    valid = (idx >= 0) & (idx < n_b) & (ell > 0)
+    onehot = np.zeros((ell.size, n_b))
+    onehot[np.nonzero(valid)[0], idx[valid]] = 1.0
+    counts = onehot.sum(axis=0)
+    with np.errstate(invalid='ignore', divide='ignore'):
+      ell_mean = (onehot * ell[:, None]).sum(axis=0) / counts
+      weights = np.where(counts > 0, onehot / np.maximum(counts, 1), np.nan)
+
+    delta = pix * lensing.ARCMIN_TO_RAD
+    complex_dtype = tf.complex64 if dtype == tf.float32 else tf.complex128
+    spec = tf.signal.fft2d(tf.cast(kappa, complex_dtype))
+    mod2 = tf.math.real(spec * tf.math.conj(spec)) * (delta**2 / n**2)
+    flat = tf.reshape(mod2, tf.concat([tf.shape(mod2)[:-2], [n * n]], axis=0))
+    power = tf.linalg.matvec(tf.cast(weights.T, dtype), flat)
+    return ell_mean, power
+
+
+def power_spectrum_grid(ell, cl, n, pixel_scale_arcmin, dtype=tf.float32):
+  """Eigenvalues of the pixel covariance S on the N×N FFT grid.
+
+  Interpolates a theory table log-linearly in ℓ (linear in log C_ℓ where all
+  C_ℓ > 0, else linear) and returns ``C(ℓ_k) / Δ²`` for every FFT mode, with
+  0 at k = 0. Modes beyond the table's ℓ range take the end values.
+
+  Args:
+    ell: increasing multipoles of the table, rad⁻¹.
+    cl: C_ℓ of the table, sr.
+    n: map size in pixels.
+    pixel_scale_arcmin: pixel side in arcmin.
+    dtype: float32 or float64.
+
+  Returns:
+    Tensor ``[N, N]`` (dimensionless variances of the orthonormal-DFT modes).
+  """
+  ell = np.asarray(ell, dtype=np.float64)
+  cl = np.asarray(cl, dtype=np.float64)
+  if ell.ndim != 1 or ell.shape != cl.shape or ell.size < 2:
+    raise ValueError(f'ell and cl must be 1-D arrays of the same length >= 2, got '
+                     f'shapes {ell.shape} and {cl.shape}.')
+  if np.any(np.diff(ell) <= 0) or ell[0] <= 0:
+    raise ValueError('ell must be positive and strictly increasing.')
+  if not np.all(np.isfinite(cl)) or np.any(cl < 0):
+    raise ValueError('cl must be finite and non-negative.')
+  pix = _checks.positive_scalar(pixel_scale_arcmin, 'pixel_scale_arcmin', 'arcmin')
+  ell_k = lensing.multipoles(n, pix, tf.float64).numpy()
+  log_l = np.log(np.clip(ell_k, ell[0], ell[-1]))
+  if np.all(cl > 0):
+    grid = np.exp(np.interp(log_l, np.log(ell), np.log(cl)))
+  else:
+    grid = np.interp(log_l, np.log(ell), cl)
+  grid[0, 0] = 0.0
+  delta = pix * lensing.ARCMIN_TO_RAD
+  return tf.constant(grid / delta**2, dtype=_checks.float_dtype(dtype, 'dtype'))
