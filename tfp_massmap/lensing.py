@@ -63,7 +63,7 @@ def multipoles(n, pixel_scale_arcmin, dtype=tf.float32):
   """
   pix = _checks.positive_scalar(pixel_scale_arcmin, 'pixel_scale_arcmin', 'arcmin')
   k1, k2 = wavenumbers(n, dtype)
-  return tf.sqrt(k1**2 + k2**2) / tf.cast(pix * ARCMIN_TO_RAD, dtype)
+  return tf.sqrt(k1**2 + k2**2) / tf.constant(pix * ARCMIN_TO_RAD, dtype)
 
 
 def _kernel(n, dtype):
