@@ -122,7 +122,8 @@ def shear_from_convergence(kappa, pad=1, name=None):
     n = _checks.square_map_shape(kappa.shape, 'kappa')
     pad = _check_pad(pad)
     m = n * pad
-    kc = tf.cast(_pad(kappa, n, pad), _COMPLEX[dtype])
+    padded = _pad(kappa, n, pad)
+    kc = tf.complex(padded, tf.zeros_like(padded))
     g = tf.signal.ifft2d(_kernel(m, dtype) * tf.signal.fft2d(kc))
     g = g[..., :n, :n]
     return tf.stack([tf.math.real(g), tf.math.imag(g)], axis=-1)
@@ -177,5 +178,5 @@ def gaussian_smooth(image, smoothing_arcmin, pixel_scale_arcmin, name=None):
     window = _smoothing_window(n, dtype, smoothing_arcmin, pixel_scale_arcmin)
     if window is None:
       return image
-    spec = tf.signal.fft2d(tf.cast(image, _COMPLEX[dtype]))
+    spec = tf.signal.fft2d(tf.complex(image, tf.zeros_like(image)))
     return tf.math.real(tf.signal.ifft2d(spec * tf.cast(window, spec.dtype)))
