@@ -1,0 +1,17 @@
+# Convenience targets. The README's two commands are the supported entry points.
+.PHONY: install test demo bazel-test
+
+install:
+	bash scripts/install.sh
+
+test:
+	bash scripts/test.sh
+
+demo:
+	bash scripts/run_demo.sh
+
+# Runs the BUILD file's py_test targets with Debian's bazel-bootstrap (Bazel 4):
+#   apt-get install bazel-bootstrap bazel-platforms
+bazel-test: install
+	bazel test //... --python_path=$(CURDIR)/.venv/bin/python \
+	  --override_repository=platforms=/usr/share/bazel/tools/platforms
