@@ -2,15 +2,22 @@
 
 Shear γ = Aκ + n from a galaxy catalogue, an explicit Gaussian likelihood
 (`ShearLikelihood`), classical baselines (Kaiser-Squires, Wiener filter) and
-posterior sampling under learned or analytic priors.
+posterior sampling under learned or analytic priors. Importing the package
+registers its TFDS datasets (`massivenus`, `kappatng`, `lognormal_kappa`).
 """
 
 from tfp_massmap import catalog
 from tfp_massmap import lensing
 from tfp_massmap import likelihood
+from tfp_massmap import lognormal
+from tfp_massmap import metrics
 from tfp_massmap import power_spectrum
+from tfp_massmap import preprocessing
+from tfp_massmap import survey
 from tfp_massmap.lensing import kaiser_squires
 from tfp_massmap.lensing import shear_from_convergence
 from tfp_massmap.likelihood import ShearLikelihood
+from tfp_massmap.lognormal import LognormalField
+from tfp_massmap import datasets  # Registers the TFDS builders; after lognormal.
 
 __version__ = '0.1.0'
