@@ -7,6 +7,7 @@ registers its TFDS datasets (`massivenus`, `kappatng`, `lognormal_kappa`).
 """
 
 from tfp_massmap import catalog
+from tfp_massmap import gaussian_prior
 from tfp_massmap import lensing
 from tfp_massmap import likelihood
 from tfp_massmap import lognormal
@@ -14,10 +15,14 @@ from tfp_massmap import metrics
 from tfp_massmap import power_spectrum
 from tfp_massmap import preprocessing
 from tfp_massmap import survey
+from tfp_massmap import wiener
+from tfp_massmap.gaussian_prior import GaussianPrior
 from tfp_massmap.lensing import kaiser_squires
 from tfp_massmap.lensing import shear_from_convergence
 from tfp_massmap.likelihood import ShearLikelihood
 from tfp_massmap.lognormal import LognormalField
+from tfp_massmap.wiener import gaussian_posterior_samples
+from tfp_massmap.wiener import wiener_filter
 from tfp_massmap import datasets  # Registers the TFDS builders; after lognormal.
 
 __version__ = '0.1.0'

@@ -16,8 +16,10 @@ in arcmin. All functions are plain TF ops: they work eagerly, inside
 axes.
 """
 
+import functools
 import math
 
+import numpy as np
 import tensorflow as tf
 
 from tfp_massmap import _checks
@@ -66,14 +68,24 @@ def multipoles(n, pixel_scale_arcmin, dtype=tf.float32):
   return tf.sqrt(k1**2 + k2**2) / tf.constant(pix * ARCMIN_TO_RAD, dtype)
 
 
+@functools.lru_cache(maxsize=32)
+def _kernel_numpy(n, dtype_name):
+  """Real and imaginary parts of D on the N×N grid (numpy, cached)."""
+  freq = 2.0 * np.pi * np.fft.fftfreq(n)
+  k2, k1 = np.meshgrid(freq, freq, indexing='ij')
+  ksq = k1**2 + k2**2
+  safe = np.where(ksq > 0, ksq, 1.0)
+  d1 = np.where(ksq > 0, (k1**2 - k2**2) / safe, 0.0).astype(dtype_name)
+  d2 = np.where(ksq > 0, 2.0 * k1 * k2 / safe, 0.0).astype(dtype_name)
+  d1.flags.writeable = False
+  d2.flags.writeable = False
+  return d1, d2
+
+
 def _kernel(n, dtype):
   """The complex KS kernel D = (k1² − k2² + 2i k1 k2)/k², with D(0) = 0."""
-  k1, k2 = wavenumbers(n, dtype)
-  ksq = k1**2 + k2**2
-  safe = tf.where(ksq > 0, ksq, tf.ones_like(ksq))
-  d1 = tf.where(ksq > 0, (k1**2 - k2**2) / safe, tf.zeros_like(ksq))
-  d2 = tf.where(ksq > 0, 2.0 * k1 * k2 / safe, tf.zeros_like(ksq))
-  return tf.complex(d1, d2)
+  d1, d2 = _kernel_numpy(int(n), dtype.name)
+  return tf.complex(tf.constant(d1), tf.constant(d2))
 
 
 def _pad(x, n, pad):

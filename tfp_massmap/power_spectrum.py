@@ -81,8 +81,11 @@ def measure_power_spectrum(kappa, pixel_scale_arcmin, ell_edges=None,
     ell = lensing.multipoles(n, pix, tf.float64).numpy().ravel()
     idx = np.digitize(ell, ell_edges) - 1
     n_b = ell_edges.size - 1
-    # The top edge is inclusive so that the Nyquist corner mode is counted.
-    idx[ell == ell_edges[-1]] = n_b - 1
+    # Both end edges are inclusive, up to rounding: the default edges sit
+    # exactly on the fundamental and the axis Nyquist modes, which float
+    # rounding can otherwise push just outside.
+    idx[np.isclose(ell, ell_edges[0], rtol=1e-10, atol=0.)] = 0
+    idx[np.isclose(ell, ell_edges[-1], rtol=1e-10, atol=0.)] = n_b - 1
     valid = (idx >= 0) & (idx < n_b) & (ell > 0)
     onehot = np.zeros((ell.size, n_b))
     onehot[np.nonzero(valid)[0], idx[valid]] = 1.0

@@ -1,0 +1,71 @@
+"""Tests of the power-spectrum estimator and the C_ℓ → FFT-grid eigenvalues."""
+
+import numpy as np
+import tensorflow as tf
+
+from tfp_massmap import lensing
+from tfp_massmap import power_spectrum
+
+PIXEL_ARCMIN = 0.29
+DELTA = PIXEL_ARCMIN * lensing.ARCMIN_TO_RAD  # Pixel side, rad.
+
+
+def test_grid_is_exact_for_a_power_law():
+  ell = np.geomspace(10., 1e6, 50)
+  cl = 3e-9 * ell**-1.2
+  grid = power_spectrum.power_spectrum_grid(ell, cl, 32, PIXEL_ARCMIN,
+                                            tf.float64).numpy()
+  ell_k = lensing.multipoles(32, PIXEL_ARCMIN, tf.float64).numpy()
+  expected = np.where(ell_k > 0, 3e-9 * np.where(ell_k > 0, ell_k, 1.)**-1.2,
+                      0.) / DELTA**2
+  np.testing.assert_allclose(grid, expected, rtol=1e-10)
+  assert grid[0, 0] == 0.
+
+
+def test_parseval_over_all_modes():
+  n = 24
+  x = np.random.default_rng(0).normal(size=(2, n, n))
+  ell_k = lensing.multipoles(n, PIXEL_ARCMIN, tf.float64).numpy()
+  edges = np.array([0.5, 2., 4., 20.]) * ell_k[0, 1]  # Up to > the corner.
+  assert edges[-1] > ell_k.max()
+  _, power = power_spectrum.measure_power_spectrum(x, PIXEL_ARCMIN, edges)
+  counts = np.histogram(ell_k[ell_k > 0], edges)[0]
+  total = power.numpy() @ counts / DELTA**2  # Σ_{k≠0} |x̂_k|².
+  np.testing.assert_allclose(total, n * n * x.var(axis=(1, 2)), rtol=1e-12)
+
+
+def test_fundamental_modes_are_in_the_first_default_bin():
+  # For this size the fundamental ℓ rounds just below the first default edge.
+  n = 39
+  cols = np.arange(n)
+  x = np.broadcast_to(np.cos(2. * np.pi * cols / n), (n, n))
+  _, power = power_spectrum.measure_power_spectrum(x, PIXEL_ARCMIN)
+  # The first bin holds the four modes (±1, 0), (0, ±1); the cosine puts
+  # |x̂|² = N²/4 on two of them.
+  np.testing.assert_allclose(power.numpy()[0], DELTA**2 * n * n / 8.,
+                             rtol=1e-10)
+
+
+def test_gaussian_field_from_grid_has_its_spectrum_back():
+  n, num = 64, 48
+  ell = np.geomspace(10., 1e6, 100)
+  cl = 1e-9 * ell**-1.2
+  spectrum = power_spectrum.power_spectrum_grid(ell, cl, n, PIXEL_ARCMIN,
+                                                tf.float64).numpy()
+  white = np.random.default_rng(1).normal(size=(num, n, n))
+  field = np.fft.ifft2(np.sqrt(spectrum) * np.fft.fft2(white)).real
+  edges = power_spectrum.default_ell_edges(n, PIXEL_ARCMIN, n_bins=10)
+  _, measured = power_spectrum.measure_power_spectrum(field, PIXEL_ARCMIN,
+                                                      edges)
+  measured = measured.numpy().mean(axis=0)
+  # Each bin's expectation is the mean of C(ℓ_k) over its m modes; the
+  # variance of one map's bin mean is 2 Σ_k C(ℓ_k)² / m² (k, −k share a bin).
+  ell_k = lensing.multipoles(n, PIXEL_ARCMIN, tf.float64).numpy().ravel()
+  c_k = spectrum.ravel() * DELTA**2
+  keep = (ell_k > 0) & (ell_k <= edges[-1] * (1. + 1e-12))
+  bins = np.clip(np.digitize(ell_k[keep], edges) - 1, 0, len(edges) - 2)
+  counts = np.bincount(bins, minlength=len(edges) - 1)
+  assert np.all(counts > 0)
+  expected = np.bincount(bins, c_k[keep]) / counts
+  std = np.sqrt(2. * np.bincount(bins, c_k[keep]**2) / num) / counts
+  np.testing.assert_array_less(np.abs(measured - expected), 5. * std)
