@@ -56,8 +56,8 @@ def plot_maps(panels, path, pixel_scale_arcmin, mask=None, clusters=None,
     own = 'std' in name.lower() or not shared_scale
     vmin, vmax = (np.percentile(image[inside], [1.0, 99.5]) if own else (lo, hi))
     shown = np.ma.masked_where(~inside, image)
-    cmap = plt.get_cmap('magma' if 'std' in name.lower() else 'inferno').copy()
-    cmap.set_bad('0.6')
+    cmap = plt.get_cmap('magma' if 'std' in name.lower() else 'inferno')
+    cmap = cmap.with_extremes(bad='0.6')
     im = ax.imshow(shown, origin='lower', extent=extent, vmin=vmin, vmax=vmax,
                    cmap=cmap, interpolation='nearest')
     ax.set_title(name, fontsize=10)
