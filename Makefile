@@ -13,5 +13,5 @@ demo:
 # Runs the BUILD file's py_test targets with Debian's bazel-bootstrap (Bazel 4):
 #   apt-get install bazel-bootstrap bazel-platforms
 bazel-test: install
-	bazel test //... --python_path=$(CURDIR)/.venv/bin/python \
-	  --override_repository=platforms=/usr/share/bazel/tools/platforms
+	bazel test //... --python_path=$(CURDIR)/tools/venv_python \
+	  --test_env=TFP_MASSMAP_SHARED_DATA=$(abspath $(CURDIR)/../shared/data)
