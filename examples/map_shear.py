@@ -51,8 +51,16 @@ flags.DEFINE_float('center_dec', None, 'Grid centre Dec [deg]; default median.')
 flags.DEFINE_string('clusters', None,
                     'Optional cluster list (whitespace table: ID RA Dec ... z) '
                     'to overlay on the figure.')
+_METHODS = ('ks', 'wiener', 'sparse', 'tv', 'mcalens')
 flags.DEFINE_list('methods', ['ks', 'wiener'],
-                  'Estimators to run: ks (Kaiser-Squires), wiener.')
+                  'Estimators to run: ks (Kaiser-Squires), wiener (Wiener filter), '
+                  'sparse (starlet l1 MAP, GLIMPSE-like), tv (total-variation MAP), '
+                  'mcalens (Wiener + sparse peaks).')
+flags.DEFINE_float('sparse_threshold_sigma', 3.0,
+                   'Sparse and MCALens thresholds in units of the noise std per '
+                   'starlet scale.')
+flags.DEFINE_float('tv_regularisation', 1.0,
+                   'Total-variation weight in units of the propagated pixel noise.')
 flags.DEFINE_float('ks_smoothing_arcmin', 1.0,
                    'Gaussian smoothing std of the Kaiser-Squires map [arcmin].')
 flags.DEFINE_integer('demo_index', 0,
@@ -95,32 +103,47 @@ def _run_methods(shear_map):
   from tfp_massmap import gaussian_prior  # pylint: disable=g-import-not-at-top
   from tfp_massmap import lensing  # pylint: disable=g-import-not-at-top
   from tfp_massmap import lognormal  # pylint: disable=g-import-not-at-top
+  from tfp_massmap import sparse  # pylint: disable=g-import-not-at-top
   from tfp_massmap import wiener  # pylint: disable=g-import-not-at-top
 
   n = shear_map.shear.shape[0]
   pix = shear_map.pixel_scale_arcmin
+  shear = tf.constant(shear_map.shear, tf.float64)
+  noise_std = tf.constant(shear_map.noise_std, tf.float64)
+  mask = tf.constant(shear_map.mask, tf.float64)
+  ell, cl = lognormal.cosmos_convergence_cl()
+  prior = gaussian_prior.GaussianPrior.from_power_spectrum(ell, cl, n, pix,
+                                                           dtype=tf.float64)
+
+  def solver_report(info):
+    return {'iterations': int(np.max(info.iterations)),
+            'converged': bool(np.all(info.converged))}
+
   results = {}
   for method in FLAGS.methods:
     start = time.perf_counter()
     if method == 'ks':
-      kappa_e, _ = lensing.kaiser_squires(
+      kappa, _ = lensing.kaiser_squires(
           shear_map.shear, smoothing_arcmin=FLAGS.ks_smoothing_arcmin or None,
           pixel_scale_arcmin=pix)
-      out, report = kappa_e.numpy(), {'smoothing_arcmin': FLAGS.ks_smoothing_arcmin}
+      report = {'smoothing_arcmin': FLAGS.ks_smoothing_arcmin}
     elif method == 'wiener':
-      ell, cl = lognormal.cosmos_convergence_cl()
-      prior = gaussian_prior.GaussianPrior.from_power_spectrum(ell, cl, n, pix,
-                                                               dtype=tf.float64)
-      kappa, info = wiener.wiener_filter(
-          tf.constant(shear_map.shear, tf.float64),
-          tf.constant(shear_map.noise_std, tf.float64),
-          tf.constant(shear_map.mask, tf.float64), prior)
-      out = kappa.numpy()
-      report = {'iterations': int(np.max(info.iterations)),
-                'relative_residual': float(np.max(info.relative_residual)),
-                'converged': bool(np.all(info.converged))}
+      kappa, info = wiener.wiener_filter(shear, noise_std, mask, prior)
+      report = {**solver_report(info),
+                'relative_residual': float(np.max(info.relative_residual))}
+    elif method == 'sparse':
+      kappa, info = sparse.sparse_map(
+          shear, noise_std, mask, threshold_sigma=FLAGS.sparse_threshold_sigma)
+      report = {**solver_report(info), 'threshold_sigma': FLAGS.sparse_threshold_sigma}
+    elif method == 'tv':
+      kappa, info = sparse.tv_map(shear, noise_std, mask,
+                                  regularisation=FLAGS.tv_regularisation)
+      report = {**solver_report(info), 'regularisation': FLAGS.tv_regularisation}
     else:
-      raise app.UsageError(f'unknown method {method!r}; expected ks or wiener.')
+      kappa, info = sparse.mcalens_map(
+          shear, noise_std, mask, prior, threshold_sigma=FLAGS.sparse_threshold_sigma)
+      report = {**solver_report(info), 'threshold_sigma': FLAGS.sparse_threshold_sigma}
+    out = np.asarray(kappa)
     results[method] = (out.astype(np.float32), time.perf_counter() - start, report)
     logging.info('%s done in %.2f s', method, results[method][1])
   return results
@@ -129,6 +152,9 @@ def _run_methods(shear_map):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  unknown = [m for m in FLAGS.methods if m not in _METHODS]
+  if unknown:
+    raise app.UsageError(f'unknown --methods {unknown}; expected some of {_METHODS}.')
   from tfp_massmap import catalog  # pylint: disable=g-import-not-at-top
   from tfp_massmap import metrics  # pylint: disable=g-import-not-at-top
   from tfp_massmap import plotting  # pylint: disable=g-import-not-at-top
@@ -173,7 +199,8 @@ def main(argv):
     keep = (x >= 0) & (x < n) & (y >= 0) & (y < n)
     clusters = [(xi, yi, f'z={zi:.2f}') for xi, yi, zi in
                 zip(x[keep], y[keep], table['z'][keep])]
-  labels = {'ks': 'Kaiser-Squires', 'wiener': 'Wiener filter'}
+  labels = {'ks': 'Kaiser-Squires', 'wiener': 'Wiener filter', 'sparse': 'Sparse (starlet)',
+            'tv': 'Total variation', 'mcalens': 'MCALens-like'}
   panels = {}
   if truth is not None:
     panels['Truth'] = truth

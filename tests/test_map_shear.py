@@ -70,6 +70,9 @@ def test_catalogue_mode_and_no_partial_output(map_shear, tmp_path):
   with pytest.raises(app.UsageError, match='exist'):
     _run(map_shear, *common, f'--output_dir={out}', '--nooverwrite')
   assert before == {p: p.stat().st_mtime_ns for p in out.iterdir()}
+  with pytest.raises(app.UsageError, match='unknown --methods'):
+    _run(map_shear, *common, '--methods=ks,glimpse', f'--output_dir={tmp_path / "x"}')
+  assert not (tmp_path / 'x').exists()
   # A catalogue outside the requested field fails before writing anything.
   empty = tmp_path / 'empty_out'
   with pytest.raises(ValueError):

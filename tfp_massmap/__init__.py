@@ -14,6 +14,8 @@ from tfp_massmap import lognormal
 from tfp_massmap import metrics
 from tfp_massmap import power_spectrum
 from tfp_massmap import preprocessing
+from tfp_massmap import sparse
+from tfp_massmap import starlet
 from tfp_massmap import survey
 from tfp_massmap import wiener
 from tfp_massmap.gaussian_prior import GaussianPrior
@@ -21,6 +23,9 @@ from tfp_massmap.lensing import kaiser_squires
 from tfp_massmap.lensing import shear_from_convergence
 from tfp_massmap.likelihood import ShearLikelihood
 from tfp_massmap.lognormal import LognormalField
+from tfp_massmap.sparse import mcalens_map
+from tfp_massmap.sparse import sparse_map
+from tfp_massmap.sparse import tv_map
 from tfp_massmap.wiener import gaussian_posterior_samples
 from tfp_massmap.wiener import wiener_filter
 from tfp_massmap import datasets  # Registers the TFDS builders; after lognormal.
