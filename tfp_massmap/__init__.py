@@ -11,6 +11,7 @@ from tfp_massmap import gaussian_prior
 from tfp_massmap import lensing
 from tfp_massmap import likelihood
 from tfp_massmap import lognormal
+from tfp_massmap import mcmc
 from tfp_massmap import metrics
 from tfp_massmap import power_spectrum
 from tfp_massmap import preprocessing
@@ -23,6 +24,8 @@ from tfp_massmap.lensing import kaiser_squires
 from tfp_massmap.lensing import shear_from_convergence
 from tfp_massmap.likelihood import ShearLikelihood
 from tfp_massmap.lognormal import LognormalField
+from tfp_massmap.posterior import map_estimate
+from tfp_massmap.posterior import sample_posterior
 from tfp_massmap.sparse import mcalens_map
 from tfp_massmap.sparse import sparse_map
 from tfp_massmap.sparse import tv_map

@@ -63,6 +63,14 @@ def positive_scalar(value, name, unit=''):
   return v
 
 
+def positive_int(value, name, minimum=1):
+  """Checks ``value`` is an integer (not a bool) >= ``minimum``; returns int."""
+  if (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or
+      value < minimum):
+    raise ValueError(f'{name} must be an integer >= {minimum}, got {value!r}.')
+  return int(value)
+
+
 def finite(x, name):
   """Raises if a concrete tensor/array holds NaN or inf; no-op when symbolic."""
   if not _is_concrete(x):
