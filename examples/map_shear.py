@@ -51,11 +51,25 @@ flags.DEFINE_float('center_dec', None, 'Grid centre Dec [deg]; default median.')
 flags.DEFINE_string('clusters', None,
                     'Optional cluster list (whitespace table: ID RA Dec ... z) '
                     'to overlay on the figure.')
-_METHODS = ('ks', 'wiener', 'sparse', 'tv', 'mcalens')
-flags.DEFINE_list('methods', ['ks', 'wiener'],
+_METHODS = ('ks', 'wiener', 'posterior', 'sparse', 'tv', 'mcalens')
+flags.DEFINE_list('methods', ['ks', 'wiener', 'posterior'],
                   'Estimators to run: ks (Kaiser-Squires), wiener (Wiener filter), '
-                  'sparse (starlet l1 MAP, GLIMPSE-like), tv (total-variation MAP), '
-                  'mcalens (Wiener + sparse peaks).')
+                  'posterior (annealed HMC samples under --prior), sparse (starlet '
+                  'l1 MAP, GLIMPSE-like), tv (total-variation MAP), mcalens '
+                  '(Wiener + sparse peaks).')
+flags.DEFINE_enum('prior', 'gaussian', ['learned', 'gaussian'],
+                  'Prior of the posterior sampler: the shipped learned score '
+                  'network (tfp_massmap.load_prior) or the analytic Gaussian '
+                  'prior with the shipped LCDM spectrum.')
+flags.DEFINE_string('prior_path', None,
+                    'A .keras score network to use instead of the shipped prior.')
+flags.DEFINE_integer('num_samples', 64,
+                     'Posterior samples (independent annealed chains).')
+flags.DEFINE_integer('num_levels', None,
+                     'Annealing noise levels (default: sample_posterior default).')
+flags.DEFINE_integer('num_leapfrog_steps', None,
+                     'Leapfrog steps per HMC transition (default: sample_posterior '
+                     'default).')
 flags.DEFINE_float('sparse_threshold_sigma', 3.0,
                    'Sparse and MCALens thresholds in units of the noise std per '
                    'starlet scale.')
@@ -103,6 +117,7 @@ def _run_methods(shear_map):
   from tfp_massmap import gaussian_prior  # pylint: disable=g-import-not-at-top
   from tfp_massmap import lensing  # pylint: disable=g-import-not-at-top
   from tfp_massmap import lognormal  # pylint: disable=g-import-not-at-top
+  from tfp_massmap import posterior  # pylint: disable=g-import-not-at-top
   from tfp_massmap import sparse  # pylint: disable=g-import-not-at-top
   from tfp_massmap import wiener  # pylint: disable=g-import-not-at-top
 
@@ -120,6 +135,7 @@ def _run_methods(shear_map):
             'converged': bool(np.all(info.converged))}
 
   results = {}
+  extras = {}
   for method in FLAGS.methods:
     start = time.perf_counter()
     if method == 'ks':
@@ -139,6 +155,15 @@ def _run_methods(shear_map):
       kappa, info = sparse.tv_map(shear, noise_std, mask,
                                   regularisation=FLAGS.tv_regularisation)
       report = {**solver_report(info), 'regularisation': FLAGS.tv_regularisation}
+    elif method == 'posterior':
+      result = posterior.sample_posterior(
+          shear_map.shear, shear_map.noise_std, shear_map.mask,
+          _posterior_prior(n, pix), num_samples=FLAGS.num_samples,
+          num_levels=FLAGS.num_levels, num_leapfrog_steps=FLAGS.num_leapfrog_steps,
+          seed=(FLAGS.seed, 1))
+      kappa = result.mean
+      extras['posterior'] = result
+      report = {key: _jsonable(value) for key, value in result.diagnostics.items()}
     else:
       kappa, info = sparse.mcalens_map(
           shear, noise_std, mask, prior, threshold_sigma=FLAGS.sparse_threshold_sigma)
@@ -146,7 +171,31 @@ def _run_methods(shear_map):
     out = np.asarray(kappa)
     results[method] = (out.astype(np.float32), time.perf_counter() - start, report)
     logging.info('%s done in %.2f s', method, results[method][1])
-  return results
+  return results, extras
+
+
+def _jsonable(value):
+  """A JSON-serialisable form of a diagnostic value."""
+  if hasattr(value, 'parameters'):  # a noise schedule
+    return {'type': type(value).__name__, **value.parameters}
+  if isinstance(value, (np.ndarray, np.generic)) or hasattr(value, 'numpy'):
+    return np.asarray(value).tolist()
+  return value
+
+
+def _posterior_prior(n, pixel_scale_arcmin):
+  """The float32 prior of the sampler chosen by --prior / --prior_path."""
+  from tfp_massmap import gaussian_prior  # pylint: disable=g-import-not-at-top
+  from tfp_massmap import lognormal  # pylint: disable=g-import-not-at-top
+  from tfp_massmap import priors  # pylint: disable=g-import-not-at-top
+  from tfp_massmap import score_network  # pylint: disable=g-import-not-at-top
+  if FLAGS.prior_path:
+    return score_network.load_score_network(FLAGS.prior_path)
+  if FLAGS.prior == 'gaussian':
+    ell, cl = lognormal.cosmos_convergence_cl()
+    return gaussian_prior.GaussianPrior.from_power_spectrum(ell, cl, n,
+                                                            pixel_scale_arcmin)
+  return priors.load_prior()
 
 
 def main(argv):
@@ -162,7 +211,7 @@ def main(argv):
   # Everything is computed before anything is written, so a failure leaves no
   # partial output behind.
   shear_map, truth, description = _load_data()
-  results = _run_methods(shear_map)
+  results, extras = _run_methods(shear_map)
   mask = shear_map.mask
   summary = {'input': description,
              'map_size': int(mask.shape[0]),
@@ -177,10 +226,20 @@ def main(argv):
     summary['methods'][name] = entry
 
   maps = {f'kappa_{name}': r[0] for name, r in results.items()}
+  if 'posterior' in extras:
+    post = extras['posterior']
+    maps['kappa_posterior_std'] = np.asarray(post.std, np.float32)
+    maps['kappa_posterior_samples'] = np.asarray(post.samples, np.float32)
+    if truth is not None:
+      entry = summary['methods']['posterior']
+      for level in ('68', '95'):
+        lower, upper = (np.asarray(v) for v in getattr(post, f'interval_{level}'))
+        entry[f'coverage_{level}'] = metrics.coverage(truth, lower, upper, mask)
   maps['mask'] = mask
   maps['noise_std'] = shear_map.noise_std[..., 0]
   if truth is not None:
     maps['kappa_truth'] = truth
+  summary_text = json.dumps(summary, indent=2)
   targets = [os.path.join(FLAGS.output_dir, f'{name}.fits') for name in maps]
   targets += [os.path.join(FLAGS.output_dir, f) for f in ('maps.png', 'summary.json')]
   existing = [t for t in targets if os.path.exists(t)]
@@ -199,21 +258,28 @@ def main(argv):
     keep = (x >= 0) & (x < n) & (y >= 0) & (y < n)
     clusters = [(xi, yi, f'z={zi:.2f}') for xi, yi, zi in
                 zip(x[keep], y[keep], table['z'][keep])]
-  labels = {'ks': 'Kaiser-Squires', 'wiener': 'Wiener filter', 'sparse': 'Sparse (starlet)',
+  labels = {'ks': 'Kaiser-Squires', 'wiener': 'Wiener filter',
+            'posterior': 'Posterior mean', 'sparse': 'Sparse (starlet)',
             'tv': 'Total variation', 'mcalens': 'MCALens-like'}
   panels = {}
   if truth is not None:
     panels['Truth'] = truth
   for name, (kappa, _, _) in results.items():
     panels[labels.get(name, name)] = kappa
+  if 'posterior' in extras:
+    post = extras['posterior']
+    panels['Posterior std'] = np.asarray(post.std)
+    panels['Posterior sample 1'] = np.asarray(post.samples[0])
+    if len(post.samples) > 1:
+      panels['Posterior sample 2'] = np.asarray(post.samples[1])
   figure = os.path.join(FLAGS.output_dir, 'maps.png')
   plotting.plot_maps(panels, figure, shear_map.pixel_scale_arcmin, mask=mask,
                      clusters=clusters, title=description)
   summary_path = os.path.join(FLAGS.output_dir, 'summary.json')
   with open(summary_path + '.tmp', 'w', encoding='utf-8') as f:
-    json.dump(summary, f, indent=2)
+    f.write(summary_text)
   os.replace(summary_path + '.tmp', summary_path)
-  print(json.dumps(summary, indent=2))
+  print(summary_text)
   print(f'wrote {len(maps)} FITS maps, {figure} and {summary_path}')
 
 

@@ -31,12 +31,18 @@ def _run(module, *args):
 
 
 def test_embedded_default_writes_maps_summary_and_figure(map_shear, tmp_path):
-  _run(map_shear, f'--output_dir={tmp_path}')
+  _run(map_shear, f'--output_dir={tmp_path}', '--prior=gaussian', '--num_samples=8',
+       '--num_levels=12')
   summary = json.loads((tmp_path / 'summary.json').read_text())
-  for name in ('ks', 'wiener'):
+  for name in ('ks', 'wiener', 'posterior'):
     entry = summary['methods'][name]
     assert 0 < entry['rmse'] < 0.05 and 0 < entry['pearson_r'] < 1
   assert summary['methods']['wiener']['converged']
+  post = summary['methods']['posterior']
+  assert 0 < post['coverage_68'] < post['coverage_95'] <= 1
+  assert post['score_evaluations_per_sample'] > 0
+  samples, _, _ = catalog.read_map_fits(tmp_path / 'kappa_posterior_samples.fits')
+  assert samples.shape == (8, 128, 128)
   assert (tmp_path / 'maps.png').stat().st_size > 10_000
   truth, wcs, _ = catalog.read_map_fits(tmp_path / 'kappa_truth.fits')
   assert truth.shape == (128, 128) and wcs.has_celestial
