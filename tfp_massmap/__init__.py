@@ -15,9 +15,12 @@ from tfp_massmap import mcmc
 from tfp_massmap import metrics
 from tfp_massmap import power_spectrum
 from tfp_massmap import preprocessing
+from tfp_massmap import priors
+from tfp_massmap import score_network
 from tfp_massmap import sparse
 from tfp_massmap import starlet
 from tfp_massmap import survey
+from tfp_massmap import training
 from tfp_massmap import wiener
 from tfp_massmap.gaussian_prior import GaussianPrior
 from tfp_massmap.lensing import kaiser_squires
@@ -25,10 +28,14 @@ from tfp_massmap.lensing import shear_from_convergence
 from tfp_massmap.likelihood import ShearLikelihood
 from tfp_massmap.lognormal import LognormalField
 from tfp_massmap.posterior import map_estimate
+from tfp_massmap.priors import load_prior
+from tfp_massmap.score_network import ScoreNetwork
+from tfp_massmap.score_network import load_score_network
 from tfp_massmap.posterior import sample_posterior
 from tfp_massmap.sparse import mcalens_map
 from tfp_massmap.sparse import sparse_map
 from tfp_massmap.sparse import tv_map
+from tfp_massmap.training import train_score_network
 from tfp_massmap.wiener import gaussian_posterior_samples
 from tfp_massmap.wiener import wiener_filter
 from tfp_massmap import datasets  # Registers the TFDS builders; after lognormal.
