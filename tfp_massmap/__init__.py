@@ -11,6 +11,7 @@ from tfp_massmap import gaussian_prior
 from tfp_massmap import lensing
 from tfp_massmap import likelihood
 from tfp_massmap import lognormal
+from tfp_massmap import lognormal_posterior
 from tfp_massmap import mcmc
 from tfp_massmap import metrics
 from tfp_massmap import power_spectrum

@@ -80,16 +80,7 @@ class PosteriorSamples(
 
 def _as_map_data(shear, noise_std, mask):
   """Unpacks a ShearMap-like object and validates the data; numpy arrays."""
-  if all(hasattr(shear, a) for a in ('shear', 'noise_std', 'mask')):
-    if noise_std is not None or mask is not None:
-      raise ValueError('shear is a ShearMap-like object that carries its own '
-                       'noise_std and mask; do not pass them again (got '
-                       f'noise_std={type(noise_std).__name__}, '
-                       f'mask={type(mask).__name__}).')
-    shear, noise_std, mask = shear.shear, shear.noise_std, shear.mask
-  if noise_std is None:
-    raise ValueError('noise_std is required: the per-pixel noise standard '
-                     'deviation of the shear, [N, N] or [N, N, 2].')
+  shear, noise_std, mask = _checks.unpack_shear_data(shear, noise_std, mask)
   shear = np.asarray(shear)
   dtype = np.float64 if shear.dtype == np.float64 else np.float32
   shear = shear.astype(dtype)
