@@ -57,19 +57,19 @@ flags.DEFINE_list('methods', ['ks', 'wiener', 'posterior'],
                   'posterior (annealed HMC samples under --prior), sparse (starlet '
                   'l1 MAP, GLIMPSE-like), tv (total-variation MAP), mcalens '
                   '(Wiener + sparse peaks).')
-flags.DEFINE_enum('prior', 'gaussian', ['learned', 'gaussian'],
+flags.DEFINE_enum('prior', 'learned', ['learned', 'gaussian'],
                   'Prior of the posterior sampler: the shipped learned score '
                   'network (tfp_massmap.load_prior) or the analytic Gaussian '
                   'prior with the shipped LCDM spectrum.')
 flags.DEFINE_string('prior_path', None,
                     'A .keras score network to use instead of the shipped prior.')
-flags.DEFINE_integer('num_samples', 64,
+flags.DEFINE_integer('num_samples', 16,
                      'Posterior samples (independent annealed chains).')
-flags.DEFINE_integer('num_levels', None,
-                     'Annealing noise levels (default: sample_posterior default).')
-flags.DEFINE_integer('num_leapfrog_steps', None,
-                     'Leapfrog steps per HMC transition (default: sample_posterior '
-                     'default).')
+flags.DEFINE_integer('num_levels', 20,
+                     'Annealing noise levels, geometric from 0.1 to 1e-3 (sized so '
+                     'the embedded default runs in minutes on a 2-core CPU).')
+flags.DEFINE_integer('num_leapfrog_steps', 3,
+                     'Leapfrog steps per HMC transition.')
 flags.DEFINE_float('sparse_threshold_sigma', 3.0,
                    'Sparse and MCALens thresholds in units of the noise std per '
                    'starlet scale.')
