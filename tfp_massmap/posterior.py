@@ -164,6 +164,16 @@ def annealed_posterior_score_fn(shear, noise_std, mask, prior):
   return score
 
 
+def _prepare(shear, noise_std, mask, prior, schedule, sigma_max, sigma_min,
+             num_levels, steps_per_level):
+  """Validated map data and noise schedule shared by the two entry points."""
+  shear, noise_std, mask = _as_map_data(shear, noise_std, mask)
+  _check_prior(prior, shear.shape[0])
+  schedule = _make_schedule(schedule, sigma_max, sigma_min, num_levels,
+                            steps_per_level)
+  return shear, noise_std, mask, schedule
+
+
 def _make_schedule(schedule, sigma_max, sigma_min, num_levels,
                    steps_per_level):
   if schedule is not None:
@@ -317,12 +327,11 @@ def sample_posterior(shear,
       noise, shapes that do not match, a prior that does not fit N×N maps, or
       bad sampler settings.
   """
-  shear, noise_std, mask = _as_map_data(shear, noise_std, mask)
+  shear, noise_std, mask, schedule = _prepare(
+      shear, noise_std, mask, prior, schedule, sigma_max, sigma_min,
+      num_levels, steps_per_level)
   dtype = shear.dtype
   n = shear.shape[0]
-  _check_prior(prior, n)
-  schedule = _make_schedule(schedule, sigma_max, sigma_min, num_levels,
-                            steps_per_level)
   num_leapfrog_steps, metropolis_correction = _method_settings(
       method, num_leapfrog_steps, metropolis_correction)
   num_samples = _checks.positive_int(num_samples, 'num_samples')
@@ -460,12 +469,11 @@ def map_estimate(shear,
   Raises:
     ValueError: as `sample_posterior`, or a step_size_factor outside (0, 1).
   """
-  shear, noise_std, mask = _as_map_data(shear, noise_std, mask)
+  shear, noise_std, mask, schedule = _prepare(
+      shear, noise_std, mask, prior, schedule, sigma_max, sigma_min,
+      num_levels, steps_per_level)
   dtype = shear.dtype
   n = shear.shape[0]
-  _check_prior(prior, n)
-  schedule = _make_schedule(schedule, sigma_max, sigma_min, num_levels,
-                            steps_per_level)
   factor = _checks.positive_scalar(step_size_factor, 'step_size_factor')
   if factor >= 1:
     raise ValueError(f'step_size_factor must be in (0, 1) for a stable ascent, '
