@@ -20,6 +20,7 @@ from tfp_massmap import power_spectrum
 from tfp_massmap import survey
 from tfp_massmap.mcmc import GeometricSchedule
 from tfp_massmap.posterior import PosteriorSamples
+from tfp_massmap.posterior import credible_interval
 from tfp_massmap.posterior import map_estimate
 from tfp_massmap.posterior import sample_posterior
 
@@ -131,7 +132,8 @@ def test_summaries_seeds_and_batches(problem):
   kwargs = dict(num_samples=12, batch_size=6, sigma_max=0.05, sigma_min=1e-3,
                 num_levels=3, num_leapfrog_steps=2, seed=(5, 6),
                 progress=False)
-  result = sample_posterior(*args, problem['prior'], **kwargs)
+  with pytest.warns(UserWarning, match='12 samples cannot resolve a 95%'):
+    result = sample_posterior(*args, problem['prior'], **kwargs)
   samples = result.samples.numpy()
   assert samples.shape == (12, NPIX, NPIX)
   assert result.diagnostics['batch_size'] == 6
@@ -139,11 +141,14 @@ def test_summaries_seeds_and_batches(problem):
   assert not np.allclose(samples[:6], samples[6:])
   np.testing.assert_allclose(result.mean.numpy(), samples.mean(0), atol=1e-6)
   np.testing.assert_allclose(result.std.numpy(), samples.std(0), atol=1e-6)
-  for interval, (lo, hi) in ((result.interval_68, (16, 84)),
-                             (result.interval_95, (2.5, 97.5))):
-    np.testing.assert_allclose(interval.numpy(),
-                               np.percentile(samples, [lo, hi], axis=0),
-                               atol=1e-6)
+  # Plotting positions q(S + 1) (numpy's 'weibull'); 12 samples cannot
+  # resolve 95 %, so that interval is [min, max].
+  np.testing.assert_allclose(
+      result.interval_68.numpy(),
+      np.percentile(samples, [16, 84], axis=0, method='weibull'), atol=1e-6)
+  np.testing.assert_allclose(
+      result.interval_95.numpy(),
+      np.stack([samples.min(0), samples.max(0)]), atol=1e-6)
   assert np.all(result.interval_95[0] <= result.interval_68[0])
   assert np.all(result.interval_68[1] <= result.interval_95[1])
   # The Tweedie step removes the mean mode, on which the Gaussian prior puts
@@ -152,9 +157,39 @@ def test_summaries_seeds_and_batches(problem):
   # Same seed, same samples; a ShearMap-like object is the same data.
   ShearMapLike = collections.namedtuple('ShearMapLike',
                                         'shear noise_std mask')
-  again = sample_posterior(ShearMapLike(*args), prior=problem['prior'],
-                           **kwargs)
+  with pytest.warns(UserWarning):
+    again = sample_posterior(ShearMapLike(*args), prior=problem['prior'],
+                             **kwargs)
   np.testing.assert_array_equal(again.samples.numpy(), samples)
+
+
+@pytest.mark.parametrize('num_samples', [16, 40])
+def test_credible_intervals_cover_a_further_draw(num_samples):
+  """A further draw from the sampled distribution falls inside the interval
+  with the nominal probability, for few samples too (skewed distribution)."""
+  rng = np.random.default_rng(0)
+  draws = rng.lognormal(sigma=0.5, size=(num_samples + 1, 200_000))
+  samples, truth = draws[:-1], draws[-1]
+  levels = (0.68, 0.95) if num_samples >= 39 else (0.5, 0.68)
+  for level in levels:
+    lower, upper = credible_interval(tf.constant(samples), level).numpy()
+    hit = np.mean((truth >= lower) & (truth <= upper))
+    # Interpolating between order statistics leaves < 1 point of bias.
+    assert abs(hit - level) < 0.01, (level, hit)
+  # The usual positions q(S - 1) fall short with 16 samples.
+  if num_samples == 16:
+    lower, upper = np.percentile(samples, [16, 84], axis=0)
+    assert np.mean((truth >= lower) & (truth <= upper)) < 0.63
+
+
+def test_credible_interval_bad_input():
+  with pytest.raises(ValueError, match='level must be in'):
+    credible_interval(tf.zeros([4, 3]), 95)
+  with pytest.raises(ValueError, match='at least 2 samples'):
+    credible_interval(tf.zeros([1, 3]), 0.68)
+  with pytest.warns(UserWarning, match='needs 39'):
+    lower, upper = credible_interval(tf.constant([[1.], [3.], [2.]]), 0.95)
+  np.testing.assert_array_equal([lower, upper], [[1.], [3.]])
 
 
 def test_schedule_object_and_nan_outside_mask(problem):

@@ -28,6 +28,7 @@ from tfp_massmap.lensing import kaiser_squires
 from tfp_massmap.lensing import shear_from_convergence
 from tfp_massmap.likelihood import ShearLikelihood
 from tfp_massmap.lognormal import LognormalField
+from tfp_massmap.posterior import credible_interval
 from tfp_massmap.posterior import map_estimate
 from tfp_massmap.priors import load_prior
 from tfp_massmap.score_network import ScoreNetwork
