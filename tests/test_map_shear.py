@@ -6,7 +6,6 @@ import pathlib
 
 from absl import app
 from absl import flags
-from astropy.io import fits
 import astropy.table
 import numpy as np
 import pytest

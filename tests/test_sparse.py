@@ -166,43 +166,28 @@ def _masked_problem(n=32, seed=5):
   return kappa, mask, std, _observe(kappa, mask, std, seed=seed + 2)
 
 
-def test_sparse_objective_is_monotone_and_minimal():
+def _sparse_case():
+  """A masked problem solved by `sparse_map`, and its objective F."""
   truth, mask, std, shear = _masked_problem()
-  estimate, info = sparse.sparse_map(shear, std, mask, num_scales=3,
-                                     max_iterations=400, tol=1e-6)
-  estimate = estimate.numpy()
-  history = info.objective.numpy()
-  assert history.shape == (int(info.iterations),)
-  assert np.all(np.diff(history) <= 0)
-  assert info.relative_change.shape == history.shape
+  solution = sparse.sparse_map(shear, std, mask, num_scales=3,
+                               max_iterations=400, tol=1e-6)
 
   def objective(kappa):
     return _sparse_objective(kappa, shear, std, mask, 3, 3.0)
 
-  best = objective(estimate)
-  np.testing.assert_allclose(history[-1], best, rtol=1e-9)
-  others = [truth, np.zeros_like(truth), lensing.kaiser_squires(shear)[0].numpy()]
-  rng = np.random.default_rng(6)
-  scale = 0.01 * np.linalg.norm(estimate)
-  for _ in range(4):
-    step = rng.standard_normal(truth.shape)
-    step *= scale / np.linalg.norm(step)
-    others += [estimate + step, estimate - step]
-  assert all(best < objective(other) for other in others)
+  return truth, shear, solution, objective
 
 
-def test_tv_objective_is_monotone_and_minimal():
+def _tv_case():
+  """A masked problem with uniform noise solved by `tv_map`, and its F."""
   n, sigma, regularisation = 32, 0.04, 1.5
   truth = _gaussian_field(n, seed=7)
   truth[10:16, 18:26] += 0.1
   mask, _ = _survey(n, 1.0, seed=8, holes=((24, 8, 4),))
   std = np.where(mask > 0, sigma, 0.0)
   shear = _observe(truth, mask, std, seed=9)
-  estimate, info = sparse.tv_map(shear, std, mask, regularisation,
-                                 max_iterations=400, tol=1e-6)
-  estimate = estimate.numpy()
-  history = info.objective.numpy()
-  assert np.all(np.diff(history) <= 0)
+  solution = sparse.tv_map(shear, std, mask, regularisation,
+                           max_iterations=400, tol=1e-6)
 
   def objective(kappa):
     # Uniform noise: the weight is regularisation × σ √(1 − 1/N²) (the
@@ -213,10 +198,23 @@ def test_tv_objective_is_monotone_and_minimal():
     weight = lipschitz * regularisation * sigma * np.sqrt(1 - 1 / n**2)
     return chi2 + weight * np.sum(np.hypot(dx, dy))
 
+  return truth, shear, solution, objective
+
+
+@pytest.mark.parametrize('case, seed', [(_sparse_case, 6), (_tv_case, 10)],
+                         ids=['sparse', 'tv'])
+def test_objective_is_monotone_and_minimal(case, seed):
+  truth, shear, (estimate, info), objective = case()
+  estimate = estimate.numpy()
+  history = info.objective.numpy()
+  assert history.shape == (int(info.iterations),)
+  assert np.all(np.diff(history) <= 0)
+  assert info.relative_change.shape == history.shape
+
   best = objective(estimate)
   np.testing.assert_allclose(history[-1], best, rtol=1e-9)
   others = [truth, np.zeros_like(truth), lensing.kaiser_squires(shear)[0].numpy()]
-  rng = np.random.default_rng(10)
+  rng = np.random.default_rng(seed)
   scale = 0.01 * np.linalg.norm(estimate)
   for _ in range(4):
     step = rng.standard_normal(truth.shape)

@@ -198,6 +198,7 @@ def test_training_examples_are_reproducible_and_log_uniform():
       shuffle_buffer=4).batch(500).take(1).get_single_element()
   (x1, s1, u1), (x2, s2, u2) = make(), make()
   np.testing.assert_array_equal(x1, x2)
+  np.testing.assert_array_equal(s1, s2)
   np.testing.assert_array_equal(u1, u2)
   assert x1.shape == (500, 8, 8)
   # ln sigma is uniform on [ln 1e-3, ln 0.2]: mean and std of a uniform law.

@@ -122,3 +122,63 @@ def unpack_shear_data(shear, noise_std, mask):
     raise ValueError('noise_std is required: the per-pixel noise standard '
                      'deviation of the data, [..., N, N] or [..., N, N, C].')
   return shear, noise_std, mask
+
+
+def noise_and_mask(noise_std, mask, n=None):
+  """Checks the noise std and mask that go with shear data on an N x N grid.
+
+  The noise counts only where there is data: ``noise_std`` may hold anything
+  (NaN, negative) where ``mask`` is 0.
+
+  Args:
+    noise_std: float tensor, the per-pixel noise std of the shear
+      (dimensionless), ``[..., N, N]`` (both components) or ``[..., N, N, 2]``.
+    mask: float tensor ``[..., N, N]``, >= 0, > 0 on observed pixels.
+    n: the map size N of the shear, or None to take it from ``mask``.
+
+  Returns:
+    (noise_std, observed): ``noise_std`` with a component axis
+    (``[..., N, N, 1]`` or ``[..., N, N, 2]``), set to 1 where mask = 0 so
+    that ``mask / noise_std²`` is finite everywhere; ``observed`` the bool
+    ``(mask > 0)[..., N, N, 1]``.
+
+  Raises:
+    ValueError: for non-square or mismatched map shapes, batch axes of
+      noise_std and mask that do not broadcast, a negative or non-finite mask,
+      a negative or non-finite noise_std where mask > 0, and (eagerly) a map
+      with no observed pixel or noise_std = 0 on an observed pixel.
+  """
+  mask_n = square_map_shape(mask.shape, 'mask')
+  if n is not None and not mask.shape[-2:].is_compatible_with([n, n]):
+    raise ValueError(f'mask has map shape {mask.shape[-2:]}, expected [{n}, {n}] '
+                     'like the shear.')
+  n = n or mask_n
+  per_component = (noise_std.shape.rank is not None and
+                   noise_std.shape.rank >= 3 and
+                   noise_std.shape[-3:].as_list() == [n, n, 2])
+  if not per_component:
+    square_map_shape(noise_std.shape, 'noise_std')
+    same_map_shape(noise_std.shape, mask.shape, 'noise_std', 'mask')
+    noise_std = noise_std[..., tf.newaxis]
+  try:
+    tf.broadcast_static_shape(noise_std.shape[:-3], mask.shape[:-2])
+  except ValueError:
+    raise ValueError(
+        'the leading (batch) axes of noise_std and mask must broadcast; got '
+        f'noise_std {noise_std.shape} and mask {mask.shape}.') from None
+  non_negative(mask, 'mask')
+  observed = (mask > 0)[..., tf.newaxis]
+  noise_std = tf.where(observed, noise_std, tf.ones_like(noise_std))
+  non_negative(noise_std, 'noise_std on observed pixels (mask > 0)')
+  if tf.executing_eagerly():
+    counts = tf.reduce_sum(tf.cast(observed, tf.int32), axis=[-3, -2, -1]).numpy()
+    if np.any(counts == 0):
+      raise ValueError(
+          f'mask has no observed pixel (mask > 0) in {int(np.sum(counts == 0))} '
+          f'of its {counts.size} map(s); expected at least one per map.')
+    zeros = int(tf.reduce_sum(tf.cast(tf.equal(noise_std, 0.), tf.int32)))
+    if zeros:
+      raise ValueError(
+          f'noise_std is 0 on {zeros} observed pixel value(s) (mask > 0); '
+          'expected noise_std > 0 wherever mask > 0.')
+  return noise_std, observed

@@ -34,15 +34,17 @@ __all__ = [
     'sample_posterior',
 ]
 
-# Default annealing (dimensionless convergence): 202 score evaluations per
-# sample. On the COSMOS-like Gaussian problems of docs/benchmarks.md a third
-# of that already matches the exact posterior; the margin is for learned,
-# non-Gaussian priors.
+# Default annealing (dimensionless convergence): 1 + 30 × 3 + 1 = 92 score
+# evaluations per sample. The leapfrog step is half the noise level: an exact
+# σ-smoothed prior has curvature at most 1/σ², so ε = σ would be stable, but a
+# trained denoiser's Jacobian is not bounded by 1 and with ε = σ the shipped
+# prior's chains run away at σ ≈ 0.01-0.03 (docs/benchmarks.md, "Annealing
+# for the learned prior"); ε = σ/2 leaves a factor 4 margin in curvature.
 DEFAULT_SIGMA_MAX = 0.1
 DEFAULT_SIGMA_MIN = 1e-3
-DEFAULT_NUM_LEVELS = 40
-DEFAULT_NUM_LEAPFROG_STEPS = 5
-DEFAULT_STEP_SIZE_FACTOR = 1.0
+DEFAULT_NUM_LEVELS = 30
+DEFAULT_NUM_LEAPFROG_STEPS = 3
+DEFAULT_STEP_SIZE_FACTOR = 0.5
 
 # Steps per call of the compiled sampler (one progress-bar update each).
 _MAX_CHUNK_STEPS = 100
@@ -295,16 +297,17 @@ def sample_posterior(shear,
     num_samples: number of independent samples (= chains), int >= 1.
     schedule: a noise schedule (`GeometricSchedule`, `ConstantSchedule` or
       any object with ``sigma(step)`` and ``num_steps``); or leave None and
-      give the following four (defaults: 0.1, 1e-3, 40 levels, 1 step per
+      give the following four (defaults: 0.1, 1e-3, 30 levels, 1 step per
       level).
     sigma_max: first noise level (dimensionless convergence); should be at
       least the prior's pixel standard deviation.
     sigma_min: last noise level; well below the posterior standard deviation.
     num_levels: number of geometric noise levels.
     steps_per_level: transitions per noise level.
-    num_leapfrog_steps: leapfrog steps per transition (default 5 for 'hmc';
+    num_leapfrog_steps: leapfrog steps per transition (default 3 for 'hmc';
       'mala' and 'ula' use 1).
-    step_size_factor: leapfrog step size / σ (dimensionless, < √2).
+    step_size_factor: leapfrog step size / σ (dimensionless; default 0.5,
+      see DEFAULT_STEP_SIZE_FACTOR; at most about 1 for an exact prior).
     method: 'hmc', 'mala' (one leapfrog step with Metropolis correction) or
       'ula' (one leapfrog step, no correction).
     metropolis_correction: bool; default False for 'hmc' (accept every

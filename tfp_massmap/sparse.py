@@ -107,47 +107,13 @@ _Problem = collections.namedtuple(
     '_Problem', ['data', 'inverse_variance', 'lipschitz'])
 
 
-def _check_int(value, name, minimum=1):
-  if (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or
-      value < minimum):
-    raise ValueError(f'{name} must be an integer >= {minimum}, got {value!r}.')
-  return int(value)
-
-
 def _inverse_variance(noise_std, mask, dtype, n):
   """Validated N⁻¹ = mask / noise_std² ``[..., N, N, 2]``, 0 off the mask."""
   noise_std = tf.cast(tf.convert_to_tensor(noise_std, name='noise_std'), dtype)
   mask = tf.cast(tf.convert_to_tensor(mask, name='mask'), dtype)
-  _checks.square_map_shape(mask.shape, 'mask')
-  if n is not None and mask.shape[-1] is not None and mask.shape[-1] != n:
-    raise ValueError(f'mask has map shape {mask.shape[-2:]}, expected [{n}, {n}] '
-                     'like the shear.')
-  n = n or mask.shape[-1]
-  per_component = (noise_std.shape.rank is not None and
-                   noise_std.shape.rank >= 3 and
-                   noise_std.shape[-3:].as_list() == [n, n, 2])
-  if not per_component:
-    _checks.square_map_shape(noise_std.shape, 'noise_std')
-    _checks.same_map_shape(noise_std.shape, mask.shape, 'noise_std', 'mask')
-    noise_std = noise_std[..., tf.newaxis]
-  _checks.non_negative(mask, 'mask')
-  observed = (mask > 0)[..., tf.newaxis]
-  noise_on_data = tf.where(observed, noise_std, tf.ones_like(noise_std))
-  _checks.non_negative(noise_on_data, 'noise_std on observed pixels (mask > 0)')
-  if tf.executing_eagerly():
-    counts = tf.reduce_sum(tf.cast(observed, tf.int32), axis=[-3, -2, -1]).numpy()
-    if np.any(counts == 0):
-      raise ValueError(
-          f'mask has no observed pixel (mask > 0) in {int(np.sum(counts == 0))} '
-          f'of its {counts.size} map(s); expected at least one per map.')
-    zeros = int(tf.reduce_sum(tf.cast(
-        observed & tf.equal(noise_std, 0.), tf.int32)))
-    if zeros:
-      raise ValueError(
-          f'noise_std is 0 on {zeros} observed pixel value(s) (mask > 0); '
-          'expected noise_std > 0 wherever mask > 0.')
-  inverse = tf.where(observed, mask[..., tf.newaxis] / noise_on_data**2,
-                     tf.zeros_like(noise_on_data))
+  noise_std, observed = _checks.noise_and_mask(noise_std, mask, n)
+  inverse = tf.where(observed, mask[..., tf.newaxis] / noise_std**2,
+                     tf.zeros_like(noise_std))
   return inverse * tf.ones([2], dtype)
 
 
@@ -298,7 +264,7 @@ def sparse_thresholds(noise_std, mask, num_scales=5, threshold_sigma=3.0,
     dtype = (noise_std.dtype if noise_std.dtype in (tf.float32, tf.float64)
              else tf.float32)
     inverse = _inverse_variance(noise_std, mask, dtype, None)
-    num_scales = _check_int(num_scales, 'num_scales')
+    num_scales = _checks.positive_int(num_scales, 'num_scales')
     lipschitz = tf.reduce_max(inverse, axis=[-3, -2, -1])[..., tf.newaxis,
                                                            tf.newaxis]
     return _sparse_thresholds(inverse, lipschitz, num_scales, threshold_sigma)
@@ -452,9 +418,9 @@ def _report(iterations, history, changes, tol):
 
 
 def _check_solver_args(max_iterations, tol, inner_iterations):
-  return (_check_int(max_iterations, 'max_iterations'),
+  return (_checks.positive_int(max_iterations, 'max_iterations'),
           _checks.positive_scalar(tol, 'tol'),
-          _check_int(inner_iterations, 'inner_iterations'))
+          _checks.positive_int(inner_iterations, 'inner_iterations'))
 
 
 def _as_tensors(max_iterations, tol, inner_iterations, dtype):
@@ -522,7 +488,7 @@ def sparse_map(shear, noise_std, mask, num_scales=5, threshold_sigma=3.0,
     problem = _set_up(shear, noise_std, mask)
     max_iterations, tol, inner_iterations = _check_solver_args(
         max_iterations, tol, inner_iterations)
-    num_scales = _check_int(num_scales, 'num_scales')
+    num_scales = _checks.positive_int(num_scales, 'num_scales')
     thresholds = _sparse_thresholds(problem.inverse_variance, problem.lipschitz,
                                     num_scales, threshold_sigma)
     initial = _initial_map(initial, problem, positivity)
@@ -655,8 +621,8 @@ def mcalens_map(shear, noise_std, mask, prior, num_scales=5,
                            'shear', 'prior event')
     max_iterations, tol, inner_iterations = _check_solver_args(
         max_iterations, tol, inner_iterations)
-    sparse_iterations = _check_int(sparse_iterations, 'sparse_iterations')
-    num_scales = _check_int(num_scales, 'num_scales')
+    sparse_iterations = _checks.positive_int(sparse_iterations, 'sparse_iterations')
+    num_scales = _checks.positive_int(num_scales, 'num_scales')
     thresholds = _sparse_thresholds(problem.inverse_variance, problem.lipschitz,
                                     num_scales, threshold_sigma, coarse=True)
     weights = thresholds * problem.lipschitz[..., tf.newaxis, :, :]

@@ -93,18 +93,9 @@ def _set_up(shear, noise_std, mask, prior):
   noise_std = _cast(noise_std, dtype, 'noise_std')
   mask = _cast(mask, dtype, 'mask')
   n = _checks.square_map_shape(shear.shape, 'shear', channels=2)
-  _checks.square_map_shape(mask.shape, 'mask')
-  _checks.same_map_shape(shear.shape[:-1], mask.shape, 'shear', 'mask')
   _checks.same_map_shape(shear.shape[:-1], prior.spectrum.shape, 'shear',
                          'prior.spectrum')
-  per_component = (noise_std.shape.rank is not None and noise_std.shape.rank >= 3
-                   and noise_std.shape[-1] == 2 and noise_std.shape[-2] == n
-                   and noise_std.shape[-3] == n)
-  if not per_component:
-    _checks.square_map_shape(noise_std.shape, 'noise_std')
-    _checks.same_map_shape(shear.shape[:-1], noise_std.shape, 'shear',
-                           'noise_std')
-    noise_std = noise_std[..., tf.newaxis]
+  noise_std, observed = _checks.noise_and_mask(noise_std, mask, n)
   try:
     tf.broadcast_static_shape(
         tf.broadcast_static_shape(shear.shape[:-3], noise_std.shape[:-3]),
@@ -114,28 +105,11 @@ def _set_up(shear, noise_std, mask, prior):
         'the leading (batch) axes must broadcast; got shear '
         f'{shear.shape}, noise_std {noise_std.shape}, mask {mask.shape}, '
         f'prior.spectrum {prior.spectrum.shape}.') from None
-
-  _checks.non_negative(mask, 'mask')
-  _checks.non_negative(noise_std, 'noise_std')
-  observed = (mask > 0)[..., tf.newaxis]
   _checks.finite(tf.where(observed, shear, tf.zeros_like(shear)),
                  'shear on observed pixels (mask > 0)')
-  if tf.executing_eagerly():
-    count = tf.reduce_sum(tf.cast(observed, tf.int32), axis=[-3, -2, -1]).numpy()
-    if np.any(count == 0):
-      raise ValueError(
-          f'mask has no observed pixel (mask > 0) in {int(np.sum(count == 0))} '
-          f'of its {count.size} map(s); expected at least one per map.')
-    zero = tf.reduce_sum(tf.cast(
-        observed & tf.equal(noise_std, 0.), tf.int32)).numpy()
-    if zero:
-      raise ValueError(
-          f'noise_std is 0 on {zero} observed pixel value(s) (mask > 0); '
-          'expected noise_std > 0 wherever mask > 0.')
 
-  safe_std = tf.where(observed, noise_std, tf.ones_like(noise_std))
-  inverse_noise = tf.where(observed, mask[..., tf.newaxis] / safe_std**2,
-                           tf.zeros_like(safe_std))
+  inverse_noise = tf.where(observed, mask[..., tf.newaxis] / noise_std**2,
+                           tf.zeros_like(noise_std))
   inverse_noise = inverse_noise * tf.ones([2], dtype)  # Both components.
   data = tf.where(observed, shear, tf.zeros_like(shear))
 
@@ -250,7 +224,7 @@ def wiener_filter(shear, noise_std, mask, prior, tol=1e-6, max_iterations=1000,
       values on masked pixels are ignored (NaN allowed there).
     noise_std: per-pixel noise standard deviation of the shear, ``[..., N, N]``
       (both components) or ``[..., N, N, 2]`` (per component, like COSMOS
-      std1/std2); >= 0, and > 0 on observed pixels; ignored where mask = 0.
+      std1/std2); > 0 on observed pixels, ignored (any value) where mask = 0.
     mask: ``[..., N, N]``, > 0 on observed pixels. ``N⁻¹ = mask / noise_std²``
       there (a 0/1 mask gives plain inverse variances), 0 elsewhere.
     prior: a ``GaussianPrior`` with event shape ``[N, N]``; its dtype sets
@@ -266,10 +240,10 @@ def wiener_filter(shear, noise_std, mask, prior, tol=1e-6, max_iterations=1000,
 
   Raises:
     ValueError: for mismatched or non-square shapes, non-broadcasting batch
-      axes, negative or non-finite noise_std or mask, non-finite shear on
-      observed pixels, noise_std = 0 on an observed pixel, a map with no
-      observed pixel, or bad tol / max_iterations. Value checks run eagerly
-      only; inside ``tf.function`` only shapes are checked.
+      axes, a negative or non-finite mask, negative or non-finite noise_std or
+      non-finite shear on observed pixels, noise_std = 0 on an observed
+      pixel, a map with no observed pixel, or bad tol / max_iterations. Value
+      checks run eagerly only; inside ``tf.function`` only shapes are checked.
   """
   with tf.name_scope(name or 'wiener_filter'):
     tol, max_iterations = _check_solver_args(tol, max_iterations)

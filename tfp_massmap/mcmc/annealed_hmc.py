@@ -108,7 +108,12 @@ class AnnealedHamiltonianMonteCarlo(kernel_base.TransitionKernel):
   Fourier mode of the unmasked Gaussian problem the variance is exactly
   1/(1/(S_k + σ²) + 1/(N_k + σ²)) ≥ σ²/2). Hence ε ∝ σ: leapfrog is stable
   in every direction when ε < 2 · (σ/√2), i.e. for ``step_size_factor <
-  √2``, and ε/std stays the same at every noise level; 1 works well. (A
+  √2``, and ε/std stays the same at every noise level; 1 works well for an
+  exact prior score. A trained network is not an exact smoothed prior: its
+  Jacobian can exceed the bound, and with factor 1 the chains of the shipped
+  prior run away at σ ≈ 0.01-0.03 while factor 0.5 keeps them on the prior
+  (docs/benchmarks.md, "Annealing for the learned prior"); `sample_posterior`
+  uses 0.5. (A
   lower bound on the step from the posterior width, ε ≥ factor · τ_min,
   would help once σ ≪ τ_min, but the mean mode of the map has posterior
   width σ — the data do not constrain it, nor does a Gaussian prior with
