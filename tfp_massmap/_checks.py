@@ -137,10 +137,11 @@ def noise_and_mask(noise_std, mask, n=None):
     n: the map size N of the shear, or None to take it from ``mask``.
 
   Returns:
-    (noise_std, observed): ``noise_std`` with a component axis
-    (``[..., N, N, 1]`` or ``[..., N, N, 2]``), set to 1 where mask = 0 so
-    that ``mask / noise_std²`` is finite everywhere; ``observed`` the bool
-    ``(mask > 0)[..., N, N, 1]``.
+    (noise_std, observed, inverse_variance): ``noise_std`` with a component
+    axis (``[..., N, N, 1]`` or ``[..., N, N, 2]``), set to 1 where mask = 0;
+    ``observed`` the bool ``(mask > 0)[..., N, N, 1]``; ``inverse_variance``
+    the noise precision N⁻¹ = mask / noise_std² of both shear components,
+    ``[..., N, N, 2]``, 0 where mask = 0.
 
   Raises:
     ValueError: for non-square or mismatched map shapes, batch axes of
@@ -181,4 +182,6 @@ def noise_and_mask(noise_std, mask, n=None):
       raise ValueError(
           f'noise_std is 0 on {zeros} observed pixel value(s) (mask > 0); '
           'expected noise_std > 0 wherever mask > 0.')
-  return noise_std, observed
+  inverse_variance = tf.where(observed, mask[..., tf.newaxis] / noise_std**2,
+                              tf.zeros_like(noise_std))
+  return noise_std, observed, inverse_variance * tf.ones([2], noise_std.dtype)

@@ -111,10 +111,7 @@ def _inverse_variance(noise_std, mask, dtype, n):
   """Validated N⁻¹ = mask / noise_std² ``[..., N, N, 2]``, 0 off the mask."""
   noise_std = tf.cast(tf.convert_to_tensor(noise_std, name='noise_std'), dtype)
   mask = tf.cast(tf.convert_to_tensor(mask, name='mask'), dtype)
-  noise_std, observed = _checks.noise_and_mask(noise_std, mask, n)
-  inverse = tf.where(observed, mask[..., tf.newaxis] / noise_std**2,
-                     tf.zeros_like(noise_std))
-  return inverse * tf.ones([2], dtype)
+  return _checks.noise_and_mask(noise_std, mask, n)[2]
 
 
 def _set_up(shear, noise_std, mask):

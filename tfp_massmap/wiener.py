@@ -95,7 +95,7 @@ def _set_up(shear, noise_std, mask, prior):
   n = _checks.square_map_shape(shear.shape, 'shear', channels=2)
   _checks.same_map_shape(shear.shape[:-1], prior.spectrum.shape, 'shear',
                          'prior.spectrum')
-  noise_std, observed = _checks.noise_and_mask(noise_std, mask, n)
+  noise_std, observed, inverse_noise = _checks.noise_and_mask(noise_std, mask, n)
   try:
     tf.broadcast_static_shape(
         tf.broadcast_static_shape(shear.shape[:-3], noise_std.shape[:-3]),
@@ -108,9 +108,6 @@ def _set_up(shear, noise_std, mask, prior):
   _checks.finite(tf.where(observed, shear, tf.zeros_like(shear)),
                  'shear on observed pixels (mask > 0)')
 
-  inverse_noise = tf.where(observed, mask[..., tf.newaxis] / noise_std**2,
-                           tf.zeros_like(noise_std))
-  inverse_noise = inverse_noise * tf.ones([2], dtype)  # Both components.
   data = tf.where(observed, shear, tf.zeros_like(shear))
 
   spectrum = tf.convert_to_tensor(prior.spectrum)
