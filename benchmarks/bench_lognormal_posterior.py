@@ -21,12 +21,24 @@ removed: RMSE and Pearson r of `metrics`):
     (``field.power_grid``); its 68/95 % intervals are mean ± 1/1.96 σ of the
     Gaussian posterior, σ from `gaussian_posterior_samples`.
   Exact: `lognormal_posterior` (HMC), all maps of a λ in one batch.
-Prints one markdown row per λ with means ± standard errors over maps, then
-the sampler's cost.
+Prints one markdown row per λ, then the sampler's cost per λ, then one line
+per map (its seed, the standard deviation of its true κ over the observed
+pixels and its exact/Wiener RMSE ratio). Every ± is the standard error of the
+mean from the map-to-map scatter: the sample standard deviation (ddof = 1) of
+the per-map values over √(number of maps); ratios are computed per map, then
+averaged.
 
-  python benchmarks/bench_lognormal_posterior.py --num_maps=6
+Maps run ``--maps_per_batch`` at a time (one HMC batch, seeded by its first
+map's seed). With ``--output=FILE`` each map's numbers are appended to FILE
+(JSON lines) as soon as its batch finishes; a rerun with the same FILE and
+settings skips the maps already there, so a stopped run resumes, and the
+tables are computed from the records of every requested map.
+
+  python benchmarks/bench_lognormal_posterior.py --shifts=0.02,0.05 \
+      --num_maps=20 --maps_per_batch=2 --output=/tmp/lognormal_posterior.jsonl
 """
 
+import json
 import os
 import pathlib
 import platform
@@ -62,6 +74,12 @@ _SHIFTS = flags.DEFINE_list(
     'shifts', [str(lognormal.COSMOS_SHIFT), '0.02', '0.05'],
     'Lognormal shifts λ (dimensionless); the first is the dataset\'s.')
 _NUM_MAPS = flags.DEFINE_integer('num_maps', 6, 'Test maps per shift.')
+_MAPS_PER_BATCH = flags.DEFINE_integer(
+    'maps_per_batch', None, 'Maps per HMC batch (default: all maps of a shift '
+    'in one batch).')
+_OUTPUT = flags.DEFINE_string(
+    'output', None, 'JSON-lines file of per-map records: appended after each '
+    'batch, read back to skip maps already done (resume).')
 _MASK = flags.DEFINE_enum('mask', 'cosmos', ['cosmos', 'procedural'],
                           'Survey mask (cosmos falls back to procedural when '
                           'the file is absent).')
@@ -119,18 +137,8 @@ def survey_setting():
       np.float64), 'procedural COSMOS-like survey (Poisson counts)')
 
 
-def _mean_se(values):
-  values = np.asarray(values, np.float64)
-  return values.mean(), values.std(ddof=1) / np.sqrt(len(values))
-
-
-def _fmt(values, digits=3):
-  mean, se = _mean_se(values)
-  return f'{mean:.{digits}f} ± {se:.{digits}f}'
-
-
-def run_shift(shift, seeds, mask, noise_std):
-  """Metrics per map for one λ; returns (rows dict, cost dict)."""
+def run_batch(shift, seeds, mask, noise_std):
+  """Estimates and sampler diagnostics for the maps of ``seeds`` at one λ."""
   field = lognormal.LognormalField(shift, N, PIXEL_ARCMIN)
   truth = field.maps_from_seeds(seeds).astype(np.float64)
   clean = lensing.shear_from_convergence(truth).numpy()
@@ -151,7 +159,7 @@ def run_shift(shift, seeds, mask, noise_std):
                                   mask.astype(np.float32), prior)
   samples, _ = wiener.gaussian_posterior_samples(
       shear, noise_std.astype(np.float32), mask.astype(np.float32), prior,
-      _WIENER_SAMPLES.value, seed=(7, 7))
+      _WIENER_SAMPLES.value, seed=(7, seeds[0]))
   out['wiener_time'] = time.perf_counter() - began
   out['wiener'] = wf.numpy()
   assert bool(np.all(info.converged.numpy())), info
@@ -165,7 +173,7 @@ def run_shift(shift, seeds, mask, noise_std):
       num_results=_NUM_RESULTS.value, num_burnin_steps=_NUM_BURNIN.value,
       num_leapfrog_steps=_LEAPFROG.value,
       num_steps_between_results=_THINNING.value,
-      preconditioner=_PRECONDITIONER.value, seed=(11, 12), progress=False)
+      preconditioner=_PRECONDITIONER.value, seed=(11, seeds[0]), progress=False)
   out['exact'] = result.mean.numpy()
   out['exact_std'] = result.std.numpy()
   out['exact_68'] = result.interval_68.numpy()
@@ -186,6 +194,143 @@ def run_shift(shift, seeds, mask, noise_std):
   return out
 
 
+def batch_records(shift, seeds, out, mask, elapsed):
+  """One JSON-ready dict of per-map numbers for each map of a batch."""
+  truth = out['truth']
+  inside = mask > 0
+  num_maps = len(seeds)
+  d = out['diagnostics']
+  per_map = lambda x: np.broadcast_to(np.asarray(x, np.float64), [num_maps])
+  rmse = {k: metrics.rmse(truth, out[k], mask)
+          for k in ('ks', 'wiener', 'exact')}
+  corr = {k: metrics.pearson_r(truth, out[k], mask)
+          for k in ('ks', 'wiener', 'exact')}
+  rmse_all = {k: metrics.rmse(truth, out[k]) for k in ('wiener', 'exact')}
+  ess_pixels = out['pixel_ess'].reshape(num_maps, -1)
+  ess_median = np.median(ess_pixels, axis=-1)
+  sampling_grads = _NUM_CHAINS.value * (
+      1 + _NUM_RESULTS.value * (_THINNING.value + 1) * _LEAPFROG.value)
+  records = []
+  for i, seed in enumerate(seeds):
+    coverage = lambda k, level: metrics.coverage(  # pylint: disable=cell-var-from-loop
+        truth[i], out[f'{k}_{level}'][0][i], out[f'{k}_{level}'][1][i], mask)
+    # Monte-Carlo part of the exact posterior mean's squared error.
+    mc_mse = np.mean((out['exact_std'][i]**2 / out['pixel_ess'][i])[inside])
+    records.append(dict(
+        shift=shift, seed=seed, settings=_settings(),
+        skewness=out['skewness'],
+        truth_std_observed=float(truth[i][inside].std()),
+        **{f'rmse_{k}': float(v[i]) for k, v in rmse.items()},
+        **{f'r_{k}': float(v[i]) for k, v in corr.items()},
+        ratio=float(rmse['exact'][i] / rmse['wiener'][i]),
+        ratio_all_pixels=float(rmse_all['exact'][i] / rmse_all['wiener'][i]),
+        **{f'coverage_{level}_{k}': coverage(k, level)
+           for k in ('wiener', 'exact') for level in ('68', '95')},
+        acceptance_rate=float(per_map(d['acceptance_rate'])[i]),
+        step_size=float(per_map(d['step_size'])[i]),
+        r_hat_median=float(per_map(d['r_hat_median'])[i]),
+        r_hat_max=float(per_map(d['r_hat_max'])[i]),
+        ess_median=float(ess_median[i]),
+        ess_1pc=float(np.quantile(ess_pixels[i], 0.01)),
+        ess_map_mean=float(out['mean_ess'][i]),
+        ess_lowest_mode=float(out['mode_ess'][i]),
+        mc_share=float(mc_mse / rmse['exact'][i]**2),
+        gradients_per_chain=int(d['gradient_evaluations_per_chain']),
+        gradients_per_ess=float(sampling_grads / ess_median[i]),
+        seconds_per_ess=float(
+            d['sampling_wall_time_s'] / num_maps / ess_median[i]),
+        hmc_seconds=d['wall_time_s'] / num_maps,
+        wiener_seconds=out['wiener_time'] / num_maps,
+        seconds=elapsed / num_maps,
+        maps_in_batch=num_maps))
+  return records
+
+
+def _settings():
+  """The flags a per-map record depends on (checked when resuming)."""
+  return dict(
+      num_chains=_NUM_CHAINS.value, num_burnin_steps=_NUM_BURNIN.value,
+      num_results=_NUM_RESULTS.value, num_steps_between_results=_THINNING.value,
+      num_leapfrog_steps=_LEAPFROG.value, preconditioner=_PRECONDITIONER.value,
+      sigma_e=_SIGMA_E.value, mask=_MASK.value,
+      ks_smoothing_arcmin=_KS_SMOOTHING.value,
+      wiener_samples=_WIENER_SAMPLES.value)
+
+
+def load_records(path):
+  """Records of a previous run keyed by (λ, seed); must match the settings."""
+  records = {}
+  if not path or not pathlib.Path(path).exists():
+    return records
+  with open(path, encoding='utf-8') as f:
+    for line in f:
+      if not line.strip():
+        continue
+      record = json.loads(line)
+      if record['settings'] != _settings():
+        raise ValueError(
+            f'{path} holds a record made with settings {record["settings"]}, '
+            f'expected the current ones {_settings()}; use another --output.')
+      records[(record['shift'], record['seed'])] = record
+  return records
+
+
+def _fmt(values, digits=3):
+  """Mean ± standard error of the mean from the scatter of the values."""
+  values = np.asarray(values, np.float64)
+  se = values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else np.nan
+  return f'{values.mean():.{digits}f} ± {se:.{digits}f}'
+
+
+def print_tables(shifts, rows):
+  """The metric, cost and per-map tables from per-map records."""
+  print('| λ | skewness | maps | KS RMSE | Wiener RMSE | exact RMSE | exact / '
+        'Wiener | KS r | Wiener r | exact r | Wiener 68/95 % | exact 68/95 % | '
+        'exact / Wiener (all pixels) |')
+  print('| --- ' * 13 + '|')
+  for shift in shifts:
+    get = lambda key: [r[key] for r in rows[shift]]  # pylint: disable=cell-var-from-loop
+    print(f'| {shift:g} | {rows[shift][0]["skewness"]:.2f} | {len(rows[shift])} '
+          f'| {_fmt(get("rmse_ks"), 4)} | {_fmt(get("rmse_wiener"), 4)} | '
+          f'{_fmt(get("rmse_exact"), 4)} | {_fmt(get("ratio"))} | '
+          f'{_fmt(get("r_ks"), 2)} | {_fmt(get("r_wiener"), 2)} | '
+          f'{_fmt(get("r_exact"), 2)} | '
+          f'{np.mean(get("coverage_68_wiener")):.3f} / '
+          f'{np.mean(get("coverage_95_wiener")):.3f} | '
+          f'{np.mean(get("coverage_68_exact")):.3f} / '
+          f'{np.mean(get("coverage_95_exact")):.3f} | '
+          f'{_fmt(get("ratio_all_pixels"))} |')
+  print()
+  print('| λ | acceptance | step size | split R-hat median / max | pixel ESS '
+        'median / 1 % | ESS map mean | ESS lowest mode | gradients per chain | '
+        'gradients per ESS (median pixel) | s per ESS per map (median pixel) | '
+        'wall time per map (s) | MC share of exact MSE |')
+  print('| --- ' * 12 + '|')
+  for shift in shifts:
+    get = lambda key: np.mean([r[key] for r in rows[shift]])  # pylint: disable=cell-var-from-loop
+    print(f'| {shift:g} | {get("acceptance_rate"):.3f} | {get("step_size"):.4f} '
+          f'| {get("r_hat_median"):.3f} / '
+          f'{max(r["r_hat_max"] for r in rows[shift]):.2f} | '
+          f'{get("ess_median"):.0f} / {get("ess_1pc"):.0f} | '
+          f'{get("ess_map_mean"):.0f} | {get("ess_lowest_mode"):.0f} | '
+          f'{rows[shift][0]["gradients_per_chain"]} | '
+          f'{get("gradients_per_ess"):.0f} | {get("seconds_per_ess"):.2f} | '
+          f'{get("seconds"):.0f} (HMC {get("hmc_seconds"):.0f}, Wiener+samples '
+          f'{get("wiener_seconds"):.0f}) | {get("mc_share"):.3f} |')
+  print()
+  for shift in shifts:
+    std = np.array([r['truth_std_observed'] for r in rows[shift]])
+    ratio = np.array([r['ratio'] for r in rows[shift]])
+    slope = (np.polyfit(std, ratio, 1)[0] if len(std) > 1 else np.nan)
+    corr = (np.corrcoef(std, ratio)[0, 1] if len(std) > 1 else np.nan)
+    print(f'# λ = {shift:g}: std of true κ on the observed pixels '
+          f'{_fmt(std, 4)}; exact/Wiener against it: slope {slope:.2f}, '
+          f'Pearson r {corr:.2f}')
+    print('#   seed, std of true κ observed, exact/Wiener: ' + '; '.join(
+        f'{r["seed"]} {r["truth_std_observed"]:.4f} {r["ratio"]:.3f}'
+        for r in rows[shift]))
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -195,6 +340,9 @@ def main(argv):
       f'lognormal_{N}']
   n_train, n_val, _ = config.split_sizes
   seeds = [n_train + n_val + i for i in range(_NUM_MAPS.value)]
+  per_batch = _MAPS_PER_BATCH.value or len(seeds)
+  if per_batch < 1:
+    raise app.UsageError(f'--maps_per_batch must be >= 1, got {per_batch}.')
   mask, noise_std, description = survey_setting()
   inside = mask > 0
   print(f'# {platform.node()}, {os.cpu_count()} CPU(s), TF {tf.__version__}, '
@@ -204,76 +352,25 @@ def main(argv):
         f'{inside.mean():.3f}; test-split seeds {seeds[0]}..{seeds[-1]}; HMC '
         f'{_NUM_CHAINS.value} chains × ({_NUM_BURNIN.value} warm-up + '
         f'{_NUM_RESULTS.value * (_THINNING.value + 1)}) transitions × '
-        f'{_LEAPFROG.value} leapfrog, preconditioner={_PRECONDITIONER.value}')
-  print('| λ | skewness | KS RMSE | Wiener RMSE | exact RMSE | exact / Wiener '
-        '| KS r | Wiener r | exact r | Wiener 68/95 % | exact 68/95 % | '
-        'exact / Wiener (all pixels) |')
-  print('| --- ' * 12 + '|')
-  costs = []
+        f'{_LEAPFROG.value} leapfrog, preconditioner={_PRECONDITIONER.value}',
+        flush=True)
+  done = load_records(_OUTPUT.value)
   for shift in shifts:
-    began = time.perf_counter()
-    out = run_shift(shift, seeds, mask, noise_std)
-    elapsed = time.perf_counter() - began
-    truth = out['truth']
-    r = {k: metrics.rmse(truth, out[k], mask)
-         for k in ('ks', 'wiener', 'exact')}
-    p = {k: metrics.pearson_r(truth, out[k], mask)
-         for k in ('ks', 'wiener', 'exact')}
-    ratio_all = (metrics.rmse(truth, out['exact']) /
-                 metrics.rmse(truth, out['wiener']))
-    cov68 = {
-        'wiener': [metrics.coverage(truth[i], out['wiener_68'][0][i],
-                                    out['wiener_68'][1][i], mask)
-                   for i in range(len(seeds))],
-        'exact': [metrics.coverage(truth[i], out['exact_68'][0][i],
-                                   out['exact_68'][1][i], mask)
-                  for i in range(len(seeds))]}
-    cov95 = {
-        'wiener': [metrics.coverage(truth[i], out['wiener_95'][0][i],
-                                    out['wiener_95'][1][i], mask)
-                   for i in range(len(seeds))],
-        'exact': [metrics.coverage(truth[i], out['exact_95'][0][i],
-                                   out['exact_95'][1][i], mask)
-                  for i in range(len(seeds))]}
-    print(f'| {shift:g} | {out["skewness"]:.2f} | {_fmt(r["ks"], 4)} | '
-          f'{_fmt(r["wiener"], 4)} | {_fmt(r["exact"], 4)} | '
-          f'{_fmt(r["exact"] / r["wiener"])} | {_fmt(p["ks"], 2)} | '
-          f'{_fmt(p["wiener"], 2)} | {_fmt(p["exact"], 2)} | '
-          f'{np.mean(cov68["wiener"]):.3f} / {np.mean(cov95["wiener"]):.3f} | '
-          f'{np.mean(cov68["exact"]):.3f} / {np.mean(cov95["exact"]):.3f} | '
-          f'{_fmt(ratio_all)} |', flush=True)
-    d = out['diagnostics']
-    # Monte-Carlo part of the exact posterior mean's squared error.
-    mc_mse = np.array([np.mean((out['exact_std'][i]**2 /
-                                out['pixel_ess'][i])[inside])
-                       for i in range(len(seeds))])
-    costs.append(dict(
-        shift=shift, elapsed=elapsed, d=d, out=out, mc_mse=mc_mse,
-        rmse=r['exact']))
-  print()
-  print('| λ | acceptance | step size | split R-hat median / max | pixel ESS '
-        'median / 1 % | ESS map mean | ESS lowest mode | gradients per chain | '
-        'gradients per ESS (median pixel) | s per ESS per map (median pixel) | '
-        'wall time (s) | MC share of exact MSE |')
-  print('| --- ' * 12 + '|')
-  for c in costs:
-    d, out = c['d'], c['out']
-    num_maps = len(seeds)
-    sampling_grads = _NUM_CHAINS.value * (
-        1 + _NUM_RESULTS.value * (_THINNING.value + 1) * _LEAPFROG.value)
-    ess_median = np.median(out['pixel_ess'].reshape(num_maps, -1), axis=-1)
-    ess_1pc = np.quantile(out['pixel_ess'].reshape(num_maps, -1), 0.01, axis=-1)
-    print(f'| {c["shift"]:g} | {np.mean(d["acceptance_rate"]):.3f} | '
-          f'{np.mean(d["step_size"]):.4f} | '
-          f'{np.mean(d["r_hat_median"]):.3f} / {np.max(d["r_hat_max"]):.2f} | '
-          f'{np.mean(ess_median):.0f} / {np.mean(ess_1pc):.0f} | '
-          f'{np.mean(out["mean_ess"]):.0f} | {np.mean(out["mode_ess"]):.0f} | '
-          f'{d["gradient_evaluations_per_chain"]} | '
-          f'{np.mean(sampling_grads / ess_median):.0f} | '
-          f'{np.mean(d["sampling_wall_time_s"] / num_maps / ess_median):.2f} | '
-          f'{c["elapsed"]:.0f} (HMC {d["wall_time_s"]:.0f}, Wiener+samples '
-          f'{out["wiener_time"]:.0f}) | '
-          f'{np.mean(c["mc_mse"] / c["rmse"]**2):.3f} |', flush=True)
+    todo = [s for s in seeds if (shift, s) not in done]
+    for start in range(0, len(todo), per_batch):
+      batch = todo[start:start + per_batch]
+      began = time.perf_counter()
+      out = run_batch(shift, batch, mask, noise_std)
+      for record in batch_records(shift, batch, out, mask,
+                                  time.perf_counter() - began):
+        done[(shift, record['seed'])] = record
+        print(f'# λ = {shift:g}, map {record["seed"]}: exact/Wiener '
+              f'{record["ratio"]:.4f}, {record["seconds"]:.0f} s', flush=True)
+        if _OUTPUT.value:
+          with open(_OUTPUT.value, 'a', encoding='utf-8') as f:
+            f.write(json.dumps(record) + '\n')
+  print_tables(shifts, {shift: [done[(shift, s)] for s in seeds]
+                        for shift in shifts})
   print(f'# load average at end {os.getloadavg()[0]:.1f}')
 
 
