@@ -4,9 +4,10 @@ matplotlib is imported lazily with the non-interactive Agg backend, so the
 rest of the package never needs a display.
 """
 
+import contextlib
 import math
 import os
-import tempfile
+import uuid
 
 import numpy as np
 
@@ -14,7 +15,7 @@ __all__ = ['plot_maps']
 
 
 def plot_maps(panels, path, pixel_scale_arcmin, mask=None, clusters=None,
-              ncols=None, title=None, shared_scale=True):
+              ncols=None, title=None, shared_scale=True, metadata=None):
   """Writes a PNG with one panel per map.
 
   Args:
@@ -22,7 +23,9 @@ def plot_maps(panels, path, pixel_scale_arcmin, mask=None, clusters=None,
       RA). All maps share one colour scale (the 1st-99.5th percentile of the
       first map inside the mask) unless ``shared_scale`` is False; a panel
       whose title contains 'std' always gets its own scale.
-    path: output PNG path; written atomically (temporary file + rename).
+    path: output PNG path; written atomically (a temporary file in the same
+      folder, then a rename), with the permissions of any new file (those
+      of ``open()`` under the process umask, 0644 with umask 022).
     pixel_scale_arcmin: pixel side in arcmin; axes are labelled in arcmin.
     mask: optional [N, N] array, 1 = data; masked-out pixels are greyed.
     clusters: optional sequence of (x_pix, y_pix, label) to overlay as
@@ -30,6 +33,8 @@ def plot_maps(panels, path, pixel_scale_arcmin, mask=None, clusters=None,
     ncols: panels per row (default: all in one row up to 4, then 4).
     title: optional figure title.
     shared_scale: use one colour scale for all non-std panels.
+    metadata: optional {key: str} written as PNG text chunks, e.g.
+      ``{'RunID': run_id}``.
 
   Returns:
     The path written.
@@ -78,14 +83,14 @@ def plot_maps(panels, path, pixel_scale_arcmin, mask=None, clusters=None,
   if title:
     fig.suptitle(title, fontsize=11)
   fig.tight_layout()
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(suffix='.png', dir=directory)
-  os.close(fd)
+  path = os.fspath(path)
+  tmp = os.path.join(os.path.dirname(os.path.abspath(path)),
+                     f'.{os.path.basename(path)}.{uuid.uuid4().hex}.tmp')
   try:
-    fig.savefig(tmp, dpi=110)
+    fig.savefig(tmp, dpi=110, format='png', metadata=metadata)
     os.replace(tmp, path)
   finally:
     plt.close(fig)
-    if os.path.exists(tmp):
+    with contextlib.suppress(FileNotFoundError):
       os.remove(tmp)
   return path
