@@ -53,6 +53,10 @@ def measure_power_spectrum(kappa, pixel_scale_arcmin, ell_edges=None,
                            n_bins=20, name=None):
   """Binned angular power spectrum of maps ``[..., N, N]``.
 
+  The bins are fixed in numpy (N must be static); the per-bin sums of
+  |κ̂_k|² are one segment sum over the N² modes (memory and time linear in
+  the map size), so the function also runs inside `tf.function`.
+
   Args:
     kappa: float tensor ``[..., N, N]`` (periodic maps; apodise or pad
       yourself for masked fields).
@@ -78,7 +82,8 @@ def measure_power_spectrum(kappa, pixel_scale_arcmin, ell_edges=None,
     if ell_edges.ndim != 1 or ell_edges.size < 2 or np.any(np.diff(ell_edges) <= 0):
       raise ValueError(f'ell_edges must be a 1-D increasing array of >= 2 edges, '
                        f'got {ell_edges!r}.')
-    ell = lensing.multipoles(n, pix, tf.float64).numpy().ravel()
+    with tf.init_scope():  # The binning is static, also inside tf.function.
+      ell = lensing.multipoles(n, pix, tf.float64).numpy().ravel()
     idx = np.digitize(ell, ell_edges) - 1
     n_b = ell_edges.size - 1
     # Both end edges are inclusive, up to rounding: the default edges sit
@@ -87,19 +92,25 @@ def measure_power_spectrum(kappa, pixel_scale_arcmin, ell_edges=None,
     idx[np.isclose(ell, ell_edges[0], rtol=1e-10, atol=0.)] = 0
     idx[np.isclose(ell, ell_edges[-1], rtol=1e-10, atol=0.)] = n_b - 1
     valid = (idx >= 0) & (idx < n_b) & (ell > 0)
-    onehot = np.zeros((ell.size, n_b))
-    onehot[np.nonzero(valid)[0], idx[valid]] = 1.0
-    counts = onehot.sum(axis=0)
+    # Modes in no bin go to an extra segment n_b, dropped after the sum.
+    segment = np.where(valid, idx, n_b)
+    counts = np.bincount(segment, minlength=n_b + 1)[:n_b]
     with np.errstate(invalid='ignore', divide='ignore'):
-      ell_mean = (onehot * ell[:, None]).sum(axis=0) / counts
-      weights = np.where(counts > 0, onehot / np.maximum(counts, 1), np.nan)
+      ell_mean = np.bincount(segment, ell, minlength=n_b + 1)[:n_b] / counts
+      inverse_counts = np.where(counts > 0, 1. / counts, np.nan)
 
     delta = pix * lensing.ARCMIN_TO_RAD
     complex_dtype = tf.complex64 if dtype == tf.float32 else tf.complex128
     spec = tf.signal.fft2d(tf.cast(kappa, complex_dtype))
-    mod2 = tf.math.real(spec * tf.math.conj(spec)) * (delta**2 / n**2)
-    flat = tf.reshape(mod2, tf.concat([tf.shape(mod2)[:-2], [n * n]], axis=0))
-    power = tf.linalg.matvec(tf.cast(weights.T, dtype), flat)
+    mod2 = (tf.square(tf.math.real(spec)) + tf.square(tf.math.imag(spec))) * (
+        delta**2 / n**2)
+    batch_shape = tf.shape(mod2)[:-2]
+    # Segment sums run over the leading axis: modes first, maps second.
+    modes_first = tf.transpose(tf.reshape(mod2, [-1, n * n]))
+    sums = tf.math.unsorted_segment_sum(
+        modes_first, tf.constant(segment, tf.int32), n_b + 1)[:n_b]
+    power = tf.transpose(sums) * tf.constant(inverse_counts, dtype)
+    power = tf.reshape(power, tf.concat([batch_shape, [n_b]], axis=0))
     return ell_mean, power
 
 
