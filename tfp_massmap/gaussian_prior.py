@@ -37,8 +37,6 @@ __all__ = [
     'fourier_filter',
 ]
 
-_COMPLEX = {tf.float32: tf.complex64, tf.float64: tf.complex128}
-
 
 def fourier_filter(x, transfer):
   """Applies the Fourier-diagonal operator F⁻¹[T F x] to real maps.
@@ -55,9 +53,12 @@ def fourier_filter(x, transfer):
     normalisation cancels, so this is the same with the orthonormal DFT.
   """
   x = tf.convert_to_tensor(x)
-  complex_dtype = _COMPLEX[_checks.float_dtype(x.dtype, 'x dtype')]
+  dtype = _checks.float_dtype(x.dtype, 'x dtype')
   n = x.shape[-1] if x.shape[-1] is not None else tf.shape(x)[-1]
-  half = tf.cast(transfer[..., :n // 2 + 1], complex_dtype)
+  half = tf.cast(transfer[..., :n // 2 + 1], dtype)
+  # tf.complex, not a cast to complex: the gradient of that cast casts complex
+  # to real, which TensorFlow logs as a warning at every call.
+  half = tf.complex(half, tf.zeros_like(half))
   return tf.signal.irfft2d(half * tf.signal.rfft2d(x), fft_length=[n, n])
 
 
@@ -95,6 +96,7 @@ class GaussianPrior(distribution.AutoCompositeTensorDistribution):
 
   def __init__(self,
                spectrum,
+               pixel_scale_arcmin=None,
                validate_args=False,
                allow_nan_stats=True,
                name='GaussianPrior'):
@@ -104,6 +106,10 @@ class GaussianPrior(distribution.AutoCompositeTensorDistribution):
       spectrum: float tensor ``[..., N, N]`` of non-negative eigenvalues S of
         the pixel covariance in the orthonormal DFT basis (dimensionless, FFT
         order, even in k), e.g. from ``power_spectrum.power_spectrum_grid``.
+      pixel_scale_arcmin: optional pixel side in arcmin of the grid the
+        spectrum was made for (``from_power_spectrum`` sets it). Not used in
+        any computation: it lets callers check that data binned at another
+        pixel scale are not combined with this prior.
       validate_args: Python `bool`; when True, also assert non-negativity of
         ``spectrum`` in graph mode. Concrete values are always checked.
       allow_nan_stats: Python `bool`, as for every TFP distribution.
@@ -111,7 +117,8 @@ class GaussianPrior(distribution.AutoCompositeTensorDistribution):
 
     Raises:
       ValueError: if ``spectrum`` is not ``[..., N, N]`` or holds negative or
-        non-finite values (checked when its value is known).
+        non-finite values (checked when its value is known), or if
+        ``pixel_scale_arcmin`` is given and not a positive number.
     """
     parameters = dict(locals())
     with tf.name_scope(name) as name:
@@ -122,6 +129,9 @@ class GaussianPrior(distribution.AutoCompositeTensorDistribution):
       self._n = _checks.square_map_shape(self._spectrum.shape, 'spectrum')
       if not tensor_util.is_ref(self._spectrum):
         _checks.non_negative(self._spectrum, 'spectrum')
+      self._pixel_scale_arcmin = (
+          None if pixel_scale_arcmin is None else _checks.positive_scalar(
+              pixel_scale_arcmin, 'pixel_scale_arcmin', 'arcmin'))
       super().__init__(
           dtype=dtype,
           reparameterization_type=reparameterization.FULLY_REPARAMETERIZED,
@@ -147,11 +157,13 @@ class GaussianPrior(distribution.AutoCompositeTensorDistribution):
       name: as in the constructor.
 
     Returns:
-      A ``GaussianPrior`` with batch shape ``[]`` and event shape ``[n, n]``.
+      A ``GaussianPrior`` with batch shape ``[]``, event shape ``[n, n]`` and
+      ``pixel_scale_arcmin`` set.
     """
     spectrum = power_spectrum.power_spectrum_grid(
         ell, cl, n, pixel_scale_arcmin, dtype=dtype)
-    return cls(spectrum, validate_args=validate_args, name=name)
+    return cls(spectrum, pixel_scale_arcmin=pixel_scale_arcmin,
+               validate_args=validate_args, name=name)
 
   @classmethod
   def _parameter_properties(cls, dtype, num_classes=None):
@@ -165,6 +177,11 @@ class GaussianPrior(distribution.AutoCompositeTensorDistribution):
   def spectrum(self):
     """Covariance eigenvalues S ``[..., N, N]`` in the orthonormal DFT basis."""
     return self._spectrum
+
+  @property
+  def pixel_scale_arcmin(self):
+    """Pixel side in arcmin of the spectrum's grid (float), or None if unknown."""
+    return self._pixel_scale_arcmin
 
   @property
   def num_pixels_per_side(self):
@@ -185,9 +202,14 @@ class GaussianPrior(distribution.AutoCompositeTensorDistribution):
 
   def _log_prob(self, x):
     spectrum = tf.convert_to_tensor(self._spectrum)
-    complex_dtype = _COMPLEX[self.dtype]
+    if x.dtype != self.dtype:
+      raise ValueError(
+          f'x has dtype {x.dtype.name} but this GaussianPrior has dtype '
+          f'{self.dtype.name}; cast x to {self.dtype.name}.')
     n2 = tf.cast(ps.reduce_prod(ps.shape(spectrum)[-2:]), self.dtype)
-    spec = tf.signal.fft2d(tf.cast(x, complex_dtype))
+    # tf.complex (gradient: the real part) rather than a cast, whose gradient
+    # casts complex to real and logs a warning at every call.
+    spec = tf.signal.fft2d(tf.complex(x, tf.zeros_like(x)))
     power = tf.math.real(spec * tf.math.conj(spec)) / n2  # |x̂_k|², orthonormal.
     support = spectrum > 0
     safe = tf.where(support, spectrum, tf.ones_like(spectrum))

@@ -116,6 +116,43 @@ def _smoothing_window(n, dtype, smoothing_arcmin, pixel_scale_arcmin):
   return tf.exp(-0.5 * (k1**2 + k2**2) * (s / pix)**2)
 
 
+def _declared_float_dtype(x):
+  """The float dtype an input declares (tensor, variable, numpy array), or None.
+
+  Python numbers and lists and numpy scalars declare none: they are converted
+  to whatever dtype the computation uses, as TensorFlow does.
+  """
+  dtype = getattr(x, 'dtype', None)
+  if dtype is None or isinstance(x, np.generic):
+    return None
+  try:
+    dtype = tf.as_dtype(dtype)
+  except TypeError:
+    return None
+  return dtype if dtype.is_floating else None
+
+
+def _check_finite_shear(shear):
+  """Raises if a concrete shear holds NaN or inf, naming the first such value.
+
+  Kaiser-Squires mixes every pixel into every other one, so one bad value
+  would make the whole map NaN. Symbolic tensors (inside ``tf.function``)
+  are not checked.
+  """
+  if not tf.executing_eagerly() or bool(
+      tf.reduce_all(tf.math.is_finite(shear))):
+    return
+  values = shear.numpy()
+  bad = np.argwhere(~np.isfinite(values))
+  first = tuple(int(i) for i in bad[0])
+  raise ValueError(
+      f'shear holds {len(bad)} non-finite value(s) (NaN or inf) out of '
+      f'{values.size}; the first, {float(values[first])}, is at index {first} '
+      '([..., row, column, component]). Kaiser-Squires mixes all pixels, so '
+      'one bad value would make the whole map NaN: set the shear to 0 where '
+      'there is no data (e.g. pixels without galaxies).')
+
+
 def shear_from_convergence(kappa, pad=1, name=None):
   """Applies the shear operator A: convergence → shear.
 
@@ -146,8 +183,10 @@ def kaiser_squires(shear, pad=1, smoothing_arcmin=None,
   """Kaiser-Squires inversion: shear → (κ_E, κ_B).
 
   Args:
-    shear: float tensor ``[..., N, N, 2]`` (γ1, γ2). Masked pixels should be
-      zero.
+    shear: float tensor ``[..., N, N, 2]`` (γ1, γ2), finite everywhere.
+      Masked pixels should be zero: there is no mask here, and a NaN or inf
+      anywhere would spread to every pixel of the result, so such values
+      raise (when the value is known, i.e. outside ``tf.function``).
     pad: integer zero-padding factor (1 = periodic FFT).
     smoothing_arcmin: optional Gaussian smoothing standard deviation in
       arcmin applied to both modes (needs ``pixel_scale_arcmin``).
@@ -158,11 +197,18 @@ def kaiser_squires(shear, pad=1, smoothing_arcmin=None,
     (kappa_e, kappa_b): two ``[..., N, N]`` tensors, same dtype as shear. The
     E-mode is A's adjoint applied to the shear; the B-mode vanishes for shear
     made by A.
+
+  Raises:
+    ValueError: if ``shear`` is not ``[..., N, N, 2]`` float32 or float64,
+      holds NaN or inf (the message counts them and gives the index of the
+      first; checked eagerly only), or for a bad ``pad`` or smoothing
+      setting.
   """
   with tf.name_scope(name or 'kaiser_squires'):
     shear = tf.convert_to_tensor(shear)
     dtype = _checks.float_dtype(shear.dtype, 'shear dtype')
     n = _checks.square_map_shape(shear.shape, 'shear', channels=2)
+    _check_finite_shear(shear)
     pad = _check_pad(pad)
     m = n * pad
     g = tf.complex(_pad(shear[..., 0], n, pad), _pad(shear[..., 1], n, pad))

@@ -35,6 +35,7 @@ AutoGraph: inside ``tf.function`` this cuts tracing time about five-fold.
 """
 
 import collections
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -77,21 +78,72 @@ _System = collections.namedtuple(
 
 
 def _cast(x, dtype, name):
+  """x as a tensor of ``dtype``; a float input of another dtype raises."""
+  declared = lensing._declared_float_dtype(x)  # pylint: disable=protected-access
+  if declared is not None and declared != dtype:
+    raise ValueError(
+        f'{name} has dtype {declared.name} but the prior has dtype '
+        f'{dtype.name}; cast {name} to {dtype.name}, or build the prior in '
+        f'{declared.name} (GaussianPrior.from_power_spectrum(..., '
+        f'dtype=tf.{declared.name})).')
   x = tf.convert_to_tensor(x, name=name)
   if x.dtype.is_complex:
     raise ValueError(f'{name} must be real, got dtype {x.dtype.name}.')
   return tf.cast(x, dtype)
 
 
-def _set_up(shear, noise_std, mask, prior):
-  """Validates inputs and builds the whitened system's pieces."""
+def _is_shear_map(x):
+  return all(hasattr(x, a) for a in ('shear', 'noise_std', 'mask'))
+
+
+def _data(shear, noise_std, mask, prior):
+  """(shear, noise_std, mask) tensors in the prior's dtype, from either form.
+
+  A ShearMap-like ``shear`` (attributes shear, noise_std, mask and optionally
+  pixel_scale_arcmin) is cast to the prior's dtype, after checking its pixel
+  scale against the prior's when both are known; separate arrays must
+  already have the prior's float dtype. A missing mask means every pixel is
+  observed.
+  """
+  if prior is None or isinstance(noise_std, gaussian_prior_lib.GaussianPrior):
+    raise ValueError(
+        'prior is required: pass a tfp_massmap.GaussianPrior by keyword, e.g. '
+        'wiener_filter(shear_map, prior=prior) or '
+        'wiener_filter(shear, noise_std, mask, prior).')
   if not isinstance(prior, gaussian_prior_lib.GaussianPrior):
     raise ValueError(
         f'prior must be a tfp_massmap.GaussianPrior, got {type(prior).__name__}.')
   dtype = prior.dtype
+  if _is_shear_map(shear):
+    map_scale = getattr(shear, 'pixel_scale_arcmin', None)
+    prior_scale = prior.pixel_scale_arcmin
+    if (map_scale is not None and prior_scale is not None and
+        not np.isclose(map_scale, prior_scale, rtol=1e-6, atol=0.)):
+      raise ValueError(
+          f'the shear map has pixels of {map_scale} arcmin but the prior was '
+          f'made for {prior_scale} arcmin; build the prior for the map '
+          '(GaussianPrior.from_power_spectrum(ell, cl, n, '
+          f'pixel_scale_arcmin={map_scale})).')
+    shear, noise_std, mask = _checks.unpack_shear_data(shear, noise_std, mask)
+    shear, noise_std, mask = (
+        tf.cast(tf.convert_to_tensor(x, name=name), dtype)
+        for x, name in ((shear, 'shear'), (noise_std, 'noise_std'),
+                        (mask, 'mask')))
+    return shear, noise_std, mask
+  shear, noise_std, mask = _checks.unpack_shear_data(shear, noise_std, mask)
   shear = _cast(shear, dtype, 'shear')
   noise_std = _cast(noise_std, dtype, 'noise_std')
-  mask = _cast(mask, dtype, 'mask')
+  if mask is None:
+    mask = tf.ones_like(shear[..., 0])
+  else:
+    mask = tf.cast(tf.convert_to_tensor(mask, name='mask'), dtype)
+  return shear, noise_std, mask
+
+
+def _set_up(shear, noise_std, mask, prior):
+  """Validates inputs and builds the whitened system's pieces."""
+  shear, noise_std, mask = _data(shear, noise_std, mask, prior)
+  dtype = prior.dtype
   n = _checks.square_map_shape(shear.shape, 'shear', channels=2)
   _checks.same_map_shape(shear.shape[:-1], prior.spectrum.shape, 'shear',
                          'prior.spectrum')
@@ -147,6 +199,24 @@ def _check_solver_args(tol, max_iterations):
     raise ValueError(
         f'max_iterations must be a positive integer, got {max_iterations!r}.')
   return tol, int(max_iterations)
+
+
+def _warn_if_not_converged(caller, info, tol, max_iterations):
+  """RuntimeWarning when a concrete solve ended above tol; no-op in graphs."""
+  if not tf.executing_eagerly():
+    return
+  failed = ~np.asarray(info.converged)
+  if not failed.any():
+    return
+  residual = np.asarray(info.relative_residual)[failed]
+  iterations = np.asarray(info.iterations)[failed]
+  warnings.warn(
+      f'{caller} did not converge for {int(failed.sum())} of {failed.size} '
+      f'map(s): relative residual up to {float(residual.max()):.3g} > tol = '
+      f'{tol:g} after {int(iterations.max())} iteration(s) (max_iterations = '
+      f'{max_iterations}). Raise max_iterations, or tol if it is below the '
+      'rounding floor (about 1e-7 in float32, 1e-15 in float64); '
+      'info.converged says which maps.', RuntimeWarning, stacklevel=4)
 
 
 @tf.function(autograph=False)
@@ -208,24 +278,35 @@ def _conjugate_gradients(system, rhs, z0, tol, max_iterations):
 
 
 @tf.autograph.experimental.do_not_convert
-def wiener_filter(shear, noise_std, mask, prior, tol=1e-6, max_iterations=1000,
-                  initial=None, name=None):
+def wiener_filter(shear, noise_std=None, mask=None, prior=None, tol=1e-6,
+                  max_iterations=1000, initial=None, name=None):
   """Posterior mean of κ under a Gaussian prior: the Wiener filter.
 
   Solves ``(S⁻¹ + Aᵀ N⁻¹ A) κ = Aᵀ N⁻¹ e`` by preconditioned conjugate
   gradients in whitened variables (see the module docstring), batched over
-  leading axes; works eagerly and inside ``tf.function``.
+  leading axes; works eagerly and inside ``tf.function``. Called eagerly, a
+  solve that ends above ``tol`` (``max_iterations`` reached, or the rounding
+  floor of the dtype) emits a ``RuntimeWarning`` with the iterations and the
+  relative residual reached; inside ``tf.function`` read ``info.converged``.
 
   Args:
     shear: observed mean ellipticity ``[..., N, N, 2]`` (dimensionless);
-      values on masked pixels are ignored (NaN allowed there).
+      values on masked pixels are ignored (NaN allowed there). Or a
+      ShearMap-like object (``catalog.ShearMap``: attributes ``shear``,
+      ``noise_std``, ``mask``, optionally ``pixel_scale_arcmin``), then leave
+      ``noise_std`` and ``mask`` None and pass ``prior`` by keyword; its
+      arrays are cast to the prior's dtype, and its pixel scale must match
+      the prior's when both are known.
     noise_std: per-pixel noise standard deviation of the shear, ``[..., N, N]``
       (both components) or ``[..., N, N, 2]`` (per component, like COSMOS
       std1/std2); > 0 on observed pixels, ignored (any value) where mask = 0.
-    mask: ``[..., N, N]``, > 0 on observed pixels. ``N⁻¹ = mask / noise_std²``
-      there (a 0/1 mask gives plain inverse variances), 0 elsewhere.
-    prior: a ``GaussianPrior`` with event shape ``[N, N]``; its dtype sets
-      the computation dtype (the other inputs are cast to it).
+    mask: ``[..., N, N]`` (any real or bool dtype), > 0 on observed pixels.
+      ``N⁻¹ = mask / noise_std²`` there (a 0/1 mask gives plain inverse
+      variances), 0 elsewhere. Default: every pixel observed.
+    prior: a ``GaussianPrior`` with event shape ``[N, N]`` (required); its
+      dtype is the computation dtype. ``shear``, ``noise_std`` and
+      ``initial`` given as tensors or numpy arrays must have that dtype
+      (Python numbers and lists are converted).
     tol: target relative residual of the whitened system (> 0).
     max_iterations: maximum CG iterations (Python int >= 1).
     initial: optional starting guess for κ, ``[..., N, N]``.
@@ -236,11 +317,18 @@ def wiener_filter(shear, noise_std, mask, prior, tol=1e-6, max_iterations=1000,
     over all inputs; zero map mean), ``info`` a ``WienerFilterInfo``.
 
   Raises:
-    ValueError: for mismatched or non-square shapes, non-broadcasting batch
-      axes, a negative or non-finite mask, negative or non-finite noise_std or
-      non-finite shear on observed pixels, noise_std = 0 on an observed
-      pixel, a map with no observed pixel, or bad tol / max_iterations. Value
-      checks run eagerly only; inside ``tf.function`` only shapes are checked.
+    ValueError: for a missing prior or one that is not a ``GaussianPrior``,
+      a float input whose dtype differs from the prior's (the message names
+      the input and the cast that fixes it), a ShearMap whose pixel scale
+      differs from the prior's, mismatched or non-square shapes,
+      non-broadcasting batch axes, a negative or non-finite mask, negative or
+      non-finite noise_std or non-finite shear on observed pixels,
+      noise_std = 0 on an observed pixel, a map with no observed pixel, or
+      bad tol / max_iterations. Value checks run eagerly only; inside
+      ``tf.function`` only shapes and dtypes are checked.
+
+  Warns:
+    RuntimeWarning: (eagerly) when some map did not reach ``tol``.
   """
   with tf.name_scope(name or 'wiener_filter'):
     tol, max_iterations = _check_solver_args(tol, max_iterations)
@@ -260,12 +348,14 @@ def wiener_filter(shear, noise_std, mask, prior, tol=1e-6, max_iterations=1000,
       z0 = z0 + tf.zeros_like(rhs)
     z, info = _conjugate_gradients(system, rhs, z0, tf.constant(tol, rhs.dtype),
                                    tf.constant(max_iterations))
+    _warn_if_not_converged('wiener_filter', info, tol, max_iterations)
     return gaussian_prior_lib.fourier_filter(z, system.sqrt_spectrum), info
 
 
 @tf.autograph.experimental.do_not_convert
-def gaussian_posterior_samples(shear, noise_std, mask, prior, num_samples, seed,
-                               tol=1e-6, max_iterations=1000, name=None):
+def gaussian_posterior_samples(shear, noise_std=None, mask=None, prior=None,
+                               num_samples=None, seed=None, tol=1e-6,
+                               max_iterations=1000, name=None):
   """Exact samples of the Gaussian posterior p(κ | e), by perturb-and-solve.
 
   Each sample solves the Wiener system with perturbed inputs: data
@@ -273,12 +363,15 @@ def gaussian_posterior_samples(shear, noise_std, mask, prior, num_samples, seed,
   ``s ~ N(0, S)``, i.e. ``κ = Q⁻¹ (Aᵀ N⁻¹ (e + n') + S⁻¹ s)``, whose
   distribution is ``N(Q⁻¹ Aᵀ N⁻¹ e, Q⁻¹)`` exactly (up to the CG tolerance).
   In whitened variables the prior term is a white map w ~ N(0, I). The map
-  mean (a degenerate prior direction) is zero in every sample.
+  mean (a degenerate prior direction) is zero in every sample. Like
+  ``wiener_filter``, warns (eagerly) when a solve ends above ``tol``.
 
   Args:
-    shear, noise_std, mask, prior: as in ``wiener_filter``.
-    num_samples: number of samples (Python int >= 1).
-    seed: stateless seed (e.g. ``(1, 2)`` or a shape-[2] int tensor).
+    shear, noise_std, mask, prior: as in ``wiener_filter`` (a ShearMap-like
+      ``shear`` included).
+    num_samples: number of samples (Python int >= 1; required).
+    seed: stateless seed (e.g. ``(1, 2)`` or a shape-[2] int tensor;
+      required).
     tol, max_iterations: CG settings, as in ``wiener_filter``; keep tol well
       below the Monte-Carlo error you care about.
     name: optional name scope.
@@ -286,6 +379,13 @@ def gaussian_posterior_samples(shear, noise_std, mask, prior, num_samples, seed,
   Returns:
     (samples, info): ``samples`` ``[num_samples, ..., N, N]``, ``info`` a
     ``WienerFilterInfo`` with shape ``[num_samples, ...]``.
+
+  Raises:
+    ValueError: as ``wiener_filter``, and for a missing seed or a
+      num_samples that is not a positive integer.
+
+  Warns:
+    RuntimeWarning: (eagerly) when some sample's solve did not reach ``tol``.
   """
   with tf.name_scope(name or 'gaussian_posterior_samples'):
     tol, max_iterations = _check_solver_args(tol, max_iterations)
@@ -293,6 +393,9 @@ def gaussian_posterior_samples(shear, noise_std, mask, prior, num_samples, seed,
         not isinstance(num_samples, (int, np.integer)) or num_samples < 1):
       raise ValueError(
           f'num_samples must be a positive integer, got {num_samples!r}.')
+    if seed is None:
+      raise ValueError('seed is required: a stateless seed such as (1, 2), so '
+                       'that the samples are reproducible.')
     system = _set_up(shear, noise_std, mask, prior)
     noise_seed, prior_seed = samplers.split_seed(
         samplers.sanitize_seed(seed), n=2)
@@ -307,4 +410,6 @@ def gaussian_posterior_samples(shear, noise_std, mask, prior, num_samples, seed,
     z, info = _conjugate_gradients(system, rhs, tf.zeros_like(rhs),
                                    tf.constant(tol, dtype),
                                    tf.constant(max_iterations))
+    _warn_if_not_converged('gaussian_posterior_samples', info, tol,
+                           max_iterations)
     return gaussian_prior_lib.fourier_filter(z, system.sqrt_spectrum), info
