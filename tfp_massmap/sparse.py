@@ -114,10 +114,35 @@ def _inverse_variance(noise_std, mask, dtype, n):
   return _checks.noise_and_mask(noise_std, mask, n)[2]
 
 
-def _set_up(shear, noise_std, mask):
-  """Validates the data; returns a `_Problem` with broadcast batch axes."""
+def _data(shear, noise_std, mask):
+  """(shear, noise_std, mask) tensors in the shear's dtype, from either form.
+
+  ``shear`` is an array ``[..., N, N, 2]`` with ``noise_std`` and ``mask``,
+  or a ShearMap-like object (attributes shear, noise_std, mask; then
+  ``noise_std`` and ``mask`` are None, and its arrays are used as they are).
+  Separate float arrays must share the shear's dtype; a missing mask means
+  every pixel is observed.
+  """
+  is_map = wiener._is_shear_map(shear)  # pylint: disable=protected-access
+  shear, noise_std, mask = _checks.unpack_shear_data(shear, noise_std, mask)
   shear = tf.convert_to_tensor(shear, name='shear')
   dtype = _checks.float_dtype(shear.dtype, 'shear dtype')
+  declared = lensing._declared_float_dtype(noise_std)  # pylint: disable=protected-access
+  if not is_map and declared is not None and declared != dtype:
+    raise ValueError(
+        f'noise_std has dtype {declared.name} but shear has dtype {dtype.name}; '
+        f'cast noise_std to {dtype.name} (or shear to {declared.name}).')
+  noise_std = tf.cast(tf.convert_to_tensor(noise_std, name='noise_std'), dtype)
+  if mask is None:
+    mask = tf.ones_like(shear[..., 0])
+  else:
+    mask = tf.cast(tf.convert_to_tensor(mask, name='mask'), dtype)
+  return shear, noise_std, mask
+
+
+def _set_up(shear, noise_std, mask):
+  """Validates the data tensors (from `_data`); returns a `_Problem`."""
+  dtype = shear.dtype
   n = _checks.square_map_shape(shear.shape, 'shear', channels=2)
   inverse = _inverse_variance(noise_std, mask, dtype, n)
   try:
@@ -442,9 +467,9 @@ def _initial_map(initial, problem, positivity):
   return tf.nn.relu(initial) if positivity else initial
 
 
-def sparse_map(shear, noise_std, mask, num_scales=5, threshold_sigma=3.0,
-               positivity=False, max_iterations=500, tol=3e-4,
-               inner_iterations=30, initial=None, name=None):
+def sparse_map(shear, noise_std=None, mask=None, num_scales=5,
+               threshold_sigma=3.0, positivity=False, max_iterations=500,
+               tol=3e-4, inner_iterations=30, initial=None, name=None):
   """MAP convergence under an ℓ1 starlet (analysis) prior, GLIMPSE-like.
 
   Minimises ½ Σ N⁻¹ (Aκ − e)² + Σ_j Σ_p Λ_j(p) |W_j κ(p)| (module
@@ -456,10 +481,14 @@ def sparse_map(shear, noise_std, mask, num_scales=5, threshold_sigma=3.0,
   Args:
     shear: observed mean ellipticity ``[..., N, N, 2]`` (dimensionless);
       float32 or float64 (sets the dtype); ignored where mask = 0 (NaN
-      allowed there).
+      allowed there). Or a ShearMap-like object (``catalog.ShearMap``:
+      attributes ``shear``, ``noise_std``, ``mask``), then leave
+      ``noise_std`` and ``mask`` None.
     noise_std: shear noise std per pixel ``[..., N, N]`` or ``[..., N, N, 2]``
-      (> 0 where mask > 0).
-    mask: ``[..., N, N]``, > 0 on observed pixels.
+      (> 0 where mask > 0); a tensor or numpy array must have the dtype of
+      ``shear``.
+    mask: ``[..., N, N]`` (any real or bool dtype), > 0 on observed pixels.
+      Default: every pixel observed.
     num_scales: number J of starlet wavelet scales (2^J <= N); structures
       larger than about 2^J pixels live in the unpenalised coarse plane.
     threshold_sigma: k in the thresholds k σ_j, a number or one per scale
@@ -477,12 +506,13 @@ def sparse_map(shear, noise_std, mask, num_scales=5, threshold_sigma=3.0,
     (kappa, info): MAP maps ``[..., N, N]`` and a `ProximalMapInfo`.
 
   Raises:
-    ValueError: for mismatched or non-square shapes, non-finite shear on
-      observed pixels, negative noise or mask, zero noise on an observed pixel,
-      an empty mask, or bad solver settings. Value checks run eagerly.
+    ValueError: for mismatched or non-square shapes, a noise_std whose float
+      dtype differs from the shear's, non-finite shear on observed pixels,
+      negative noise or mask, zero noise on an observed pixel, an empty mask,
+      or bad solver settings. Value checks run eagerly.
   """
   with tf.name_scope(name or 'sparse_map'):
-    problem = _set_up(shear, noise_std, mask)
+    problem = _set_up(*_data(shear, noise_std, mask))
     max_iterations, tol, inner_iterations = _check_solver_args(
         max_iterations, tol, inner_iterations)
     num_scales = _checks.positive_int(num_scales, 'num_scales')
@@ -496,9 +526,9 @@ def sparse_map(shear, noise_std, mask, num_scales=5, threshold_sigma=3.0,
     return kappa, _report(*report, tol)
 
 
-def tv_map(shear, noise_std, mask, regularisation=1.0, positivity=False,
-           max_iterations=500, tol=3e-4, inner_iterations=30, initial=None,
-           name=None):
+def tv_map(shear, noise_std=None, mask=None, regularisation=1.0,
+           positivity=False, max_iterations=500, tol=3e-4, inner_iterations=30,
+           initial=None, name=None):
   """MAP convergence under an isotropic total-variation prior.
 
   Minimises ½ Σ N⁻¹ (Aκ − e)² + Σ_p Λ(p) ‖∇κ(p)‖₂ by monotone FISTA, with
@@ -523,7 +553,7 @@ def tv_map(shear, noise_std, mask, regularisation=1.0, positivity=False,
       regularisation.
   """
   with tf.name_scope(name or 'tv_map'):
-    problem = _set_up(shear, noise_std, mask)
+    problem = _set_up(*_data(shear, noise_std, mask))
     max_iterations, tol, inner_iterations = _check_solver_args(
         max_iterations, tol, inner_iterations)
     regularisation = float(regularisation)
@@ -560,7 +590,7 @@ class MCALensInfo(
   __slots__ = ()
 
 
-def mcalens_map(shear, noise_std, mask, prior, num_scales=5,
+def mcalens_map(shear, noise_std=None, mask=None, prior=None, num_scales=5,
                 threshold_sigma=3.0, max_iterations=20, tol=1e-3,
                 sparse_iterations=20, inner_iterations=30, wiener_tol=1e-5,
                 wiener_max_iterations=500, name=None):
@@ -582,9 +612,11 @@ def mcalens_map(shear, noise_std, mask, prior, num_scales=5,
   when there is none. The alternation is a Python loop: call it eagerly.
 
   Args:
-    shear, noise_std, mask: as in `sparse_map`.
+    shear, noise_std, mask: as in `sparse_map` (a ShearMap-like ``shear``
+      included; pass ``prior`` by keyword then).
     prior: a `gaussian_prior.GaussianPrior` with event shape ``[N, N]`` and
-      the dtype of ``shear``.
+      the dtype of ``shear`` (required); with a ShearMap, its pixel scale
+      must match the map's when both are known.
     num_scales: starlet wavelet scales of the sparse component.
     threshold_sigma: k of the sparse component's thresholds k σ_j, a number
       or one per plane (J wavelet planes, then the coarse plane).
@@ -602,18 +634,30 @@ def mcalens_map(shear, noise_std, mask, prior, num_scales=5,
     holds the two components).
 
   Raises:
-    ValueError: as `sparse_map`, and if ``prior`` is not a ``GaussianPrior``
-      of the map size and dtype of ``shear``.
+    ValueError: as `sparse_map`, and if ``prior`` is missing, is not a
+      ``GaussianPrior`` of the map size and dtype of ``shear``, or (with a
+      ShearMap) was made for another pixel scale.
   """
   with tf.name_scope(name or 'mcalens_map'):
-    problem = _set_up(shear, noise_std, mask)
-    dtype = problem.data.dtype
+    if prior is None or isinstance(noise_std, gaussian_prior_lib.GaussianPrior):
+      raise ValueError(
+          'prior is required: pass a tfp_massmap.GaussianPrior by keyword, '
+          'e.g. mcalens_map(shear_map, prior=prior) or '
+          'mcalens_map(shear, noise_std, mask, prior).')
     if not isinstance(prior, gaussian_prior_lib.GaussianPrior):
       raise ValueError('prior must be a tfp_massmap.GaussianPrior, got '
                        f'{type(prior).__name__}.')
+    if wiener._is_shear_map(shear):  # pylint: disable=protected-access
+      wiener._check_pixel_scale(shear, prior)  # pylint: disable=protected-access
+    shear, noise_std, mask = _data(shear, noise_std, mask)
+    problem = _set_up(shear, noise_std, mask)
+    dtype = problem.data.dtype
     if prior.dtype != dtype:
-      raise ValueError(f'prior has dtype {prior.dtype.name} but shear has '
-                       f'{dtype.name}; they must match.')
+      raise ValueError(
+          f'prior has dtype {prior.dtype.name} but shear has {dtype.name}; '
+          f'cast shear and noise_std to {prior.dtype.name}, or build the prior '
+          f'in {dtype.name} (GaussianPrior.from_power_spectrum(..., '
+          f'dtype=tf.{dtype.name})).')
     _checks.same_map_shape(problem.data.shape[:-1], prior.event_shape,
                            'shear', 'prior event')
     max_iterations, tol, inner_iterations = _check_solver_args(

@@ -96,6 +96,19 @@ def _is_shear_map(x):
   return all(hasattr(x, a) for a in ('shear', 'noise_std', 'mask'))
 
 
+def _check_pixel_scale(shear_map, prior):
+  """Raises if a ShearMap and a GaussianPrior both know different pixel sizes."""
+  map_scale = getattr(shear_map, 'pixel_scale_arcmin', None)
+  prior_scale = prior.pixel_scale_arcmin
+  if (map_scale is not None and prior_scale is not None and
+      not np.isclose(map_scale, prior_scale, rtol=1e-6, atol=0.)):
+    raise ValueError(
+        f'the shear map has pixels of {map_scale} arcmin but the prior was '
+        f'made for {prior_scale} arcmin; build the prior for the map '
+        '(GaussianPrior.from_power_spectrum(ell, cl, n, '
+        f'pixel_scale_arcmin={map_scale})).')
+
+
 def _data(shear, noise_std, mask, prior):
   """(shear, noise_std, mask) tensors in the prior's dtype, from either form.
 
@@ -115,15 +128,7 @@ def _data(shear, noise_std, mask, prior):
         f'prior must be a tfp_massmap.GaussianPrior, got {type(prior).__name__}.')
   dtype = prior.dtype
   if _is_shear_map(shear):
-    map_scale = getattr(shear, 'pixel_scale_arcmin', None)
-    prior_scale = prior.pixel_scale_arcmin
-    if (map_scale is not None and prior_scale is not None and
-        not np.isclose(map_scale, prior_scale, rtol=1e-6, atol=0.)):
-      raise ValueError(
-          f'the shear map has pixels of {map_scale} arcmin but the prior was '
-          f'made for {prior_scale} arcmin; build the prior for the map '
-          '(GaussianPrior.from_power_spectrum(ell, cl, n, '
-          f'pixel_scale_arcmin={map_scale})).')
+    _check_pixel_scale(shear, prior)
     shear, noise_std, mask = _checks.unpack_shear_data(shear, noise_std, mask)
     shear, noise_std, mask = (
         tf.cast(tf.convert_to_tensor(x, name=name), dtype)
