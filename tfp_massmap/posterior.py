@@ -7,6 +7,13 @@ chains starts at a large noise level σ_max, anneals to σ_min, and each
 chain's final state (optionally denoised by one Tweedie step) is one sample.
 `map_estimate` runs the same annealing with deterministic score ascent.
 Shear, convergence and noise levels are dimensionless.
+
+Both refuse, before any sampling, data whose dtype differs from the prior's
+and data whose pixel scale differs from the one the prior is valid at (when
+both are known). `sample_posterior` counts the chains that diverged (a
+non-finite state, or a pixel beyond |κ| = ``divergence_bound``, 10 by
+default: |κ| of real maps stays below 1), warns about them, and
+`PosteriorSamples.drop_diverged` removes them.
 """
 
 import collections
@@ -27,6 +34,8 @@ from tfp_massmap.mcmc import annealed_hmc
 from tfp_massmap.mcmc import schedules
 
 __all__ = [
+    'DEFAULT_DIVERGENCE_BOUND',
+    'PIXEL_SCALE_TOLERANCE',
     'PosteriorSamples',
     'annealed_posterior_score_fn',
     'credible_interval',
@@ -46,6 +55,17 @@ DEFAULT_NUM_LEVELS = 30
 DEFAULT_NUM_LEAPFROG_STEPS = 3
 DEFAULT_STEP_SIZE_FACTOR = 0.5
 
+# A chain whose state ever has a pixel with |κ| above this bound (or a NaN or
+# inf) has diverged: real convergence maps stay below |κ| = 1, and the chains
+# start within a few σ_max of the initial state.
+DEFAULT_DIVERGENCE_BOUND = 10.
+# Starting states reach about max|initial_state| + 6 σ_max; the divergence
+# bound must lie above that.
+_START_EXTENT_SIGMAS = 6.
+# Relative difference between the data's and the prior's pixel scales that
+# is tolerated without allow_pixel_scale_mismatch.
+PIXEL_SCALE_TOLERANCE = 0.01
+
 # Steps per call of the compiled sampler (one progress-bar update each).
 _MAX_CHUNK_STEPS = 100
 
@@ -62,24 +82,107 @@ class PosteriorSamples(
     samples: ``[S, N, N]`` independent samples (dimensionless convergence).
     mean: ``[N, N]`` posterior mean (sample mean).
     std: ``[N, N]`` posterior standard deviation (sample std, 1/S
-      normalisation).
+      normalisation); None when S = 1.
     interval_68: ``[2, N, N]`` lower and upper bounds of the central 68 %
       per-pixel credible interval (16th and 84th percentiles, see
-      `credible_interval`).
+      `credible_interval`); None when S = 1.
     interval_95: ``[2, N, N]``, the same for 95 % (2.5th and 97.5th); it
-      needs at least 39 samples (`credible_interval`).
-    diagnostics: `dict` of Python values: ``acceptance_rate`` (fraction of
-      accepted transitions, 1 without Metropolis correction),
-      ``score_evaluations_per_sample`` (prior score evaluations per chain,
-      i.e. per independent sample, Tweedie step included),
-      ``num_score_evaluations`` (total single-map evaluations),
-      ``wall_time_s`` and ``wall_time_per_sample_s`` (seconds, compilation
-      included), and the settings used (``schedule``, ``num_steps``,
-      ``method``, ``num_leapfrog_steps``, ``step_size_factor``,
-      ``metropolis_correction``, ``tweedie``, ``batch_size``,
-      ``jit_compile``).
+      needs at least 39 samples (`credible_interval`); None when S = 1.
+    diagnostics: `dict` of Python values (JSON-serialisable except
+      ``schedule``):
+
+      * run: ``acceptance_rate`` (fraction of accepted transitions, 1
+        without Metropolis correction), ``score_evaluations_per_sample``
+        (prior score evaluations per chain, i.e. per independent sample,
+        Tweedie step included), ``num_score_evaluations`` (total single-map
+        evaluations), ``wall_time_s`` and ``wall_time_per_sample_s``
+        (seconds, compilation included), and the settings used
+        (``schedule``, ``num_steps``, ``method``, ``num_leapfrog_steps``,
+        ``step_size_factor``, ``metropolis_correction``, ``tweedie``,
+        ``batch_size``, ``jit_compile``, ``divergence_bound``,
+        ``pixel_scale_arcmin`` of the data and ``prior_pixel_scale_arcmin``,
+        None where unknown). These describe the whole run, dropped chains
+        included.
+      * divergence: ``num_diverged_chains`` (int) and ``diverged_chains``
+        (sorted list of indices into ``samples``): chains whose state at
+        some step held a NaN or inf or a pixel with |κ| >
+        ``divergence_bound``, or whose sample is not finite;
+        ``max_abs_kappa``, per chain, the largest |κ| of its states over the
+        whole run (before the Tweedie step; None where non-finite);
+        ``num_dropped_chains`` and ``dropped_chains`` (indices in the
+        original run), set by `drop_diverged`.
+      * integration accuracy: ``would_be_acceptance``, per chain, the mean
+        over transitions of the Metropolis acceptance probability
+        min(1, exp(−ΔH)) from the line-integral energy error ΔH
+        (`AnnealedHamiltonianMonteCarlo`): the probability actually used
+        with correction; without correction the one a Metropolis test would
+        have used on the first ``num_leapfrog_steps − 1`` leapfrog steps of
+        each trajectory, at no extra score evaluation. Near 1: accurate
+        leapfrog; well below 1: the step is too large for the prior (the
+        samples carry discretisation bias or diverge).
+        ``mean_would_be_acceptance`` and ``min_would_be_acceptance`` over
+        chains. All three are None without correction and with one leapfrog
+        step (method 'ula'), where no part of a trajectory is checked.
   """
   __slots__ = ()
+
+  def drop_diverged(self):
+    """The same samples without the diverged chains.
+
+    Returns:
+      ``self`` when no chain diverged; else a new `PosteriorSamples` of the
+      other chains, with ``mean``, ``std`` and intervals recomputed, the
+      per-chain diagnostics (``max_abs_kappa``, ``would_be_acceptance``)
+      restricted to them and their means and minima recomputed,
+      ``num_diverged_chains`` 0, and ``num_dropped_chains`` and
+      ``dropped_chains`` (indices in the original run) set.
+
+    Raises:
+      ValueError: if fewer than 2 chains would remain.
+    """
+    diverged = list(self.diagnostics.get('diverged_chains', []))
+    if not diverged:
+      return self
+    num = int(self.samples.shape[0])
+    keep = [i for i in range(num) if i not in set(diverged)]
+    if len(keep) < 2:
+      raise ValueError(
+          f'{len(diverged)} of {num} chains diverged; fewer than 2 would '
+          'remain, too few for posterior summaries. Rerun with a smaller '
+          'step_size_factor or more chains.')
+    diagnostics = dict(self.diagnostics)
+    for key in _PER_CHAIN_DIAGNOSTICS:
+      if diagnostics.get(key) is not None:
+        diagnostics[key] = [diagnostics[key][i] for i in keep]
+    diagnostics.update(_acceptance_summary(diagnostics['would_be_acceptance']))
+    diagnostics.update(num_diverged_chains=0, diverged_chains=[],
+                       num_dropped_chains=len(diverged),
+                       dropped_chains=diverged)
+    return _summarise(tf.gather(self.samples, keep), diagnostics)
+
+
+# Diagnostics with one entry per chain, in the order of the samples.
+_PER_CHAIN_DIAGNOSTICS = ('max_abs_kappa', 'would_be_acceptance')
+
+
+def _acceptance_summary(would_be_acceptance):
+  """Mean and minimum over chains of the per-chain would-be acceptance."""
+  if would_be_acceptance is None:
+    return dict(mean_would_be_acceptance=None, min_would_be_acceptance=None)
+  return dict(mean_would_be_acceptance=float(np.mean(would_be_acceptance)),
+              min_would_be_acceptance=float(np.min(would_be_acceptance)))
+
+
+def _summarise(samples, diagnostics):
+  """`PosteriorSamples` with per-pixel summaries of ``samples`` [S, N, N]."""
+  several = samples.shape[0] >= 2
+  return PosteriorSamples(
+      samples=samples,
+      mean=tf.reduce_mean(samples, axis=0),
+      std=tf.math.reduce_std(samples, axis=0) if several else None,
+      interval_68=credible_interval(samples, 0.68) if several else None,
+      interval_95=credible_interval(samples, 0.95) if several else None,
+      diagnostics=diagnostics)
 
 
 def _as_map_data(shear, noise_std, mask):
@@ -125,11 +228,48 @@ def _as_map_data(shear, noise_std, mask):
           tf.constant(observed.astype(dtype)))
 
 
-def _check_prior(prior, n):
-  """Checks that ``prior`` has a score and fits N×N maps."""
+def _data_pixel_scale(shear, pixel_scale_arcmin):
+  """The data's pixel scale (arcmin): the keyword, the ShearMap's, or None."""
+  carried = None
+  if all(hasattr(shear, a) for a in ('shear', 'noise_std', 'mask')):
+    carried = getattr(shear, 'pixel_scale_arcmin', None)
+  if carried is not None:
+    carried = _checks.positive_scalar(carried, 'shear.pixel_scale_arcmin',
+                                      'arcmin')
+  if pixel_scale_arcmin is None:
+    return carried
+  given = _checks.positive_scalar(pixel_scale_arcmin, 'pixel_scale_arcmin',
+                                  'arcmin')
+  if carried is not None and not math.isclose(given, carried, rel_tol=1e-6):
+    raise ValueError(f'pixel_scale_arcmin={given!r} contradicts the pixel '
+                     f'scale the shear map carries, {carried!r} arcmin; pass '
+                     'one of them.')
+  return given
+
+
+def _prior_dtype(prior):
+  """The float dtype the prior computes in, or None when it does not say."""
+  dtype = getattr(prior, 'compute_dtype', None) or getattr(prior, 'dtype',
+                                                            None)
+  try:
+    dtype = tf.as_dtype(dtype)
+  except TypeError:
+    return None
+  return dtype if dtype in (tf.float32, tf.float64) else None
+
+
+def _check_prior(prior, n, dtype):
+  """Checks that ``prior`` has a score, fits N×N maps and ``dtype`` data."""
   if not callable(getattr(prior, 'score', None)):
     raise ValueError('prior must have a score(x, sigma) method (a '
                      f'ScoreNetwork, a GaussianPrior, ...), got {prior!r}.')
+  prior_dtype = _prior_dtype(prior)
+  if prior_dtype is not None and prior_dtype != dtype:
+    raise ValueError(
+        f'shear has dtype {dtype.name} but the prior computes in '
+        f'{prior_dtype.name}; pass {prior_dtype.name} shear, noise_std and '
+        f'mask (e.g. np.asarray(shear, np.{prior_dtype.name})), or a '
+        f'{dtype.name} prior.')
   size = getattr(prior, 'num_pixels_per_side', None)
   if size is not None and size != n:
     raise ValueError(f'the prior is defined on {size}x{size} maps but the '
@@ -168,14 +308,51 @@ def annealed_posterior_score_fn(shear, noise_std, mask, prior):
   return score
 
 
+def _check_pixel_scale(prior, data_scale, allow_mismatch):
+  """Refuses data at another pixel scale than the prior's (when both known).
+
+  Returns:
+    The prior's pixel scale in arcmin (a float), or None when unknown.
+  """
+  if not isinstance(allow_mismatch, bool):
+    raise ValueError('allow_pixel_scale_mismatch must be a Python bool, got '
+                     f'{allow_mismatch!r}.')
+  prior_scale = getattr(prior, 'pixel_scale_arcmin', None)
+  if prior_scale is None:
+    return None
+  prior_scale = _checks.positive_scalar(prior_scale, 'prior.pixel_scale_arcmin',
+                                        'arcmin')
+  if (data_scale is not None and not allow_mismatch and
+      abs(data_scale / prior_scale - 1.) > PIXEL_SCALE_TOLERANCE):
+    raise ValueError(
+        f'the data have {data_scale:g} arcmin pixels but the prior is valid at '
+        f'{prior_scale:g} arcmin pixels (they differ by more than '
+        f'{PIXEL_SCALE_TOLERANCE:.0%}): a prior learned at one pixel scale is '
+        'the wrong prior at another. Bin the shear at '
+        f'{prior_scale:g} arcmin, use a prior for {data_scale:g} arcmin, or '
+        'pass allow_pixel_scale_mismatch=True to sample anyway.')
+  return prior_scale
+
+
 def _prepare(shear, noise_std, mask, prior, schedule, sigma_max, sigma_min,
-             num_levels, steps_per_level):
-  """Validated map data and noise schedule shared by the two entry points."""
+             num_levels, steps_per_level, pixel_scale_arcmin,
+             allow_pixel_scale_mismatch):
+  """Validated data, schedule and pixel scales shared by the entry points.
+
+  Returns:
+    (shear, noise_std, mask, schedule, pixel_scales): ``pixel_scales`` is a
+    dict with the data's ``pixel_scale_arcmin`` and the
+    ``prior_pixel_scale_arcmin`` (None where unknown).
+  """
+  data_scale = _data_pixel_scale(shear, pixel_scale_arcmin)
   shear, noise_std, mask = _as_map_data(shear, noise_std, mask)
-  _check_prior(prior, shear.shape[0])
+  _check_prior(prior, shear.shape[0], shear.dtype)
+  prior_scale = _check_pixel_scale(prior, data_scale,
+                                   allow_pixel_scale_mismatch)
   schedule = _make_schedule(schedule, sigma_max, sigma_min, num_levels,
                             steps_per_level)
-  return shear, noise_std, mask, schedule
+  return shear, noise_std, mask, schedule, dict(
+      pixel_scale_arcmin=data_scale, prior_pixel_scale_arcmin=prior_scale)
 
 
 def _make_schedule(schedule, sigma_max, sigma_min, num_levels,
@@ -272,7 +449,11 @@ def sample_posterior(shear,
                      batch_size=None,
                      seed=None,
                      jit_compile=None,
-                     progress=True):
+                     progress=True,
+                     *,
+                     divergence_bound=DEFAULT_DIVERGENCE_BOUND,
+                     pixel_scale_arcmin=None,
+                     allow_pixel_scale_mismatch=False):
   """Independent posterior samples of a convergence map by annealed HMC.
 
   Each of ``num_samples`` chains starts at ``initial_state + σ_max · z``,
@@ -283,18 +464,29 @@ def sample_posterior(shear,
   ``batch_size`` at a time, each batch through `tfp.mcmc.sample_chain` in
   chunks of at most 100 steps (one progress-bar update each).
 
+  Every argument is checked before sampling starts. A chain whose state
+  ever holds a NaN or inf, or a pixel with |κ| > ``divergence_bound``, has
+  diverged: such chains are listed in ``diagnostics['diverged_chains']``
+  and a `RuntimeWarning` gives their number; their samples are junk and
+  enter the summaries unless removed with `PosteriorSamples.drop_diverged`.
+  ``diagnostics['would_be_acceptance']`` measures the leapfrog accuracy
+  also without Metropolis correction (see `PosteriorSamples`).
+
   Args:
     shear: observed mean ellipticity ``[N, N, 2]`` (dimensionless), or a
       ShearMap-like object with attributes ``shear``, ``noise_std`` and
-      ``mask`` (then leave ``noise_std`` and ``mask`` None). float64 input
-      runs in float64, anything else in float32.
+      ``mask`` (then leave ``noise_std`` and ``mask`` None) and optionally
+      ``pixel_scale_arcmin``. float64 input runs in float64, anything else
+      in float32; it must match the prior's dtype (``compute_dtype`` or
+      ``dtype``) when the prior has one.
     noise_std: standard deviation of the shear per pixel, ``[N, N]`` or
       ``[N, N, 2]``; finite and > 0 inside the mask.
     mask: ``[N, N]``, nonzero where the pixel has data; default: all pixels.
     prior: an object with ``score(x, sigma)`` (and optionally
       ``denoise(x, sigma)``) for maps ``[..., N, N]``: a `ScoreNetwork` or a
       `GaussianPrior`.
-    num_samples: number of independent samples (= chains), int >= 1.
+    num_samples: number of independent samples (= chains), int >= 1. With
+      1 sample, ``std`` and the intervals are None.
     schedule: a noise schedule (`GeometricSchedule`, `ConstantSchedule` or
       any object with ``sigma(step)`` and ``num_steps``); or leave None and
       give the following four (defaults: 0.1, 1e-3, 30 levels, 1 step per
@@ -306,8 +498,10 @@ def sample_posterior(shear,
     steps_per_level: transitions per noise level.
     num_leapfrog_steps: leapfrog steps per transition (default 3 for 'hmc';
       'mala' and 'ula' use 1).
-    step_size_factor: leapfrog step size / σ (dimensionless; default 0.5,
-      see DEFAULT_STEP_SIZE_FACTOR; at most about 1 for an exact prior).
+    step_size_factor: leapfrog step size / σ (dimensionless, in (0, √2):
+      leapfrog is unstable on the annealed posterior from √2 on, see
+      `AnnealedHamiltonianMonteCarlo`; default 0.5, see
+      DEFAULT_STEP_SIZE_FACTOR; about 1 suits an exact prior score).
     method: 'hmc', 'mala' (one leapfrog step with Metropolis correction) or
       'ula' (one leapfrog step, no correction).
     metropolis_correction: bool; default False for 'hmc' (accept every
@@ -323,18 +517,35 @@ def sample_posterior(shear,
     jit_compile: compile the sampler with XLA; default True when a GPU is
       visible, else False.
     progress: show a tqdm progress bar.
+    divergence_bound: a chain with a pixel |κ| above this (dimensionless)
+      at any step has diverged; default 10 (`DEFAULT_DIVERGENCE_BOUND`).
+      Must exceed max|initial_state| + 6 σ_max, the reach of the starting
+      states.
+    pixel_scale_arcmin: pixel side of the data in arcmin, when ``shear`` is
+      an array (a ShearMap-like ``shear`` carries its own; giving both with
+      different values is an error). None: unknown, not checked.
+    allow_pixel_scale_mismatch: Python bool; by default a data pixel scale
+      that differs by more than 1 % (`PIXEL_SCALE_TOLERANCE`) from the
+      prior's ``pixel_scale_arcmin`` (when both are known) is an error;
+      True samples anyway.
 
   Returns:
     A `PosteriorSamples`.
 
   Raises:
-    ValueError: for non-finite shear inside the mask, an empty mask, bad
-      noise, shapes that do not match, a prior that does not fit N×N maps, or
-      bad sampler settings.
+    ValueError: before sampling, for non-finite shear inside the mask, an
+      empty mask, bad noise, shapes that do not match, a prior that does
+      not fit N×N maps, data whose dtype differs from the prior's, a pixel
+      scale that differs from the prior's, a step_size_factor outside
+      (0, √2), or other bad sampler settings.
+
+  Warns:
+    RuntimeWarning: when chains diverged, naming how many.
   """
-  shear, noise_std, mask, schedule = _prepare(
+  shear, noise_std, mask, schedule, pixel_scales = _prepare(
       shear, noise_std, mask, prior, schedule, sigma_max, sigma_min,
-      num_levels, steps_per_level)
+      num_levels, steps_per_level, pixel_scale_arcmin,
+      allow_pixel_scale_mismatch)
   dtype = shear.dtype
   n = shear.shape[0]
   num_leapfrog_steps, metropolis_correction = _method_settings(
@@ -346,7 +557,11 @@ def sample_posterior(shear,
     batch_size = num_samples
   start_maps = _initial_state(initial_state, num_samples, n, dtype,
                               'initial_state')
+  divergence_bound = _check_divergence_bound(divergence_bound, start_maps,
+                                             schedule)
   jit_compile = _default_jit_compile(jit_compile)
+  step_size_factor = _checks.positive_scalar(step_size_factor,
+                                             'step_size_factor')
 
   kernel = annealed_hmc.AnnealedHamiltonianMonteCarlo(
       target_score_fn=annealed_posterior_score_fn(shear, noise_std, mask,
@@ -381,7 +596,7 @@ def sample_posterior(shear,
   batch_starts = list(range(0, num_samples, batch_size))
   batch_seeds = samplers.split_seed(seed, n=len(batch_starts))
   chunks = _chunks(num_steps)
-  samples, num_accepted = [], []
+  samples, num_accepted, max_abs, sum_accept = [], [], [], []
   evaluations_per_chain = 0
   began = time.perf_counter()
   with warnings.catch_warnings(), tqdm.tqdm(
@@ -403,6 +618,8 @@ def sample_posterior(shear,
         state = finish(state)
       samples.append(state)
       num_accepted.append(kernel_results.num_accepted)
+      max_abs.append(kernel_results.max_abs_state)
+      sum_accept.append(kernel_results.sum_accept_probability)
       evaluations_per_chain = (int(kernel_results.num_score_evaluations) +
                                int(tweedie))
   wall_time = time.perf_counter() - began
@@ -410,6 +627,14 @@ def sample_posterior(shear,
   samples = tf.concat(samples, axis=0)
   acceptance = float(tf.reduce_mean(
       tf.cast(tf.concat(num_accepted, axis=0), tf.float64)) / num_steps)
+  max_abs = tf.concat(max_abs, axis=0).numpy().astype(np.float64)
+  finite_samples = np.all(np.isfinite(samples.numpy()), axis=(1, 2))
+  diverged = np.flatnonzero(~(max_abs <= divergence_bound) | ~finite_samples)
+  if metropolis_correction or num_leapfrog_steps > 1:
+    would_be = (tf.concat(sum_accept, axis=0).numpy().astype(np.float64) /
+                num_steps).tolist()
+  else:  # No part of a one-step trajectory is at a single noise level.
+    would_be = None
   diagnostics = dict(
       acceptance_rate=acceptance,
       score_evaluations_per_sample=evaluations_per_chain,
@@ -424,14 +649,38 @@ def sample_posterior(shear,
       metropolis_correction=metropolis_correction,
       tweedie=bool(tweedie),
       batch_size=batch_size,
-      jit_compile=jit_compile)
-  return PosteriorSamples(
-      samples=samples,
-      mean=tf.reduce_mean(samples, axis=0),
-      std=tf.math.reduce_std(samples, axis=0),
-      interval_68=credible_interval(samples, 0.68),
-      interval_95=credible_interval(samples, 0.95),
-      diagnostics=diagnostics)
+      jit_compile=jit_compile,
+      divergence_bound=divergence_bound,
+      **pixel_scales,
+      num_diverged_chains=len(diverged),
+      diverged_chains=diverged.tolist(),
+      max_abs_kappa=[float(v) if np.isfinite(v) else None for v in max_abs],
+      num_dropped_chains=0,
+      dropped_chains=[],
+      would_be_acceptance=would_be,
+      **_acceptance_summary(would_be))
+  if len(diverged):
+    warnings.warn(
+        f'{len(diverged)} of {num_samples} chains diverged (a state with NaN, '
+        f'inf or |kappa| > {divergence_bound:g}; indices in '
+        "diagnostics['diverged_chains']): their samples are junk and spoil "
+        'the mean, std and intervals. Use a smaller step_size_factor (now '
+        f'{step_size_factor:g}) or check the prior; '
+        'PosteriorSamples.drop_diverged() removes them.', RuntimeWarning)
+  return _summarise(samples, diagnostics)
+
+
+def _check_divergence_bound(divergence_bound, start_maps, schedule):
+  """The bound as a float, checked to lie above the starting states."""
+  bound = _checks.positive_scalar(divergence_bound, 'divergence_bound')
+  reach = (float(tf.reduce_max(tf.abs(start_maps))) +
+           _START_EXTENT_SIGMAS * float(schedule.sigma(0)))
+  if bound <= reach:
+    raise ValueError(
+        f'divergence_bound={divergence_bound!r} must exceed the reach of the '
+        f'starting states, max|initial_state| + {_START_EXTENT_SIGMAS:g} '
+        f'sigma_max = {reach:.3g}, or every chain would count as diverged.')
+  return bound
 
 
 def credible_interval(samples, level):
@@ -487,15 +736,19 @@ def map_estimate(shear,
                  steps_per_level=None,
                  step_size_factor=0.5,
                  initial_state=None,
-                 jit_compile=None):
+                 jit_compile=None,
+                 *,
+                 pixel_scale_arcmin=None,
+                 allow_pixel_scale_mismatch=False):
   """Maximum a posteriori map by annealed score ascent.
 
   Deterministic gradient ascent on the annealed posterior,
   x ← x + η_k ∇log p_σk(x | γ) with η_k = step_size_factor · σ_k², while
   the schedule lowers σ_k (default: the geometric schedule of
   `sample_posterior`). The annealed posterior's curvature is at most 2/σ²
-  (see `AnnealedHamiltonianMonteCarlo`), so the ascent is stable for
-  ``step_size_factor < 1``. Large σ smooths away local maxima of a
+  (see `AnnealedHamiltonianMonteCarlo`) and the ascent multiplies a
+  direction of curvature c by 1 − η c, so it is stable for η · 2/σ² < 2,
+  i.e. ``step_size_factor < 1``. Large σ smooths away local maxima of a
   non-Gaussian prior; the result maximises p_σmin(κ | γ). For a Gaussian
   prior it converges to the Wiener filter.
 
@@ -505,23 +758,29 @@ def map_estimate(shear,
     step_size_factor: η / σ² (dimensionless, in (0, 1)).
     initial_state: optional starting map ``[N, N]``; default zero.
     jit_compile: compile with XLA; default True when a GPU is visible.
+    pixel_scale_arcmin, allow_pixel_scale_mismatch: as in
+      `sample_posterior`.
 
   Returns:
     (kappa, info): the MAP map ``[N, N]`` and a dict with
-    ``num_score_evaluations`` and ``wall_time_s``.
+    ``num_score_evaluations``, ``wall_time_s``, and the data's
+    ``pixel_scale_arcmin`` and ``prior_pixel_scale_arcmin`` (None where
+    unknown).
 
   Raises:
     ValueError: as `sample_posterior`, or a step_size_factor outside (0, 1).
   """
-  shear, noise_std, mask, schedule = _prepare(
+  shear, noise_std, mask, schedule, pixel_scales = _prepare(
       shear, noise_std, mask, prior, schedule, sigma_max, sigma_min,
-      num_levels, steps_per_level)
+      num_levels, steps_per_level, pixel_scale_arcmin,
+      allow_pixel_scale_mismatch)
   dtype = shear.dtype
   n = shear.shape[0]
   factor = _checks.positive_scalar(step_size_factor, 'step_size_factor')
   if factor >= 1:
-    raise ValueError(f'step_size_factor must be in (0, 1) for a stable ascent, '
-                     f'got {step_size_factor!r}.')
+    raise ValueError(f'step_size_factor must be in (0, 1), where the ascent '
+                     'is stable on the annealed posterior (curvature <= '
+                     f'2/sigma²), got {step_size_factor!r}.')
   x0 = _initial_state(initial_state, 1, n, dtype, 'initial_state')
   score_fn = annealed_posterior_score_fn(shear, noise_std, mask, prior)
   num_steps = schedule.num_steps
@@ -539,5 +798,5 @@ def map_estimate(shear,
   began = time.perf_counter()
   kappa = ascend(x0)[0]
   info = dict(num_score_evaluations=num_steps,
-              wall_time_s=time.perf_counter() - began)
+              wall_time_s=time.perf_counter() - began, **pixel_scales)
   return kappa, info

@@ -29,15 +29,19 @@ def load_prior(name='lognormal_128'):
 
   Returns:
     The `ScoreNetwork`; its ``score(x, sigma)`` is ∇ log p_σ(x) for maps
-    ``[batch, N, N]`` of dimensionless convergence.
+    ``[batch, N, N]`` of dimensionless convergence, and its
+    ``pixel_scale_arcmin`` the pixel scale it was trained at (from
+    ``SHIPPED_PRIORS``), which `sample_posterior` checks the data against.
   """
   if name not in SHIPPED_PRIORS:
     raise ValueError(f'unknown prior {name!r}; expected one of {sorted(SHIPPED_PRIORS)}.')
-  filename, _ = SHIPPED_PRIORS[name]
+  filename, pixel_scale_arcmin = SHIPPED_PRIORS[name]
   resource = importlib.resources.files('tfp_massmap').joinpath('data', filename)
   if not resource.is_file():
     raise ValueError(f'the shipped prior file {filename} is missing from '
                      'tfp_massmap/data; reinstall the package, or train one with '
                      'examples/train_score.py and pass its path instead.')
   with importlib.resources.as_file(resource) as path:
-    return score_network.load_score_network(str(path))
+    network = score_network.load_score_network(str(path))
+  network.pixel_scale_arcmin = pixel_scale_arcmin
+  return network

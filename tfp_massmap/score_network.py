@@ -44,6 +44,8 @@ Maps are ``[..., N, N]`` (no channel axis); the network works in float32 and
 """
 
 import math
+import os
+import zipfile
 
 import keras
 import numpy as np
@@ -160,6 +162,11 @@ class ScoreNetwork(keras.Model):
       the Gaussian denoiser with the shipped ΛCDM spectrum
       (`lognormal.cosmos_convergence_cl`) at that pixel scale. None: the
       plain EDM skip term.
+    pixel_scale_arcmin: pixel side (arcmin) of the maps the prior was
+      trained on, hence is valid at (`sample_posterior` refuses data at
+      another scale); default ``gaussian_pixel_scale_arcmin`` (a hybrid
+      prior is tied to it), else None (unknown). Saved with the model;
+      files saved before this argument existed load with the default.
     **kwargs: Keras ``Model`` arguments (name, dtype, ...).
   """
 
@@ -172,6 +179,7 @@ class ScoreNetwork(keras.Model):
                data_std=0.02,
                seed=None,
                gaussian_pixel_scale_arcmin=None,
+               pixel_scale_arcmin=None,
                **kwargs):
     super().__init__(**kwargs)
     self.depth = _checks.positive_int(depth, 'depth')
@@ -195,6 +203,17 @@ class ScoreNetwork(keras.Model):
     self.gaussian_pixel_scale_arcmin = (
         None if gaussian_pixel_scale_arcmin is None else _checks.positive_scalar(
             gaussian_pixel_scale_arcmin, 'gaussian_pixel_scale_arcmin', 'arcmin'))
+    if pixel_scale_arcmin is None:
+      self.pixel_scale_arcmin = self.gaussian_pixel_scale_arcmin
+    else:
+      self.pixel_scale_arcmin = _checks.positive_scalar(
+          pixel_scale_arcmin, 'pixel_scale_arcmin', 'arcmin')
+      if self.gaussian_pixel_scale_arcmin not in (None,
+                                                  self.pixel_scale_arcmin):
+        raise ValueError(
+            f'pixel_scale_arcmin={pixel_scale_arcmin!r} differs from '
+            f'gaussian_pixel_scale_arcmin={gaussian_pixel_scale_arcmin!r}: a '
+            'hybrid prior is valid at the pixel scale of its Gaussian part.')
     self._gaussian_priors = {}
     init = _Initializers(self.seed)
 
@@ -266,7 +285,8 @@ class ScoreNetwork(keras.Model):
         embedding_dim=self.embedding_dim,
         data_std=self.data_std,
         seed=self.seed,
-        gaussian_pixel_scale_arcmin=self.gaussian_pixel_scale_arcmin)
+        gaussian_pixel_scale_arcmin=self.gaussian_pixel_scale_arcmin,
+        pixel_scale_arcmin=self.pixel_scale_arcmin)
     return config
 
   def gaussian_prior(self, n):
@@ -404,16 +424,67 @@ def load_score_network(path):
   """Loads a ``ScoreNetwork`` saved with ``model.save(path)`` (``.keras``).
 
   Args:
-    path: file path ending in ``.keras``.
+    path: path of a ``.keras`` file (a zip archive written by Keras).
 
   Returns:
     The ``ScoreNetwork``.
+
+  Raises:
+    FileNotFoundError: if nothing exists at ``path``.
+    ValueError: if ``path`` is a directory, is not a Keras archive (a FITS,
+      HDF5, text or other file), lacks the ``.keras`` extension, or holds
+      another model; the message names the file and the problem.
   """
-  model = keras.models.load_model(path, compile=False)
+  path = os.fspath(path)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'score-network file {path} does not exist.')
+  if os.path.isdir(path):
+    raise ValueError(f'{path} is a directory; expected a .keras file written '
+                     'by ScoreNetwork.save (e.g. examples/train_score.py '
+                     'writes score_network.keras).')
+  if not zipfile.is_zipfile(path):
+    raise ValueError(f'{path} is not a Keras archive (a .keras zip file): it '
+                     f'is {_describe_file(path)}.')
+  with zipfile.ZipFile(path) as archive:
+    if 'config.json' not in archive.namelist():
+      raise ValueError(f'{path} is a zip archive but not a Keras archive: it '
+                       'has no config.json.')
+  if not path.endswith('.keras'):
+    raise ValueError(f'{path} is a Keras archive without the .keras '
+                     'extension, which Keras needs to load it; rename it to '
+                     'end in .keras.')
+  try:
+    model = keras.models.load_model(path, compile=False)
+  except (ValueError, TypeError, KeyError, OSError) as error:
+    raise ValueError(f'{path} is a Keras archive that does not load as a '
+                     f'ScoreNetwork: {error}') from error
   if not isinstance(model, ScoreNetwork):
     raise ValueError(
         f'{path} holds a {type(model).__name__}, expected a ScoreNetwork.')
   return model
+
+
+# Leading bytes of the files most often passed by mistake.
+_FILE_SIGNATURES = (
+    (b'SIMPLE  =', 'a FITS file'),
+    (b'\x89HDF\r\n\x1a\n', 'an HDF5 file (the Keras 2 .h5 format is not '
+     'supported; re-save the model as .keras)'),
+    (b'PAR1', 'a Parquet file'),
+)
+
+
+def _describe_file(path):
+  """A few words on what a file that is not a zip archive looks like."""
+  with open(path, 'rb') as f:
+    head = f.read(512)
+  if not head:
+    return 'empty'
+  for signature, description in _FILE_SIGNATURES:
+    if head.startswith(signature):
+      return description
+  if b'\x00' in head:
+    return f'a binary file starting with {head[:8]!r}'
+  return 'a text file'
 
 
 class _Initializers:

@@ -2,6 +2,7 @@
 
 from tfp_massmap.mcmc.annealed_hmc import AnnealedHamiltonianMonteCarlo
 from tfp_massmap.mcmc.annealed_hmc import AnnealedHamiltonianMonteCarloKernelResults
+from tfp_massmap.mcmc.annealed_hmc import MAX_STABLE_STEP_SIZE_FACTOR
 from tfp_massmap.mcmc.schedules import ConstantSchedule
 from tfp_massmap.mcmc.schedules import GeometricSchedule
 from tfp_massmap.mcmc.schedules import NoiseSchedule
@@ -11,5 +12,6 @@ __all__ = [
     'AnnealedHamiltonianMonteCarloKernelResults',
     'ConstantSchedule',
     'GeometricSchedule',
+    'MAX_STABLE_STEP_SIZE_FACTOR',
     'NoiseSchedule',
 ]

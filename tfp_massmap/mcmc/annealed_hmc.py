@@ -10,7 +10,9 @@ independent posterior samples.
 """
 
 import collections
+import math
 
+import numpy as np
 import tensorflow as tf
 
 from tensorflow_probability.python.internal import dtype_util
@@ -24,7 +26,13 @@ from tfp_massmap import _checks
 __all__ = [
     'AnnealedHamiltonianMonteCarlo',
     'AnnealedHamiltonianMonteCarloKernelResults',
+    'MAX_STABLE_STEP_SIZE_FACTOR',
 ]
+
+# Leapfrog is stable for ε·sqrt(curvature) < 2 and the annealed posterior's
+# curvature is at most 2/σ², so ε = factor·σ is stable for factor < √2 (see
+# the `AnnealedHamiltonianMonteCarlo` docstring); larger factors are refused.
+MAX_STABLE_STEP_SIZE_FACTOR = math.sqrt(2.)
 
 # The state is a batch of maps [..., N, N]: the last two axes are one map,
 # the leading ones index independent chains.
@@ -48,6 +56,9 @@ class AnnealedHamiltonianMonteCarloKernelResults(
             'log_accept_ratio',       # [chains].
             'num_accepted',           # [chains] int32, cumulative.
             'num_score_evaluations',  # int32, cumulative calls of the score.
+            'energy_error',           # [chains], of the checked trajectory.
+            'sum_accept_probability',  # [chains], cumulative.
+            'max_abs_state',          # [chains], running max of |x|.
             'seed',                   # Seed received by one_step.
         ])):
   """State and diagnostics of `AnnealedHamiltonianMonteCarlo`.
@@ -70,6 +81,20 @@ class AnnealedHamiltonianMonteCarloKernelResults(
   * ``num_accepted``: per chain, accepted transitions since bootstrap.
   * ``num_score_evaluations``: int32 scalar, calls of ``target_score_fn``
     since (and including) bootstrap; each call evaluates every chain.
+  * ``energy_error``: per chain, the line-integral estimate of the change
+    of the Hamiltonian ΔH = −log(Metropolis ratio) over the part of the last
+    trajectory that ran at one noise level: all of it with
+    ``metropolis_correction``, the first ``num_leapfrog_steps − 1`` leapfrog
+    steps without (so 0 with one leapfrog step and no correction, where no
+    part is checked); see the kernel docstring.
+  * ``sum_accept_probability``: per chain, the sum since bootstrap of the
+    Metropolis acceptance probability min(1, exp(−ΔH)) of each transition
+    (0 where ΔH is NaN); divided by ``step`` it is the mean acceptance the
+    Metropolis test would have (or has) applied, a measure of the leapfrog
+    discretisation error that stays meaningful without correction.
+  * ``max_abs_state``: per chain, the largest |x| of any pixel of any state
+    since bootstrap (the initial state included), +inf once a state held a
+    NaN or inf: a chain that ran away and came back still shows it.
   * ``seed``: the stateless seed ``one_step`` received.
   """
   __slots__ = ()
@@ -83,6 +108,20 @@ def _chain_shaped(x):
 def _squared_norm(x):
   """Per-chain squared Euclidean norm over the map axes."""
   return tf.reduce_sum(tf.square(x), axis=[-2, -1])
+
+
+def _max_abs(x):
+  """Per-chain max |x| over the map axes; +inf where x holds NaN or inf."""
+  finite = tf.reduce_all(tf.math.is_finite(x), axis=[-2, -1])
+  return tf.where(finite, tf.reduce_max(tf.abs(x), axis=[-2, -1]),
+                  tf.constant(np.inf, x.dtype))
+
+
+def _accept_probability(energy_error):
+  """min(1, exp(−ΔH)), 0 where ΔH is NaN (a diverged trajectory)."""
+  return tf.where(tf.math.is_nan(energy_error),
+                  tf.zeros_like(energy_error),
+                  tf.exp(-tf.maximum(energy_error, 0.)))
 
 
 class AnnealedHamiltonianMonteCarlo(kernel_base.TransitionKernel):
@@ -104,20 +143,30 @@ class AnnealedHamiltonianMonteCarlo(kernel_base.TransitionKernel):
   −∇²log p_σ = I/σ² − Cov[x₀ | x]/σ⁴ ⪯ I/σ² whatever the prior; the
   likelihood part, with the shear operator A (AᵀA ⪯ I) and noise variance
   N + σ² ⪰ σ², has −∇²log p_σ(γ|κ) ⪯ I/σ². So the curvature is at most
-  2/σ², and every direction has a standard deviation of at least σ/√2 (on a
-  Fourier mode of the unmasked Gaussian problem the variance is exactly
-  1/(1/(S_k + σ²) + 1/(N_k + σ²)) ≥ σ²/2). Hence ε ∝ σ: leapfrog is stable
-  in every direction when ε < 2 · (σ/√2), i.e. for ``step_size_factor <
-  √2``, and ε/std stays the same at every noise level; 1 works well for an
-  exact prior score. A trained network is not an exact smoothed prior: its
-  Jacobian can exceed the bound, and with factor 1 the chains of the shipped
-  prior run away at σ ≈ 0.01-0.03 while factor 0.5 keeps them on the prior
-  (docs/benchmarks.md, "Annealing for the learned prior"); `sample_posterior`
-  uses 0.5. (A
-  lower bound on the step from the posterior width, ε ≥ factor · τ_min,
-  would help once σ ≪ τ_min, but the mean mode of the map has posterior
-  width σ — the data do not constrain it, nor does a Gaussian prior with
-  P(0) = 0 — so τ_min is 0 for mass maps; we do not offer one.)
+  c_max = 2/σ², and every direction has a standard deviation of at least
+  σ/√2 (on a Fourier mode of the unmasked Gaussian problem the variance is
+  exactly 1/(1/(S_k + σ²) + 1/(N_k + σ²)) ≥ σ²/2). One leapfrog step on a
+  direction of curvature c is a linear map of (x, p) with determinant 1 and
+  trace 2 − ε²c: its eigenvalues lie on the unit circle when ε√c < 2 (the
+  energy error stays bounded), and one of them exceeds 1 in modulus when
+  ε√c > 2 (the state grows exponentially with the steps). With
+  ε = factor · σ the worst direction has ε√c_max = factor · √2, so leapfrog
+  is stable in every direction for
+
+    step_size_factor < √2 = `MAX_STABLE_STEP_SIZE_FACTOR`,
+
+  and ε/std stays the same at every noise level; a Python float factor
+  outside (0, √2) is refused (a tensor factor is not checked). 1 works well
+  for an exact prior score. A trained network is not an exact smoothed
+  prior: its Jacobian can exceed the bound, and with factor 1 the chains of
+  the shipped prior run away at σ ≈ 0.01-0.03 while factor 0.5 keeps them on
+  the prior (docs/benchmarks.md, "Annealing for the learned prior");
+  `sample_posterior` uses 0.5. A chain that runs away anyway shows in
+  ``max_abs_state`` (and in ``energy_error``). (A lower bound on the step
+  from the posterior width, ε ≥ factor · τ_min, would help once σ ≪ τ_min,
+  but the mean mode of the map has posterior width σ — the data do not
+  constrain it, nor does a Gaussian prior with P(0) = 0 — so τ_min is 0 for
+  mass maps; we do not offer one.)
 
   #### Metropolis correction
 
@@ -142,12 +191,27 @@ class AnnealedHamiltonianMonteCarlo(kernel_base.TransitionKernel):
   skipped: the score at the end of the trajectory is evaluated directly at
   the next step's noise level, saving one evaluation per noise level.
 
+  #### Energy error without correction
+
+  Without correction every proposal is accepted, so the acceptance rate says
+  nothing. The kernel still reports the energy error ΔH of the first
+  ``num_leapfrog_steps − 1`` leapfrog steps of each trajectory: these steps
+  and their scores are at the transition's own noise level (the score at the
+  start was evaluated there by the previous transition), so the same
+  telescoped formula applies to them, (ε²/8)(|g_{L−1}|² − |g_0|²), with no
+  extra score evaluation; only the last step, whose end score is taken at
+  the next noise level, is not checked. ``sum_accept_probability`` adds up
+  min(1, exp(−ΔH)), the acceptance probability a Metropolis test would
+  have used: near 1 for an accurate integration, near 0 for a diverging one.
+
   #### Cost
 
   ``num_leapfrog_steps`` score evaluations per transition, plus one when
   the noise level differs from the cached score's (with correction: at each
   new noise level; without: never after the first transition), plus one in
-  `bootstrap_results`.
+  `bootstrap_results`. The diagnostics (energy error, acceptance
+  probability, max |x|) reuse these scores and cost a few reductions over
+  the state.
 
   #### Example
 
@@ -180,9 +244,11 @@ class AnnealedHamiltonianMonteCarlo(kernel_base.TransitionKernel):
       schedule: the noise-level schedule: an object with ``sigma(step)``
         (float scalar tensor for an integer tensor ``step``) and
         ``num_steps``, like `GeometricSchedule` or `ConstantSchedule`.
-      step_size_factor: positive float; the leapfrog step size is
-        ``step_size_factor * sigma`` (dimensionless, see the class
-        docstring; below √2 for stability, 1 is a good value).
+      step_size_factor: float in (0, √2); the leapfrog step size is
+        ``step_size_factor * sigma`` (dimensionless; leapfrog is unstable
+        on the annealed posterior from √2 = `MAX_STABLE_STEP_SIZE_FACTOR`
+        on, see the class docstring; 1 is a good value for an exact prior
+        score). A tensor is used as given, unchecked.
       num_leapfrog_steps: Python int >= 1, leapfrog steps per transition.
       metropolis_correction: Python bool; accept or reject each proposal
         with the line-integral estimate of the Metropolis ratio (True), or
@@ -201,7 +267,13 @@ class AnnealedHamiltonianMonteCarlo(kernel_base.TransitionKernel):
       raise ValueError('schedule must have a sigma(step) method and a '
                        f'num_steps attribute, got {schedule!r}.')
     if not tf.is_tensor(step_size_factor):
-      _checks.positive_scalar(step_size_factor, 'step_size_factor')
+      factor = _checks.positive_scalar(step_size_factor, 'step_size_factor')
+      if factor >= MAX_STABLE_STEP_SIZE_FACTOR:
+        raise ValueError(
+            f'step_size_factor must be in (0, √2 ≈ '
+            f'{MAX_STABLE_STEP_SIZE_FACTOR:.4f}), where leapfrog is stable on '
+            f'the annealed posterior (curvature <= 2/sigma²), got '
+            f'{step_size_factor!r}.')
     _checks.positive_int(num_leapfrog_steps, 'num_leapfrog_steps')
     if not isinstance(metropolis_correction, bool):
       raise ValueError('metropolis_correction must be a Python bool, got '
@@ -302,7 +374,7 @@ class AnnealedHamiltonianMonteCarlo(kernel_base.TransitionKernel):
         return x, p + step_size * g, g
 
       p = p0 + 0.5 * step_size * g0
-      x, p, _ = tf.while_loop(
+      x, p, g = tf.while_loop(
           cond=lambda *_: tf.constant(True),
           body=leapfrog_body,
           loop_vars=(x0, p, g0),
@@ -317,6 +389,7 @@ class AnnealedHamiltonianMonteCarlo(kernel_base.TransitionKernel):
         p1 = p + 0.5 * step_size * g1
         log_accept_ratio = (tf.square(step_size) / 8.) * (
             _squared_norm(g0) - _squared_norm(g1))
+        energy_error = -log_accept_ratio
         log_uniform = tf.math.log(samplers.uniform(
             chain_shape, dtype=dtype, seed=accept_seed))
         is_accepted = log_uniform < log_accept_ratio
@@ -326,6 +399,9 @@ class AnnealedHamiltonianMonteCarlo(kernel_base.TransitionKernel):
       else:
         p1 = p
         log_accept_ratio = tf.zeros(chain_shape, dtype)
+        # The first L − 1 leapfrog steps end at g = score(x_{L−1}, σ).
+        energy_error = (tf.square(step_size) / 8.) * (
+            _squared_norm(g) - _squared_norm(g0))
         is_accepted = tf.ones(chain_shape, tf.bool)
         next_state, next_score = x1, g1
 
@@ -342,6 +418,10 @@ class AnnealedHamiltonianMonteCarlo(kernel_base.TransitionKernel):
           log_accept_ratio=log_accept_ratio,
           num_accepted=pkr.num_accepted + tf.cast(is_accepted, tf.int32),
           num_score_evaluations=num_evals,
+          energy_error=energy_error,
+          sum_accept_probability=(pkr.sum_accept_probability +
+                                  _accept_probability(energy_error)),
+          max_abs_state=tf.maximum(pkr.max_abs_state, _max_abs(next_state)),
           seed=seed)
       return next_state, kernel_results
 
@@ -378,4 +458,7 @@ class AnnealedHamiltonianMonteCarlo(kernel_base.TransitionKernel):
           log_accept_ratio=tf.zeros(chain_shape, dtype),
           num_accepted=tf.zeros(chain_shape, tf.int32),
           num_score_evaluations=tf.ones([], tf.int32),
+          energy_error=tf.zeros(chain_shape, dtype),
+          sum_accept_probability=tf.zeros(chain_shape, dtype),
+          max_abs_state=_max_abs(x),
           seed=samplers.zeros_seed())
