@@ -2,13 +2,58 @@ r"""Mass maps of a shear catalogue, or of the embedded synthetic default.
 
 With no flags, the embedded default: a held-out synthetic lognormal field at
 the demo setting (128² pixels of 0.8 arcmin) seen through a COSMOS-like
-footprint with per-pixel shape noise. With ``--catalog``, any FITS shear
-catalogue, binned onto the grid given by the flags.
+footprint with per-pixel shape noise. With ``--catalog``, any shear catalogue
+(FITS, CSV, ECSV or Parquet table), binned onto the grid given by the flags.
 
 Writes to ``--output_dir``: one FITS map per estimator (with the WCS), the
 mask and noise maps, the truth when known, ``summary.json`` (RMSE and Pearson
-r of each map against the truth when known, timings, solver reports) and a
-PNG figure.
+r of each map against the truth when known, timings, solver and sampler
+reports), a PNG figure and ``manifest.json`` (file sizes and SHA-256).
+
+Order of work: every flag, the output folder, the catalogue (read and
+binned), the cluster list and the prior (loaded, its pixel scale checked
+against the grid) are checked first, and the memory the run needs is
+compared with the machine's; only then do the estimators run. A bad input
+therefore fails in seconds, before any sampling. A flag that would have no
+effect (``--npix`` without ``--catalog``, ``--num_samples`` without the
+posterior, ...) is an error rather than silently ignored.
+
+Outputs are transactional (`tfp_massmap.outputs`): the products go to a
+hidden staging folder beside ``--output_dir`` and replace it as a whole when
+all are written. A run that fails or is killed at any moment leaves either
+the complete previous set or the complete new one, never a mix (a
+``--methods=ks`` rerun leaves no Wiener map of an earlier run). Every product
+carries the run id: FITS keyword ``RUNID``, ``"run_id"`` of ``summary.json``
+and ``manifest.json``, PNG text ``RunID``. ``--output_dir`` must be absent,
+empty, or a folder written by this job (files of other origin there are never
+deleted: the run refuses). ``summary.json`` is strict JSON: non-finite numbers
+are written as null.
+
+Divergence policy: the sampler counts the chains that diverged (non-finite
+or runaway states). If any did, the job exits with code 3, names how many,
+suggests a smaller ``--step_size_factor``, and writes nothing (the previous
+outputs stay). With ``--drop_diverged_chains`` it instead drops them with a
+warning, summarises the remaining ones (at least 2 must remain) and records
+``num_diverged_chains`` and ``num_dropped_chains`` in ``summary.json``.
+
+Exit codes:
+
+  0  the products were written.
+  1  unexpected failure (a traceback); nothing was written.
+  2  bad flag, input file, prior or output folder, or not enough memory;
+     found before any expensive work, nothing was written.
+  3  the posterior sampler diverged (see above); nothing was written.
+
+Memory: the run is refused when its estimated peak memory exceeds the
+machine's physical memory (``os.sysconf``). With N = the map side in pixels
+and S = ``--num_samples``, the estimate in bytes is
+
+  M = 1.5 GiB + N² · (400 + Σ_methods c_m)
+
+with c_m = 100 (ks), 600 (wiener), 1500 (sparse, tv), 2100 (mcalens), and
+for the posterior 1600 + S · (200 + 2000 with the learned prior, 200 + 400
+with the Gaussian one) bytes per pixel (measured peak resident memory on
+CPU, rounded up; 1.5 GiB is TensorFlow itself).
 
 Examples:
 
@@ -17,11 +62,15 @@ Examples:
       --catalog=../shared/data/cosmos/cosmos_shear_cat.fits \
       --weight_col=nhweight_int --flip_e2 --npix=360 --pixel_scale_arcmin=0.29 \
       --projection=radec --clusters=../shared/data/cosmos/xray_clusters_finoguenov2006.txt \
-      --output_dir=out/cosmos
+      --methods=ks,wiener --output_dir=out/cosmos
 """
 
+import collections
+import contextlib
 import json
+import math
 import os
+import sys
 import time
 
 from absl import app
@@ -30,8 +79,11 @@ from absl import logging
 import numpy as np
 
 flags.DEFINE_string('catalog', None,
-                    'FITS shear catalogue (binary table). Default: the embedded '
-                    'synthetic field.')
+                    'Shear catalogue: a FITS, CSV, ECSV or Parquet table. '
+                    'Default: the embedded synthetic field.')
+flags.DEFINE_string('hdu', None,
+                    'FITS HDU of the catalogue table, by index or name '
+                    '(catalogue mode); default the first table HDU.')
 flags.DEFINE_string('ra_col', 'ra', 'RA column of the catalogue [deg].')
 flags.DEFINE_string('dec_col', 'dec', 'Dec column of the catalogue [deg].')
 flags.DEFINE_string('e1_col', 'e1', 'First ellipticity component column.')
@@ -40,6 +92,13 @@ flags.DEFINE_string('weight_col', None, 'Optional shape-weight column.')
 flags.DEFINE_bool('flip_e2', False,
                   'Negate e2 (the COSMOS catalogue needs it to match the '
                   'Kaiser-Squires sign convention).')
+flags.DEFINE_bool('keep_unphysical_ellipticities', False,
+                  'Keep catalogue rows with |e| >= 1 (by default they are '
+                  'counted and dropped).')
+flags.DEFINE_float('sigma_e', None,
+                   'Shape noise per ellipticity component (dimensionless, > 0) '
+                   'for the noise map; default the standard deviation of the '
+                   'binned galaxies\' e1 and e2 (catalogue mode).')
 flags.DEFINE_integer('npix', 128, 'Map side in pixels (catalogue mode).')
 flags.DEFINE_float('pixel_scale_arcmin', 0.8,
                    'Pixel side in arcmin (catalogue mode).')
@@ -59,35 +118,240 @@ flags.DEFINE_list('methods', ['ks', 'wiener', 'posterior'],
                   '(Wiener + sparse peaks).')
 flags.DEFINE_enum('prior', 'learned', ['learned', 'gaussian'],
                   'Prior of the posterior sampler: the shipped learned score '
-                  'network (tfp_massmap.load_prior) or the analytic Gaussian '
-                  'prior with the shipped LCDM spectrum.')
+                  'network (tfp_massmap.load_prior, trained on 0.8 arcmin '
+                  'pixels) or the analytic Gaussian prior with the shipped '
+                  'LCDM spectrum.')
 flags.DEFINE_string('prior_path', None,
                     'A .keras score network to use instead of the shipped prior.')
+flags.DEFINE_bool('allow_prior_pixel_scale_mismatch', False,
+                  'Run the posterior even when the learned prior was trained at '
+                  'another pixel scale than the map\'s (by default an error).')
 flags.DEFINE_integer('num_samples', 40,
-                     'Posterior samples (independent annealed chains); 95% intervals '
-                     'need at least 39.')
+                     'Posterior samples (independent annealed chains), >= 2; 95% '
+                     'intervals need at least 39.')
 flags.DEFINE_integer('num_levels', 30,  # sample_posterior's defaults, here and below.
-                     'Annealing noise levels, geometric from 0.1 to 1e-3.')
+                     'Annealing noise levels, geometric from 0.1 to 1e-3 (>= 2).')
 flags.DEFINE_integer('num_leapfrog_steps', 3,
                      'Leapfrog steps per HMC transition.')
 flags.DEFINE_float('step_size_factor', 0.5,
-                   'Leapfrog step size in units of the noise level σ (dimensionless).')
+                   'Leapfrog step size in units of the noise level σ '
+                   '(dimensionless, in (0, √2)); lower it if chains diverge.')
+flags.DEFINE_bool('drop_diverged_chains', False,
+                  'When posterior chains diverge, drop them with a warning and '
+                  'record how many in summary.json, instead of failing with '
+                  'exit code 3 and writing nothing.')
 flags.DEFINE_float('sparse_threshold_sigma', 3.0,
                    'Sparse and MCALens thresholds in units of the noise std per '
                    'starlet scale.')
 flags.DEFINE_float('tv_regularisation', 1.0,
                    'Total-variation weight in units of the propagated pixel noise.')
 flags.DEFINE_float('ks_smoothing_arcmin', 1.0,
-                   'Gaussian smoothing std of the Kaiser-Squires map [arcmin].')
+                   'Gaussian smoothing std of the Kaiser-Squires map [arcmin]; '
+                   '0 for none.')
 flags.DEFINE_integer('demo_index', 0,
                      'Which held-out test map is the embedded default truth.')
-flags.DEFINE_integer('seed', 0, 'Seed of the noise draw of the embedded default.')
-flags.DEFINE_string('output_dir', 'out/map_shear', 'Output directory.')
+flags.DEFINE_integer('seed', 0, 'Seed of the noise draw of the embedded default '
+                     'and of the posterior sampler (>= 0).')
+flags.DEFINE_string('output_dir', 'out/map_shear',
+                    'Output folder, replaced as a whole by each run.')
 flags.DEFINE_bool('overwrite', True,
-                  'Replace existing output files; with --nooverwrite an existing '
-                  'output raises before anything is written.')
+                  'Replace an existing output folder of an earlier run; with '
+                  '--nooverwrite a non-empty output folder is an error, '
+                  'raised before any work.')
 
 FLAGS = flags.FLAGS
+
+EXIT_OK = 0
+EXIT_INVALID_INPUT = 2
+EXIT_DIVERGED = 3
+
+# Bytes of peak memory, see the module docstring.
+_MEMORY_BASE = 1.5 * 2**30
+_MEMORY_PER_PIXEL = 400
+_MEMORY_PER_PIXEL_METHOD = {'ks': 100, 'wiener': 600, 'sparse': 1500,
+                            'tv': 1500, 'mcalens': 2100, 'posterior': 1600}
+_MEMORY_PER_PIXEL_CHAIN = {'learned': 2200, 'gaussian': 600}
+
+# Files of the output folder; and those that versions without a manifest
+# wrote, so that such a folder may be replaced.
+_OWN_FILES = ('kappa_*.fits', 'mask.fits', 'noise_std.fits', 'maps.png',
+              'summary.json', 'summary.json.tmp', '.*.tmp', 'tmp*.png')
+
+# Flags that act only with --catalog, only with the posterior, or only with
+# some methods ({flag: methods it applies to}).
+_CATALOGUE_FLAGS = ('hdu', 'ra_col', 'dec_col', 'e1_col', 'e2_col', 'weight_col',
+                    'flip_e2', 'keep_unphysical_ellipticities', 'sigma_e', 'npix',
+                    'pixel_scale_arcmin', 'projection', 'center_ra', 'center_dec')
+_POSTERIOR_FLAGS = ('prior', 'prior_path', 'allow_prior_pixel_scale_mismatch',
+                    'num_samples', 'num_levels', 'num_leapfrog_steps',
+                    'step_size_factor', 'drop_diverged_chains')
+_METHOD_FLAGS = {'ks_smoothing_arcmin': ('ks',),
+                 'sparse_threshold_sigma': ('sparse', 'mcalens'),
+                 'tv_regularisation': ('tv',)}
+
+
+class InputError(app.UsageError, ValueError):
+  """A bad flag, input file, prior or output folder (exit code 2).
+
+  Raised before any expensive work; nothing has been written.
+  """
+
+  def __init__(self, message):
+    super().__init__(message, exitcode=EXIT_INVALID_INPUT)
+
+
+class DivergenceError(RuntimeError):
+  """Posterior chains diverged and --drop_diverged_chains is off (exit code 3)."""
+
+
+_Plan = collections.namedtuple('_Plan', [
+    'methods', 'folder', 'shear_map', 'truth', 'description', 'clusters',
+    'prior'])
+
+
+@contextlib.contextmanager
+def _input_errors(what):
+  """Reports any failure of the block as an InputError about ``what``."""
+  try:
+    yield
+  except InputError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    raise InputError(f'{what}: {e}' if isinstance(e, (ValueError, OSError))
+                     else f'{what}: {type(e).__name__}: {e}') from e
+
+
+def _present(name):
+  return FLAGS[name].present > 0
+
+
+def _checked_methods():
+  methods = [m.strip() for m in FLAGS.methods]
+  unknown = [m for m in methods if m not in _METHODS]
+  if unknown:
+    raise InputError(f'unknown --methods {unknown}; expected some of {_METHODS}.')
+  if not methods:
+    raise InputError(f'--methods is empty; expected some of {_METHODS}.')
+  twice = sorted({m for m in methods if methods.count(m) > 1})
+  if twice:
+    raise InputError(f'--methods lists {twice} more than once.')
+  return methods
+
+
+def _check_flag_scope(methods):
+  """Refuses flags that would have no effect with the other flags given."""
+  if FLAGS.catalog is None:
+    stray = [f'--{name}' for name in _CATALOGUE_FLAGS if _present(name)]
+    if stray:
+      raise InputError(f'{stray} apply to a catalogue; pass --catalog, or drop '
+                       'them for the embedded default (128² pixels of 0.8 arcmin).')
+  elif _present('demo_index'):
+    raise InputError('--demo_index selects the embedded default; it has no '
+                     'effect with --catalog.')
+  if 'posterior' not in methods:
+    stray = [f'--{name}' for name in _POSTERIOR_FLAGS if _present(name)]
+    if stray:
+      raise InputError(f'{stray} apply to the posterior; add posterior to '
+                       '--methods or drop them.')
+  for name, users in _METHOD_FLAGS.items():
+    if _present(name) and not set(users) & set(methods):
+      raise InputError(f'--{name} applies to --methods {list(users)}, which are '
+                       'not requested.')
+  if _present('prior') and _present('prior_path'):
+    raise InputError('pass either --prior or --prior_path, not both.')
+  if (FLAGS.center_ra is None) != (FLAGS.center_dec is None):
+    raise InputError('--center_ra and --center_dec go together.')
+
+
+def _check_numbers(methods):
+  """Range checks of the numeric flags."""
+  def positive(name):
+    value = FLAGS[name].value
+    if not (math.isfinite(value) and value > 0):
+      raise InputError(f'--{name} must be a finite number > 0, got {value}.')
+
+  positive('pixel_scale_arcmin')
+  if FLAGS.npix < 1:
+    raise InputError(f'--npix must be >= 1, got {FLAGS.npix}.')
+  if FLAGS.sigma_e is not None:
+    positive('sigma_e')
+  if FLAGS.center_dec is not None:
+    if not (math.isfinite(FLAGS.center_ra) and math.isfinite(FLAGS.center_dec) and
+            abs(FLAGS.center_dec) <= 90):
+      raise InputError('--center_ra/--center_dec must be finite with |Dec| <= 90 '
+                       f'deg, got ({FLAGS.center_ra}, {FLAGS.center_dec}).')
+  if not (math.isfinite(FLAGS.ks_smoothing_arcmin) and
+          FLAGS.ks_smoothing_arcmin >= 0):
+    raise InputError('--ks_smoothing_arcmin must be a finite number >= 0 '
+                     f'(arcmin), got {FLAGS.ks_smoothing_arcmin}.')
+  positive('sparse_threshold_sigma')
+  positive('tv_regularisation')
+  if FLAGS.seed < 0:
+    raise InputError(f'--seed must be >= 0, got {FLAGS.seed}.')
+  if FLAGS.demo_index < 0:
+    raise InputError(f'--demo_index must be >= 0, got {FLAGS.demo_index}.')
+  if 'posterior' in methods:
+    from tfp_massmap.mcmc import annealed_hmc  # pylint: disable=g-import-not-at-top
+    from tfp_massmap.mcmc import schedules  # pylint: disable=g-import-not-at-top
+    if FLAGS.num_samples < 2:
+      raise InputError('--num_samples must be >= 2 (the posterior std and '
+                       f'intervals need two samples), got {FLAGS.num_samples}.')
+    if FLAGS.num_leapfrog_steps < 1:
+      raise InputError('--num_leapfrog_steps must be >= 1, got '
+                       f'{FLAGS.num_leapfrog_steps}.')
+    limit = annealed_hmc.MAX_STABLE_STEP_SIZE_FACTOR
+    if not 0 < FLAGS.step_size_factor < limit:
+      raise InputError(f'--step_size_factor must be in (0, √2 = {limit:.4f}), '
+                       'where leapfrog is stable for the annealed posterior; '
+                       f'got {FLAGS.step_size_factor}.')
+    with _input_errors('--num_levels'):
+      schedules.GeometricSchedule(0.1, 1e-3, FLAGS.num_levels)
+
+
+def memory_need_bytes(npix, methods, num_samples, prior):
+  """Estimated peak memory of a run in bytes (formula: module docstring).
+
+  Args:
+    npix: map side N in pixels.
+    methods: the estimators run.
+    num_samples: posterior samples S (ignored without the posterior).
+    prior: 'learned' or 'gaussian'.
+  """
+  per_pixel = _MEMORY_PER_PIXEL + sum(_MEMORY_PER_PIXEL_METHOD[m] for m in methods)
+  if 'posterior' in methods:
+    per_pixel += num_samples * _MEMORY_PER_PIXEL_CHAIN[prior]
+  return _MEMORY_BASE + float(npix)**2 * per_pixel
+
+
+def _physical_memory_bytes():
+  return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+
+
+def _check_memory(methods):
+  from tfp_massmap import demo  # pylint: disable=g-import-not-at-top
+  npix = FLAGS.npix if FLAGS.catalog else demo.DEMO_MAP_SIZE
+  prior = 'gaussian' if FLAGS.prior == 'gaussian' and not FLAGS.prior_path else 'learned'
+  need = memory_need_bytes(npix, methods, FLAGS.num_samples, prior)
+  have = _physical_memory_bytes()
+  if need > have:
+    raise InputError(
+        f'a {npix}x{npix} map with --methods={",".join(methods)}'
+        f'{f" and {FLAGS.num_samples} posterior samples" if "posterior" in methods else ""} '
+        f'needs about {need / 2**30:.1f} GiB of memory; this machine has '
+        f'{have / 2**30:.1f} GiB. Use a smaller --npix (or fewer --num_samples).')
+
+
+def _output_folder():
+  from tfp_massmap import outputs  # pylint: disable=g-import-not-at-top
+  with _input_errors(f'--output_dir={FLAGS.output_dir}'):
+    return outputs.OutputFolder(FLAGS.output_dir, overwrite=FLAGS.overwrite,
+                                own_files=_OWN_FILES)
+
+
+def _hdu():
+  if FLAGS.hdu is None:
+    return None
+  return int(FLAGS.hdu) if FLAGS.hdu.lstrip('+-').isdigit() else FLAGS.hdu
 
 
 def _load_data():
@@ -95,34 +359,131 @@ def _load_data():
   from tfp_massmap import catalog  # pylint: disable=g-import-not-at-top
   from tfp_massmap import demo  # pylint: disable=g-import-not-at-top
   if FLAGS.catalog is None:
-    shear_map, truth = demo.demo_problem(index=FLAGS.demo_index, noise_seed=FLAGS.seed)
+    with _input_errors('embedded default'):
+      shear_map, truth = demo.demo_problem(index=FLAGS.demo_index,
+                                           noise_seed=FLAGS.seed)
     return shear_map, truth, (f'embedded default: held-out lognormal map '
                               f'{FLAGS.demo_index}, COSMOS-like survey')
-  cat = catalog.read_catalog(FLAGS.catalog, ra_col=FLAGS.ra_col,
-                             dec_col=FLAGS.dec_col, e1_col=FLAGS.e1_col,
-                             e2_col=FLAGS.e2_col, weight_col=FLAGS.weight_col,
-                             flip_e2=FLAGS.flip_e2)
+  with _input_errors(f'--catalog={FLAGS.catalog}'):
+    cat = catalog.read_catalog(
+        FLAGS.catalog, ra_col=FLAGS.ra_col, dec_col=FLAGS.dec_col,
+        e1_col=FLAGS.e1_col, e2_col=FLAGS.e2_col, weight_col=FLAGS.weight_col,
+        flip_e2=FLAGS.flip_e2, hdu=_hdu(),
+        keep_unphysical_ellipticities=FLAGS.keep_unphysical_ellipticities)
   center = None
-  if FLAGS.center_ra is not None or FLAGS.center_dec is not None:
-    if FLAGS.center_ra is None or FLAGS.center_dec is None:
-      raise app.UsageError('--center_ra and --center_dec go together.')
+  if FLAGS.center_ra is not None:
     center = (FLAGS.center_ra, FLAGS.center_dec)
-  shear_map = catalog.bin_shear_catalog(
-      cat, FLAGS.npix, FLAGS.pixel_scale_arcmin, center=center,
-      projection=FLAGS.projection)
+  with _input_errors(f'binning --catalog={FLAGS.catalog}'):
+    shear_map = catalog.bin_shear_catalog(
+        cat, FLAGS.npix, FLAGS.pixel_scale_arcmin, center=center,
+        projection=FLAGS.projection, sigma_e=FLAGS.sigma_e)
   return shear_map, None, f'catalogue {FLAGS.catalog} ({len(cat.ra)} galaxies)'
 
 
-def _run_methods(shear_map):
+def _load_clusters(shear_map):
+  """The --clusters overlay as [(x_pix, y_pix, label)] inside the map, or None."""
+  from tfp_massmap import catalog  # pylint: disable=g-import-not-at-top
+  if not FLAGS.clusters:
+    return None
+  with _input_errors(f'--clusters={FLAGS.clusters}'):
+    table = catalog.read_cluster_list(FLAGS.clusters)
+  x, y = shear_map.wcs.world_to_pixel_values(table['ra'], table['dec'])
+  n = shear_map.mask.shape[0]
+  keep = (x >= 0) & (x < n) & (y >= 0) & (y < n)
+  return [(xi, yi, f'z={zi:.2f}') for xi, yi, zi in
+          zip(x[keep], y[keep], table['z'][keep])]
+
+
+def _posterior_prior(shear_map):
+  """The float32 prior chosen by --prior / --prior_path, checked against the map."""
+  from tfp_massmap import gaussian_prior  # pylint: disable=g-import-not-at-top
+  from tfp_massmap import lognormal  # pylint: disable=g-import-not-at-top
+  from tfp_massmap import posterior  # pylint: disable=g-import-not-at-top
+  from tfp_massmap import priors  # pylint: disable=g-import-not-at-top
+  from tfp_massmap import score_network  # pylint: disable=g-import-not-at-top
+  n = shear_map.shear.shape[0]
+  if FLAGS.prior_path:
+    with _input_errors(f'--prior_path={FLAGS.prior_path}'):
+      prior = score_network.load_score_network(FLAGS.prior_path)
+  elif FLAGS.prior == 'gaussian':
+    ell, cl = lognormal.cosmos_convergence_cl()
+    prior = gaussian_prior.GaussianPrior.from_power_spectrum(
+        ell, cl, n, shear_map.pixel_scale_arcmin)
+  else:
+    prior = priors.load_prior()
+  # sample_posterior repeats these checks, but only after the other methods.
+  depth = getattr(prior, 'depth', None)
+  if isinstance(depth, int) and n % 2**depth:
+    raise InputError(f'the learned prior needs a map side divisible by '
+                     f'2**depth = {2**depth}; --npix is {n}.')
+  prior_scale = getattr(prior, 'pixel_scale_arcmin', None)
+  map_scale = shear_map.pixel_scale_arcmin
+  if (prior_scale is not None and not FLAGS.allow_prior_pixel_scale_mismatch and
+      abs(map_scale / prior_scale - 1) > posterior.PIXEL_SCALE_TOLERANCE):
+    raise InputError(
+        f'the map has {map_scale:g} arcmin pixels but the prior was trained at '
+        f'{prior_scale:g} arcmin: it is the wrong prior at this scale. Pass '
+        f'--pixel_scale_arcmin={prior_scale:g}, a prior trained at {map_scale:g} '
+        'arcmin (--prior_path), --prior=gaussian, or '
+        '--allow_prior_pixel_scale_mismatch to sample anyway.')
+  return prior
+
+
+def _validate():
+  """Checks every flag and input before any expensive work; returns a _Plan."""
+  methods = _checked_methods()
+  _check_flag_scope(methods)
+  _check_numbers(methods)
+  folder = _output_folder()
+  _check_memory(methods)
+  shear_map, truth, description = _load_data()
+  clusters = _load_clusters(shear_map)
+  prior = _posterior_prior(shear_map) if 'posterior' in methods else None
+  return _Plan(methods, folder, shear_map, truth, description, clusters, prior)
+
+
+def _sample_posterior(plan):
+  """Posterior samples under the divergence policy (module docstring)."""
+  from tfp_massmap import posterior  # pylint: disable=g-import-not-at-top
+  result = posterior.sample_posterior(
+      plan.shear_map, prior=plan.prior, num_samples=FLAGS.num_samples,
+      num_levels=FLAGS.num_levels, num_leapfrog_steps=FLAGS.num_leapfrog_steps,
+      step_size_factor=FLAGS.step_size_factor, seed=(FLAGS.seed, 1),
+      allow_pixel_scale_mismatch=FLAGS.allow_prior_pixel_scale_mismatch)
+  diverged = int(result.diagnostics['num_diverged_chains'])
+  diverged_chains = list(result.diagnostics['diverged_chains'])
+  if diverged:
+    message = (f'{diverged} of {FLAGS.num_samples} posterior chains diverged '
+               f'(non-finite or runaway states) at --step_size_factor='
+               f'{FLAGS.step_size_factor}; try a smaller --step_size_factor '
+               '(e.g. half of it)')
+    if not FLAGS.drop_diverged_chains:
+      raise DivergenceError(f'{message}. Nothing was written; pass '
+                            '--drop_diverged_chains to keep the other chains.')
+    kept = FLAGS.num_samples - diverged
+    if kept < 2:
+      raise DivergenceError(f'{message}. Only {kept} chain(s) would remain, too '
+                            'few for a posterior std; nothing was written.')
+    logging.warning('DROPPING DIVERGED CHAINS: %s. The posterior summaries use '
+                    'the remaining %d chains.', message, kept)
+    result = result.drop_diverged()
+  # Counts of the run as sampled (drop_diverged resets the first two).
+  report = {key: _jsonable(value) for key, value in result.diagnostics.items()}
+  report.update(num_diverged_chains=diverged, diverged_chains=diverged_chains,
+                num_samples_kept=int(result.samples.shape[0]))
+  return result, report
+
+
+def _run_methods(plan):
   """Runs the requested estimators; returns {name: (map, seconds, report)}."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tfp_massmap import gaussian_prior  # pylint: disable=g-import-not-at-top
   from tfp_massmap import lensing  # pylint: disable=g-import-not-at-top
   from tfp_massmap import lognormal  # pylint: disable=g-import-not-at-top
-  from tfp_massmap import posterior  # pylint: disable=g-import-not-at-top
   from tfp_massmap import sparse  # pylint: disable=g-import-not-at-top
   from tfp_massmap import wiener  # pylint: disable=g-import-not-at-top
 
+  shear_map = plan.shear_map
   n = shear_map.shear.shape[0]
   pix = shear_map.pixel_scale_arcmin
   shear = tf.constant(shear_map.shear, tf.float64)
@@ -138,7 +499,7 @@ def _run_methods(shear_map):
 
   results = {}
   extras = {}
-  for method in FLAGS.methods:
+  for method in plan.methods:
     start = time.perf_counter()
     if method == 'ks':
       kappa, _ = lensing.kaiser_squires(
@@ -158,14 +519,9 @@ def _run_methods(shear_map):
                                   regularisation=FLAGS.tv_regularisation)
       report = {**solver_report(info), 'regularisation': FLAGS.tv_regularisation}
     elif method == 'posterior':
-      result = posterior.sample_posterior(
-          shear_map.shear, shear_map.noise_std, shear_map.mask,
-          _posterior_prior(n, pix), num_samples=FLAGS.num_samples,
-          num_levels=FLAGS.num_levels, num_leapfrog_steps=FLAGS.num_leapfrog_steps,
-          step_size_factor=FLAGS.step_size_factor, seed=(FLAGS.seed, 1))
+      result, report = _sample_posterior(plan)
       kappa = result.mean
       extras['posterior'] = result
-      report = {key: _jsonable(value) for key, value in result.diagnostics.items()}
     else:
       kappa, info = sparse.mcalens_map(
           shear, noise_std, mask, prior, threshold_sigma=FLAGS.sparse_threshold_sigma)
@@ -185,39 +541,28 @@ def _jsonable(value):
   return value
 
 
-def _posterior_prior(n, pixel_scale_arcmin):
-  """The float32 prior of the sampler chosen by --prior / --prior_path."""
-  from tfp_massmap import gaussian_prior  # pylint: disable=g-import-not-at-top
-  from tfp_massmap import lognormal  # pylint: disable=g-import-not-at-top
-  from tfp_massmap import priors  # pylint: disable=g-import-not-at-top
-  from tfp_massmap import score_network  # pylint: disable=g-import-not-at-top
-  if FLAGS.prior_path:
-    return score_network.load_score_network(FLAGS.prior_path)
-  if FLAGS.prior == 'gaussian':
-    ell, cl = lognormal.cosmos_convergence_cl()
-    return gaussian_prior.GaussianPrior.from_power_spectrum(ell, cl, n,
-                                                            pixel_scale_arcmin)
-  return priors.load_prior()
+def _strict_json(value):
+  """``value`` with non-finite floats as None and tuples as lists."""
+  if isinstance(value, dict):
+    return {str(k): _strict_json(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_strict_json(v) for v in value]
+  if isinstance(value, (np.ndarray, np.generic)):
+    return _strict_json(value.tolist())
+  if isinstance(value, float) and not math.isfinite(value):
+    return None
+  return value
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  unknown = [m for m in FLAGS.methods if m not in _METHODS]
-  if unknown:
-    raise app.UsageError(f'unknown --methods {unknown}; expected some of {_METHODS}.')
-  from tfp_massmap import catalog  # pylint: disable=g-import-not-at-top
+def _products(plan, results, extras):
+  """(maps {name: array}, summary dict, figure panels) of a finished run."""
   from tfp_massmap import metrics  # pylint: disable=g-import-not-at-top
-  from tfp_massmap import plotting  # pylint: disable=g-import-not-at-top
-
-  # Everything is computed before anything is written, so a failure leaves no
-  # partial output behind.
-  shear_map, truth, description = _load_data()
-  results, extras = _run_methods(shear_map)
-  mask = shear_map.mask
-  summary = {'input': description,
+  mask = plan.shear_map.mask
+  truth = plan.truth
+  summary = {'run_id': plan.folder.run_id,
+             'input': plan.description,
              'map_size': int(mask.shape[0]),
-             'pixel_scale_arcmin': float(shear_map.pixel_scale_arcmin),
+             'pixel_scale_arcmin': float(plan.shear_map.pixel_scale_arcmin),
              'unmasked_fraction': float(mask.mean()),
              'methods': {}}
   for name, (kappa, seconds, report) in results.items():
@@ -228,38 +573,6 @@ def main(argv):
     summary['methods'][name] = entry
 
   maps = {f'kappa_{name}': r[0] for name, r in results.items()}
-  if 'posterior' in extras:
-    post = extras['posterior']
-    maps['kappa_posterior_std'] = np.asarray(post.std, np.float32)
-    maps['kappa_posterior_samples'] = np.asarray(post.samples, np.float32)
-    if truth is not None:
-      entry = summary['methods']['posterior']
-      for level in ('68', '95'):
-        lower, upper = (np.asarray(v) for v in getattr(post, f'interval_{level}'))
-        entry[f'coverage_{level}'] = metrics.coverage(truth, lower, upper, mask)
-  maps['mask'] = mask
-  maps['noise_std'] = shear_map.noise_std[..., 0]
-  if truth is not None:
-    maps['kappa_truth'] = truth
-  summary_text = json.dumps(summary, indent=2)
-  targets = [os.path.join(FLAGS.output_dir, f'{name}.fits') for name in maps]
-  targets += [os.path.join(FLAGS.output_dir, f) for f in ('maps.png', 'summary.json')]
-  existing = [t for t in targets if os.path.exists(t)]
-  if existing and not FLAGS.overwrite:
-    raise app.UsageError(f'outputs exist already (pass --overwrite): {existing}')
-  os.makedirs(FLAGS.output_dir, exist_ok=True)
-  for name, image in maps.items():
-    catalog.write_map_fits(os.path.join(FLAGS.output_dir, f'{name}.fits'), image,
-                           wcs=shear_map.wcs, overwrite=FLAGS.overwrite)
-
-  clusters = None
-  if FLAGS.clusters:
-    table = catalog.read_cluster_list(FLAGS.clusters)
-    x, y = shear_map.wcs.world_to_pixel_values(table['ra'], table['dec'])
-    n = mask.shape[0]
-    keep = (x >= 0) & (x < n) & (y >= 0) & (y < n)
-    clusters = [(xi, yi, f'z={zi:.2f}') for xi, yi, zi in
-                zip(x[keep], y[keep], table['z'][keep])]
   labels = {'ks': 'Kaiser-Squires', 'wiener': 'Wiener filter',
             'posterior': 'Posterior mean', 'sparse': 'Sparse (starlet)',
             'tv': 'Total variation', 'mcalens': 'MCALens-like'}
@@ -267,23 +580,81 @@ def main(argv):
   if truth is not None:
     panels['Truth'] = truth
   for name, (kappa, _, _) in results.items():
-    panels[labels.get(name, name)] = kappa
+    panels[labels[name]] = kappa
   if 'posterior' in extras:
     post = extras['posterior']
+    samples = np.asarray(post.samples, np.float32)
+    maps['kappa_posterior_std'] = np.asarray(post.std, np.float32)
+    maps['kappa_posterior_samples'] = samples
     panels['Posterior std'] = np.asarray(post.std)
-    panels['Posterior sample 1'] = np.asarray(post.samples[0])
-    if len(post.samples) > 1:
-      panels['Posterior sample 2'] = np.asarray(post.samples[1])
-  figure = os.path.join(FLAGS.output_dir, 'maps.png')
-  plotting.plot_maps(panels, figure, shear_map.pixel_scale_arcmin, mask=mask,
-                     clusters=clusters, title=description)
-  summary_path = os.path.join(FLAGS.output_dir, 'summary.json')
-  with open(summary_path + '.tmp', 'w', encoding='utf-8') as f:
-    f.write(summary_text)
-  os.replace(summary_path + '.tmp', summary_path)
+    for i in range(min(2, len(samples))):
+      panels[f'Posterior sample {i + 1}'] = samples[i]
+    if truth is not None:
+      entry = summary['methods']['posterior']
+      for level in ('68', '95'):
+        lower, upper = (np.asarray(v) for v in getattr(post, f'interval_{level}'))
+        entry[f'coverage_{level}'] = metrics.coverage(truth, lower, upper, mask)
+  maps['mask'] = mask
+  maps['noise_std'] = plan.shear_map.noise_std[..., 0]
+  if truth is not None:
+    maps['kappa_truth'] = truth
+  return maps, _strict_json(summary), panels
+
+
+def _write(plan, maps, summary, panels):
+  """Writes every product into the output folder as one transaction."""
+  from tfp_massmap import catalog  # pylint: disable=g-import-not-at-top
+  from tfp_massmap import plotting  # pylint: disable=g-import-not-at-top
+  folder = plan.folder
+  summary_text = json.dumps(summary, indent=2, allow_nan=False)
+  header = {'RUNID': (folder.run_id, 'run id of this output set')}
+  with folder:
+    for name, image in maps.items():
+      catalog.write_map_fits(folder.path_for(f'{name}.fits'), image,
+                             wcs=plan.shear_map.wcs, header=header)
+    plotting.plot_maps(panels, folder.path_for('maps.png'),
+                       plan.shear_map.pixel_scale_arcmin, mask=plan.shear_map.mask,
+                       clusters=plan.clusters, title=plan.description,
+                       metadata={'RunID': folder.run_id})
+    with open(folder.path_for('summary.json'), 'w', encoding='utf-8') as f:
+      f.write(summary_text + '\n')
+  return summary_text
+
+
+def main(argv):
+  """Runs the job; raises InputError (exit 2) or DivergenceError (exit 3)."""
+  if len(argv) > 1:
+    raise InputError(f'unexpected arguments: {argv[1:]}')
+  plan = _validate()
+  results, extras = _run_methods(plan)
+  maps, summary, panels = _products(plan, results, extras)
+  summary_text = _write(plan, maps, summary, panels)
   print(summary_text)
-  print(f'wrote {len(maps)} FITS maps, {figure} and {summary_path}')
+  print(f'wrote {len(maps)} FITS maps, maps.png and summary.json to '
+        f'{plan.folder.path} (run id {plan.folder.run_id})')
+
+
+def _exit_code_main(argv):
+  """`main` for the command line: known failures become a message and an exit code."""
+  try:
+    main(argv)
+  except InputError as e:
+    sys.stderr.write(f'map_shear.py: error: {e}\n')
+    return EXIT_INVALID_INPUT
+  except DivergenceError as e:
+    sys.stderr.write(f'map_shear.py: error: {e}\n')
+    return EXIT_DIVERGED
+  return EXIT_OK
+
+
+def _parse_flags(argv):
+  """absl's flag parsing, with exit code 2 for a malformed flag."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    sys.stderr.write(f'map_shear.py: error: {e}\nPass --helpshort for the flags.\n')
+    sys.exit(EXIT_INVALID_INPUT)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(_exit_code_main, flags_parser=_parse_flags)
