@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from tfp_massmap import catalog
+from tfp_massmap import sky
 
 # A 3x3 'radec' grid of 0.1 deg bins centred on (40, -5) deg.
 RA0, DEC0, NPIX, PIX_ARCMIN = 40.0, -5.0, 3, 6.0
@@ -43,8 +44,8 @@ def _synthetic():
   ra.append(RA0 + 5.0)
   dec.append(DEC0)
   w.append(1.0)
-  e1.append(0.9)
-  e2.append(0.9)
+  e1.append(0.6)
+  e2.append(0.6)
   return {'RA_DEG': ra, 'DEC_DEG': dec, 'G1': e1, 'G2': e2, 'W': w}
 
 
@@ -189,8 +190,12 @@ def test_tan_grid_known_answers():
   ra = np.append(ra, [ra0 + 0.01 * pix / 60, ra0 + 180.0])
   dec = np.append(dec, [dec0 + 0.01 * pix / 60, -dec0])
   e1 = np.array([0.1, 0.3, -0.2, 0.5, 0.4, 0.7, 0.9])
+  # Ellipticities (e1, -e1) in the grid frame, given in the galaxies' local
+  # RA/Dec frames as a catalogue holds them (tests/test_sky_geometry.py
+  # checks the rotation).
+  local_e1, local_e2 = sky.to_local_frame(e1, -e1, ra, dec, (ra0, dec0))
   sm = catalog.bin_shear_catalog(
-      {'ra': ra, 'dec': dec, 'e1': e1, 'e2': -e1}, n, pix,
+      {'ra': ra, 'dec': dec, 'e1': local_e1, 'e2': local_e2}, n, pix,
       center=(ra0, dec0), projection='tan', sigma_e=(0.2, 0.4))
   expected = np.zeros((n, n), np.int32)
   expected[0, 0], expected[5, 1], expected[2, 4], expected[2, 5] = 2, 1, 1, 1
@@ -218,7 +223,8 @@ def test_tan_grid_known_answers():
 
 def test_default_centre_is_median(synthetic_path):
   cat = _read_synthetic(synthetic_path)
-  sm = catalog.bin_shear_catalog(cat, 200, PIX_ARCMIN, projection='radec')
+  with pytest.warns(UserWarning, match=r'at Dec -14\.99.* 1\.035. times taller'):
+    sm = catalog.bin_shear_catalog(cat, 200, PIX_ARCMIN, projection='radec')
   centre = sm.wcs.pixel_to_world(99.5, 99.5)
   np.testing.assert_allclose([centre.ra.deg, centre.dec.deg],
                              [np.median(cat.ra), np.median(cat.dec)], atol=1e-10)
@@ -228,7 +234,7 @@ def test_field_without_galaxies_raises_with_bounds(synthetic_path):
   cat = _read_synthetic(synthetic_path)
   for projection in ('radec', 'tan'):
     with pytest.raises(ValueError, match=r'field RA .* catalogue RA'):
-      catalog.bin_shear_catalog(cat, 4, 1.0, center=(100.0, 30.0),
+      catalog.bin_shear_catalog(cat, 4, 1.0, center=(100.0, 3.0),
                                 projection=projection)
 
 
@@ -332,9 +338,17 @@ def test_read_cluster_list_synthetic(tmp_path):
 
 
 def test_cosmos_reference_grids(cosmos_dir):
-  """The README recipe reproduces the published COSMOS grids."""
-  cat = catalog.read_catalog(cosmos_dir / 'cosmos_shear_cat.fits',
-                             weight_col='nhweight_int', flip_e2=True)
+  """The README recipe reproduces the published COSMOS grids.
+
+  The published grids include the 3,650 galaxies with |e| >= 1, which
+  read_catalog drops by default.
+  """
+  path = cosmos_dir / 'cosmos_shear_cat.fits'
+  with pytest.warns(UserWarning, match=r'dropped 3650 of 417117 rows .*\(3650 with \|e\|'):
+    cat = catalog.read_catalog(path, weight_col='nhweight_int', flip_e2=True)
+  assert cat.ra.shape == (417117 - 3650,) and np.hypot(cat.e1, cat.e2).max() < 1
+  cat = catalog.read_catalog(path, weight_col='nhweight_int', flip_e2=True,
+                             keep_unphysical_ellipticities=True)
   assert cat.ra.shape == (417117,)
   sm = catalog.bin_shear_catalog(cat, 360, 0.29, projection='radec',
                                  noise_model='counts')

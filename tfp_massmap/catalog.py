@@ -1,8 +1,9 @@
 """Shear catalogues → pixelised shear maps, and FITS map I/O (astropy).
 
-A shear catalogue is a FITS table of galaxies with sky positions (RA, Dec in
-degrees) and ellipticities (e1, e2, dimensionless), optionally with shape
-weights. `read_catalog` loads one, `bin_shear_catalog` averages it on an
+A shear catalogue is a table of galaxies (FITS, CSV, ECSV or Parquet) with sky
+positions (RA, Dec in degrees) and ellipticities (e1, e2, dimensionless),
+optionally with shape weights. `read_catalog` loads one, `bin_shear_catalog`
+averages it on an
 N×N grid into a `ShearMap` (the data of the shear likelihood: per-pixel mean
 ellipticity, its noise standard deviation, the mask of pixels holding
 galaxies and a celestial WCS), and `write_map_fits` / `read_map_fits` store
@@ -10,9 +11,10 @@ maps and stacks of maps with their WCS.
 
 Grid conventions (DESIGN.md §2): arrays are ``[N, N]`` with row index along
 Dec (y) and column index along RA (x); both increase with the index, so a map
-drawn with ``origin='lower'`` has north up and RA growing to the right. The
-ellipticity components are taken along these axes; catalogues with the
-opposite e2 convention (COSMOS) need ``flip_e2=True``.
+drawn with ``origin='lower'`` has north up and RA growing to the right.
+Catalogues give each ellipticity in the galaxy's local frame (e1 along
+east-west and north-south); catalogues with the opposite e2 convention
+(COSMOS) need ``flip_e2=True``.
 
 Two gridding modes:
 
@@ -22,11 +24,18 @@ Two gridding modes:
   with ``s = npix · pixel_scale_arcmin / 60`` deg, and bins follow
   ``numpy.histogram2d``: half-open ``[lo, hi)`` except the last, which also
   holds its upper edge. The WCS is a plate carrée (CAR) whose pixel centres
-  are the bin centres.
-* ``projection='tan'``: a gnomonic (TAN) projection about the centre with
-  square pixels of ``pixel_scale_arcmin`` at the tangent point; pixel i spans
-  ``[i − 1/2, i + 1/2)`` in zero-based pixel coordinates (the last pixel also
-  holds its upper edge).
+  are the bin centres. Meridians are the grid's columns, so the local frames
+  are the grid frame and the ellipticities are averaged as given; but a bin
+  is 1/cos(Dec) times taller than wide on the sky, so this mode warns when
+  that aspect ratio exceeds 1.02 anywhere in the field and refuses fields
+  beyond 2 (|Dec| > 60°) or reaching a pole.
+* ``projection='tan'``: a gnomonic (TAN) projection (`tfp_massmap.sky`) about
+  the centre with square pixels of ``pixel_scale_arcmin`` at the tangent
+  point; pixel i spans ``[i − 1/2, i + 1/2)`` in zero-based pixel coordinates
+  (the last pixel also holds its upper edge). Each ellipticity is rotated
+  from its local frame into the grid frame (`sky.to_grid_frame`) before
+  averaging, so the map does not depend on where the field lies on the
+  sphere (at the equator, at high Dec or around a pole).
 """
 
 import collections
@@ -37,10 +46,12 @@ import uuid
 import warnings
 
 from astropy.io import fits
+from astropy.table import Table
 from astropy.wcs import WCS
 import numpy as np
 
 from tfp_massmap import _checks
+from tfp_massmap import sky
 
 __all__ = [
     'Catalog',
@@ -54,6 +65,20 @@ __all__ = [
 
 _PROJECTIONS = ('tan', 'radec')
 _NOISE_MODELS = ('weighted', 'counts')
+_FORMATS = ('fits', 'csv', 'ecsv', 'parquet')
+# Longer suffixes first, so that '.fits.gz' is not read as '.gz'.
+_EXTENSIONS = (('.fits.gz', 'fits'), ('.fit.gz', 'fits'), ('.fts.gz', 'fits'),
+               ('.fits', 'fits'), ('.fit', 'fits'), ('.fts', 'fits'),
+               ('.csv', 'csv'), ('.ecsv', 'ecsv'), ('.parquet', 'parquet'),
+               ('.pq', 'parquet'))
+# Pixel aspect ratio 1/cos(Dec) of 'radec' bins above which binning warns:
+# square-pixel estimators (Kaiser-Squires, the likelihood's FFT operator) then
+# err by about (aspect - 1) of the signal, 2 %, the level of the shear
+# calibration uncertainty of current surveys; |Dec| > 11.4 deg.
+_RADEC_WARN_ASPECT = 1.02
+# ... and above which it refuses: the error is then as large as the signal;
+# |Dec| > 60 deg.
+_RADEC_MAX_ASPECT = 2.0
 
 
 class Catalog(
@@ -67,6 +92,8 @@ class Catalog(
     e2: ellipticity component along the diagonals (dimensionless), in the
       convention of the Kaiser-Squires kernel.
     weight: positive shape weights (all ones when the catalogue has none).
+
+  The ellipticities are in each galaxy's local RA/Dec frame.
   """
   __slots__ = ()
 
@@ -77,8 +104,8 @@ class ShearMap(
   """A binned shear catalogue on an N×N grid (immutable).
 
   Attributes:
-    shear: float32 ``[N, N, 2]``, weighted-mean (e1, e2) per pixel; 0 where
-      the pixel holds no galaxy.
+    shear: float32 ``[N, N, 2]``, weighted-mean (e1, e2) per pixel in the
+      grid frame; 0 where the pixel holds no galaxy.
     noise_std: float32 ``[N, N, 2]``, standard deviation of the pixel-mean
       ellipticity per component (dimensionless); 0 outside the mask.
     mask: float32 ``[N, N]``, 1 where the pixel holds at least one galaxy.
@@ -92,56 +119,221 @@ class ShearMap(
   __slots__ = ()
 
 
-def _named_columns(columns, wanted):
+def _catalog_format(path, format):  # pylint: disable=redefined-builtin
+  """The table format of a catalogue: ``format`` or from the file's name."""
+  if format is not None:
+    if format not in _FORMATS:
+      raise ValueError(f'format must be one of {_FORMATS}, got {format!r}.')
+    return format
+  name = os.path.basename(path).lower()
+  for suffix, fmt in _EXTENSIONS:
+    if name.endswith(suffix):
+      return fmt
+  raise ValueError(
+      f'cannot tell the table format of catalogue {path} from its name; '
+      f'expected a name ending in one of {[s for s, _ in _EXTENSIONS]}, or '
+      f'pass format= one of {_FORMATS}.')
+
+
+def _named_columns(columns, wanted, where):
   """Maps each wanted column name to the table's spelling (case-insensitive)."""
   by_lower = {name.lower(): name for name in columns}
   missing = [w for w in wanted if w.lower() not in by_lower]
   if missing:
     raise ValueError(
-        f'catalogue has no column(s) {missing}; available columns: '
+        f'catalogue {where} has no column(s) {missing}; available columns: '
         f'{list(columns)}.')
   return [by_lower[w.lower()] for w in wanted]
 
 
-def read_catalog(path, ra_col='ra', dec_col='dec', e1_col='e1', e2_col='e2',
-                 weight_col=None, flip_e2=False, hdu=1):
-  """Reads a shear catalogue from a FITS binary table.
+def _float_column(values, name, where):
+  """A table column as a 1-D float64 array; masked entries become NaN."""
+  if values.ndim != 1:
+    raise ValueError(
+        f'column {name!r} of {where} holds arrays of shape {values.shape[1:]} '
+        'per row; expected one number per galaxy.')
+  try:
+    if np.ma.isMaskedArray(values):
+      return np.ma.filled(np.ma.asarray(values).astype(np.float64), np.nan)
+    return np.array(values, dtype=np.float64)
+  except (TypeError, ValueError) as exc:
+    raise ValueError(f'column {name!r} of {where} holds non-numeric values '
+                     f'(dtype {values.dtype}).') from exc
 
-  Rows with a non-finite RA, Dec, e1, e2 or weight, or a weight <= 0, are
-  dropped with a `UserWarning` that counts them.
+
+def _is_table_hdu(hdu):
+  return (isinstance(hdu, (fits.BinTableHDU, fits.TableHDU)) and
+          not isinstance(hdu, fits.CompImageHDU))
+
+
+def _describe_hdus(hdul):
+  """One line listing the HDUs of a FITS file, e.g. "0 'PRIMARY' (image 8x8)"."""
+  parts = []
+  for i, hdu in enumerate(hdul):
+    if _is_table_hdu(hdu):
+      kind = f'table of {hdu.header.get("NAXIS2", 0)} rows'
+    elif hdu.is_image:
+      shape = hdu.shape
+      kind = f'image {"x".join(map(str, shape))}' if shape else 'empty image'
+    else:
+      kind = type(hdu).__name__
+    parts.append(f'{i} {hdu.name!r} ({kind})')
+  return ', '.join(parts)
+
+
+def _read_fits_columns(path, hdu, wanted):
+  """Columns ``wanted`` of a FITS table; returns (names, arrays, where)."""
+  if hdu is not None and (isinstance(hdu, bool) or
+                          not isinstance(hdu, (int, np.integer, str))):
+    raise ValueError(f'hdu must be None, an HDU index or an HDU name, got {hdu!r}.')
+  hdul = None
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter('always')
+    try:
+      hdul = fits.open(path, memmap=True)
+      len(hdul)  # Reads every header.
+    except (OSError, ValueError, TypeError, IndexError, EOFError) as exc:
+      if hdul is not None:
+        hdul.close()
+      if 'SIMPLE' in str(exc):
+        with open(path, 'rb') as f:
+          head = f.read(16)
+        raise ValueError(f'{path} is not a FITS file: it does not start with the '
+                         f'SIMPLE card of a FITS header (its first bytes are '
+                         f'{head!r}).') from exc
+      raise ValueError(f'{path} is not a readable FITS file ({exc}).') from exc
+  with hdul:
+    damaged = [' '.join(str(w.message).split()) for w in caught
+               if 'Error validating header' in str(w.message) or
+               'truncated' in str(w.message)]
+    if damaged:
+      raise ValueError(f'FITS file {path} is truncated or corrupt: {damaged[0]}')
+    for w in caught:  # Other warnings (e.g. non-standard keywords) pass on.
+      warnings.warn(w.message, w.category, stacklevel=3)
+    listing = _describe_hdus(hdul)
+    if hdu is None:
+      tables = [i for i, h in enumerate(hdul) if _is_table_hdu(h)]
+      if not tables:
+        raise ValueError(f'FITS file {path} holds no table HDU, expected a table '
+                         f'of galaxies; its HDUs: {listing}.')
+      index = tables[0]
+    else:
+      try:
+        index = hdul.index(hdul[hdu])
+      except (KeyError, IndexError) as exc:
+        raise ValueError(f'FITS file {path} has no HDU {hdu!r}; its HDUs: '
+                         f'{listing}.') from exc
+      if not _is_table_hdu(hdul[index]):
+        raise ValueError(f'HDU {hdu!r} of {path} is not a table of galaxies; '
+                         f'its HDUs: {listing}.')
+    table = hdul[index]
+    where = f'{path} (HDU {index})'
+    names = _named_columns(table.columns.names, wanted, where)
+    try:
+      data = table.data
+      if data is None or len(data) == 0:
+        return names, [np.zeros(0)] * len(names), where
+      return names, [_float_column(data[n], n, where) for n in names], where
+    except (OSError, TypeError, IndexError, EOFError) as exc:
+      raise ValueError(f'FITS file {path} is truncated or corrupt: reading HDU '
+                       f'{index} failed ({exc}).') from exc
+
+
+def _read_text_columns(path, fmt, wanted):
+  """Columns ``wanted`` of a CSV or ECSV table; returns (names, arrays, where)."""
+  try:
+    table = Table.read(path, format=f'ascii.{fmt}')
+  except (OSError, ValueError, TypeError, IndexError) as exc:
+    raise ValueError(f'could not read {path} as a {fmt.upper()} table ({exc}).'
+                     ) from exc
+  names = _named_columns(table.colnames, wanted, path)
+  return names, [_float_column(table[n], n, path) for n in names], path
+
+
+def _read_parquet_columns(path, wanted):
+  """Columns ``wanted`` of a Parquet table; returns (names, arrays, where)."""
+  import pyarrow as pa  # pylint: disable=g-import-not-at-top
+  import pyarrow.compute as pc  # pylint: disable=g-import-not-at-top
+  import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
+  try:
+    available = pq.read_schema(path).names
+    names = _named_columns(available, wanted, path)
+    table = pq.read_table(path, columns=names)
+  except (OSError, pa.ArrowException) as exc:
+    raise ValueError(f'could not read {path} as a Parquet table ({exc}).') from exc
+  arrays = []
+  for name in names:
+    try:
+      column = pc.cast(table.column(name), pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+      raise ValueError(f'column {name!r} of {path} holds non-numeric values '
+                       f'(type {table.column(name).type}).') from exc
+    arrays.append(column.to_numpy())  # Nulls become NaN.
+  return names, arrays, path
+
+
+def read_catalog(path, ra_col='ra', dec_col='dec', e1_col='e1', e2_col='e2',
+                 weight_col=None, flip_e2=False, hdu=None, format=None,  # pylint: disable=redefined-builtin
+                 keep_unphysical_ellipticities=False):
+  """Reads a shear catalogue from a FITS, CSV, ECSV or Parquet table.
+
+  Rows with a non-finite RA, Dec, e1, e2 or weight (empty cells and nulls
+  count as non-finite), or a weight <= 0, are dropped; so are rows with
+  |e| = sqrt(e1² + e2²) >= 1, which no ellipticity (or reduced shear) can
+  have, unless ``keep_unphysical_ellipticities``. One `UserWarning` counts
+  the dropped rows by cause. (The COSMOS catalogue of Schrabback et al. 2010
+  holds 3,650 rows with |e| >= 1 among its 417,117; its published grids
+  include them.)
 
   Args:
-    path: FITS file.
-    ra_col, dec_col: column names of RA and Dec, in degrees.
+    path: the catalogue file.
+    ra_col, dec_col: column names of RA and Dec, in degrees (matched
+      case-insensitively, as are the other column names).
     e1_col, e2_col: column names of the ellipticity components
-      (dimensionless).
+      (dimensionless), in each galaxy's local RA/Dec frame.
     weight_col: column name of the shape weights, or None for equal weights.
     flip_e2: whether to negate e2 (catalogues whose e2 sign convention is
       opposite to the Kaiser-Squires kernel's, such as the COSMOS catalogue
       of Schrabback et al. 2010).
-    hdu: index or name of the table HDU.
+    hdu: for FITS files, the index or name of the table HDU; None takes the
+      first table HDU.
+    format: ``'fits'``, ``'csv'``, ``'ecsv'`` or ``'parquet'``; None infers
+      it from the file name (``.fits``, ``.fit``, ``.fts``, optionally
+      ``.gz``; ``.csv``; ``.ecsv``; ``.parquet``, ``.pq``).
+    keep_unphysical_ellipticities: whether to keep rows with |e| >= 1.
 
   Returns:
     A `Catalog` of float64 arrays.
 
   Raises:
-    ValueError: if the HDU is not a table, a column is missing (the message
-      lists the available ones), or no row is left.
+    FileNotFoundError: if ``path`` does not exist.
+    ValueError: naming the file and the problem, if the format cannot be
+      told or the file cannot be read in it (not a table, truncated or
+      corrupt), the FITS file has no table HDU or no HDU ``hdu`` (the
+      message lists its HDUs), a column is missing (the message lists the
+      available ones) or non-numeric, or no row is left.
   """
-  with fits.open(path, memmap=True) as hdul:
-    table = hdul[hdu]
-    if not isinstance(table, (fits.BinTableHDU, fits.TableHDU)):
-      raise ValueError(f'HDU {hdu!r} of {path} is a {type(table).__name__}, '
-                       'expected a FITS table of galaxies.')
-    wanted = [ra_col, dec_col, e1_col, e2_col]
-    if weight_col is not None:
-      wanted.append(weight_col)
-    names = _named_columns(table.columns.names, wanted)
-    data = table.data
-    n_rows = 0 if data is None else len(data)
-    if n_rows == 0:
-      raise ValueError(f'catalogue {path} (HDU {hdu!r}) has no rows.')
-    cols = [np.array(data[name], dtype=np.float64) for name in names]
+  path = os.fspath(path)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'catalogue file {path} does not exist.')
+  if os.path.isdir(path):
+    raise ValueError(f'catalogue path {path} is a directory, expected a file.')
+  fmt = _catalog_format(path, format)
+  if hdu is not None and fmt != 'fits':
+    raise ValueError(f'hdu={hdu!r} applies to FITS files only; {path} is read '
+                     f'as {fmt}.')
+  wanted = [ra_col, dec_col, e1_col, e2_col]
+  if weight_col is not None:
+    wanted.append(weight_col)
+  if fmt == 'fits':
+    names, cols, where = _read_fits_columns(path, hdu, wanted)
+  elif fmt == 'parquet':
+    names, cols, where = _read_parquet_columns(path, wanted)
+  else:
+    names, cols, where = _read_text_columns(path, fmt, wanted)
+  n_rows = len(cols[0])
+  if n_rows == 0:
+    raise ValueError(f'catalogue {where} has no rows.')
   if weight_col is None:
     cols.append(np.ones(n_rows))
   ra, dec, e1, e2, weight = cols
@@ -158,13 +350,21 @@ def read_catalog(path, ra_col='ra', dec_col='dec', e1_col='e1', e2_col='e2',
     if bad.any():
       reasons.append(f'{int(bad.sum())} with {names[-1]} <= 0')
     keep &= ~bad
+  if not keep_unphysical_ellipticities:
+    with np.errstate(invalid='ignore'):
+      bad = np.hypot(e1, e2) >= 1
+    if bad.any():
+      reasons.append(
+          f'{int(bad.sum())} with |e| = sqrt({names[2]}² + {names[3]}²) >= 1; '
+          'keep_unphysical_ellipticities=True keeps them')
+    keep &= ~bad
   n_dropped = int(n_rows - keep.sum())
   if n_dropped:
     warnings.warn(
-        f'read_catalog dropped {n_dropped} of {n_rows} rows of {path} '
+        f'read_catalog dropped {n_dropped} of {n_rows} rows of {where} '
         f'({", ".join(reasons)}).', UserWarning, stacklevel=2)
   if not keep.any():
-    raise ValueError(f'catalogue {path} has no usable row left after dropping '
+    raise ValueError(f'catalogue {where} has no usable row left after dropping '
                      f'{n_dropped} invalid rows.')
   sign = -1.0 if flip_e2 else 1.0
   return Catalog(ra=ra[keep], dec=dec[keep], e1=e1[keep], e2=sign * e2[keep],
@@ -208,7 +408,7 @@ def _unwrap_ra(ra, ra_ref):
   return ra + 360.0 * np.round((ra_ref - ra) / 360.0)
 
 
-def _default_center(ra, dec):
+def _median_center(ra, dec):
   """Median RA and Dec (deg); RA unwrapped about its circular mean."""
   rad = np.deg2rad(ra)
   ra_mean = np.rad2deg(np.arctan2(np.sin(rad).mean(), np.cos(rad).mean()))
@@ -223,15 +423,33 @@ def _bin_index(values, edges):
   return idx
 
 
+def _check_radec_aspect(dec_lo, dec_hi):
+  """Warns or raises when 'radec' bins are far from square on the sky."""
+  if dec_lo <= -90 or dec_hi >= 90:
+    raise ValueError(
+        f'the radec field spans Dec {dec_lo:.4f}..{dec_hi:.4f} deg and reaches a '
+        "pole, where RA/Dec bins have no width; use projection='tan'.")
+  worst = dec_hi if abs(dec_hi) >= abs(dec_lo) else dec_lo
+  aspect = 1.0 / np.cos(np.deg2rad(worst))
+  message = (f"projection='radec' bins are not square on the sky: at Dec "
+             f'{worst:.4f} deg a bin is 1/cos(dec) = {aspect:.4f} times taller '
+             'than wide')
+  if aspect > _RADEC_MAX_ASPECT:
+    raise ValueError(f'{message}, beyond the limit {_RADEC_MAX_ASPECT} (|Dec| > '
+                     "60 deg); use projection='tan', which has square pixels.")
+  if aspect > _RADEC_WARN_ASPECT:
+    warnings.warn(f'{message} (warning threshold {_RADEC_WARN_ASPECT}), which '
+                  f'distorts the map by about {100 * (aspect - 1):.1f} %; '
+                  "projection='tan' has square pixels.", UserWarning,
+                  stacklevel=4)
+
+
 def _radec_grid(ra, dec, npix, pixel_scale_arcmin, ra0, dec0):
   """Rows, columns, WCS and RA/Dec bounds of the plain RA/Dec grid."""
   size = npix * pixel_scale_arcmin / 60.0
   ra_edges = np.linspace(ra0 - size / 2, ra0 + size / 2, npix + 1)
   dec_edges = np.linspace(dec0 - size / 2, dec0 + size / 2, npix + 1)
-  if dec_edges[0] < -90 or dec_edges[-1] > 90:
-    raise ValueError(
-        f'the radec field spans Dec {dec_edges[0]:.4f}..{dec_edges[-1]:.4f} deg, '
-        "beyond a pole; use projection='tan' or a smaller field.")
+  _check_radec_aspect(dec_edges[0], dec_edges[-1])
   cols = _bin_index(_unwrap_ra(ra, ra0), ra_edges)
   rows = _bin_index(dec, dec_edges)
   step = size / npix
@@ -249,19 +467,23 @@ def _radec_grid(ra, dec, npix, pixel_scale_arcmin, ra0, dec0):
 
 def _tan_grid(ra, dec, npix, pixel_scale_arcmin, ra0, dec0):
   """Rows, columns, WCS and approximate RA/Dec bounds of the TAN grid."""
+  step = pixel_scale_arcmin / 60.0
+  x, y = sky.gnomonic(ra, dec, (ra0, dec0))  # NaN on the far hemisphere
+  centre = (npix - 1) / 2
+  edges = np.arange(npix + 1) - 0.5
   wcs = WCS(naxis=2)
   wcs.wcs.ctype = ['RA---TAN', 'DEC--TAN']
   wcs.wcs.cunit = ['deg', 'deg']
   wcs.wcs.crval = [ra0, dec0]
-  wcs.wcs.cdelt = [pixel_scale_arcmin / 60.0, pixel_scale_arcmin / 60.0]
-  wcs.wcs.crpix = [(npix + 1) / 2, (npix + 1) / 2]
-  x, y = wcs.wcs_world2pix(ra, dec, 0)  # NaN on the far hemisphere
-  edges = np.arange(npix + 1) - 0.5
+  wcs.wcs.cdelt = [step, step]
+  wcs.wcs.crpix = [centre + 1, centre + 1]
+  wcs.wcs.lonpole = 180.0  # The orientation of `sky` also on the north pole.
   corners = wcs.calc_footprint(axes=(npix, npix), center=False)
   corner_ra = _unwrap_ra(corners[:, 0], ra0)
   bounds = (corner_ra.min(), corner_ra.max(), corners[:, 1].min(),
             corners[:, 1].max())
-  return _bin_index(y, edges), _bin_index(x, edges), wcs, bounds
+  return (_bin_index(y / step + centre, edges),
+          _bin_index(x / step + centre, edges), wcs, bounds)
 
 
 def _sigma_pair(sigma_e):
@@ -269,6 +491,23 @@ def _sigma_pair(sigma_e):
   for i, v in enumerate(values):
     _checks.positive_scalar(v, f'sigma_e[{i}]')
   return values
+
+
+def _estimate_sigma_e(e, e_catalogue):
+  """Per-component standard deviation of ``e`` [n, 2]; raises when 0."""
+  n = e.shape[0]
+  if n < 2:
+    raise ValueError(
+        f'σ_e estimated from {n} galaxy inside the field is 0 (a dispersion '
+        'needs at least 2 galaxies); pass sigma_e= (the shape noise per '
+        'ellipticity component, dimensionless).')
+  for c in range(2):
+    if np.ptp(e_catalogue[:, c]) == 0:
+      raise ValueError(
+          f'σ_e estimated from {n} galaxies is 0: all have e{c + 1} = '
+          f'{e_catalogue[0, c]!r}; pass sigma_e= (the shape noise per '
+          'ellipticity component, dimensionless).')
+  return e.std(axis=0)
 
 
 def bin_shear_catalog(catalog, npix, pixel_scale_arcmin, center=None,
@@ -284,29 +523,42 @@ def bin_shear_catalog(catalog, npix, pixel_scale_arcmin, center=None,
   * ``noise_model='counts'``: σ_e / sqrt(N_p), ignoring the weights (the
     published COSMOS ``std1``/``std2`` grids).
 
+  With ``projection='tan'`` each e_i is first rotated from the galaxy's local
+  RA/Dec frame into the grid frame (`sky.to_grid_frame`), always; with
+  ``'radec'`` the local frames are the grid frame and e_i is used as given.
   Galaxies outside the field are dropped.
 
   Args:
     catalog: a `Catalog` (from `read_catalog`), or a mapping with 1-D arrays
-      ``ra``, ``dec`` (deg), ``e1``, ``e2`` and optionally ``weight``.
+      ``ra``, ``dec`` (deg), ``e1``, ``e2`` (in the local RA/Dec frames) and
+      optionally ``weight``.
     npix: number of pixels N per side (int > 0).
     pixel_scale_arcmin: pixel side in arcmin (> 0).
-    center: (ra, dec) of the grid centre in degrees; default the median RA
-      and median Dec of the catalogue.
+    center: (ra, dec) of the grid centre in degrees. Default: for ``'tan'``
+      the direction of the mean of the galaxies' unit vectors
+      (`sky.field_center`, right across RA = 0 and around a pole, where the
+      grid's orientation follows the `sky` convention); for ``'radec'`` the
+      median RA and median Dec, as for the published COSMOS grids.
     projection: ``'tan'`` (gnomonic, square pixels) or ``'radec'`` (plain
-      RA/Dec bins); see the module docstring.
+      RA/Dec bins, which warns when its bins are more than 1.02 times
+      taller than wide and refuses beyond 2 or at a pole); see the module
+      docstring.
     sigma_e: per-component ellipticity dispersion (dimensionless), a scalar
       or a pair (σ_e1, σ_e2); default the unweighted standard deviation
-      (ddof = 0) of e1 and of e2 over the galaxies inside the field.
+      (ddof = 0) of the grid-frame e1 and e2 over the galaxies inside the
+      field, which needs at least 2 of them and not all with equal e1 (or
+      e2).
     noise_model: ``'weighted'`` or ``'counts'``, see above.
 
   Returns:
     A `ShearMap`.
 
   Raises:
-    ValueError: on invalid arguments or catalogue values, or when no galaxy
+    ValueError: on invalid arguments or catalogue values, when no galaxy
       falls inside the field (the message gives the field's and the
-      catalogue's RA/Dec ranges).
+      catalogue's RA/Dec ranges), when the default σ_e would be 0, or for a
+      ``'radec'`` field reaching a pole or with bins more than 2 times
+      taller than wide.
   """
   if isinstance(npix, bool) or not isinstance(npix, (int, np.integer)) or npix <= 0:
     raise ValueError(f'npix must be a positive integer, got {npix!r}.')
@@ -318,13 +570,12 @@ def bin_shear_catalog(catalog, npix, pixel_scale_arcmin, center=None,
   if noise_model not in _NOISE_MODELS:
     raise ValueError(f'noise_model must be one of {_NOISE_MODELS}, got {noise_model!r}.')
   cat = _as_catalog(catalog)
-  if center is None:
-    ra0, dec0 = _default_center(cat.ra, cat.dec)
+  if center is not None:
+    ra0, dec0 = sky.as_center(center)
+  elif projection == 'tan':
+    ra0, dec0 = sky.field_center(cat.ra, cat.dec)
   else:
-    ra0, dec0 = (float(c) for c in center)
-    if not (np.isfinite(ra0) and np.isfinite(dec0) and abs(dec0) <= 90):
-      raise ValueError(f'center must be finite (ra, dec) in deg with |dec| <= 90, '
-                       f'got {center!r}.')
+    ra0, dec0 = _median_center(cat.ra, cat.dec)
 
   grid = _tan_grid if projection == 'tan' else _radec_grid
   rows, cols, wcs, bounds = grid(cat.ra, cat.dec, npix, pixel_scale_arcmin, ra0, dec0)
@@ -340,7 +591,13 @@ def bin_shear_catalog(catalog, npix, pixel_scale_arcmin, center=None,
 
   flat = rows[inside] * npix + cols[inside]
   w = cat.weight[inside]
-  e = np.stack([cat.e1[inside], cat.e2[inside]], axis=-1)
+  e_catalogue = np.stack([cat.e1[inside], cat.e2[inside]], axis=-1)
+  if projection == 'tan':
+    e = np.stack(sky.to_grid_frame(e_catalogue[:, 0], e_catalogue[:, 1],
+                                   cat.ra[inside], cat.dec[inside], (ra0, dec0)),
+                 axis=-1)
+  else:
+    e = e_catalogue
   size = npix * npix
 
   def pixel_sum(values):
@@ -353,7 +610,8 @@ def bin_shear_catalog(catalog, npix, pixel_scale_arcmin, center=None,
   shear = np.stack([pixel_sum(w * e[:, c]) / safe_w for c in range(2)], axis=-1)
   shear[~filled] = 0.0
 
-  sigma = e.std(axis=0) if sigma_e is None else _sigma_pair(sigma_e)
+  sigma = (_estimate_sigma_e(e, e_catalogue) if sigma_e is None
+           else _sigma_pair(sigma_e))
   if noise_model == 'weighted':
     per_pixel = np.sqrt(pixel_sum(w * w)) / safe_w
   else:
