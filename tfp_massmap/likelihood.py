@@ -66,6 +66,31 @@ def _operator_channels(operator, n, dtype):
   return out_shape[-1]
 
 
+def _check_float_dtypes(**parameters):
+  """The float dtype the parameters declare (or None); raises if they differ.
+
+  Tensors, variables and numpy arrays declare a dtype; Python numbers and
+  numpy scalars do not (they take the common one). The first declared dtype
+  (the convergence's when it has one) is the reference.
+  """
+  declared = [(name, lensing._declared_float_dtype(value))  # pylint: disable=protected-access
+              for name, value in parameters.items()]
+  declared = [(name, dtype) for name, dtype in declared if dtype is not None]
+  for name, dtype in declared[1:]:
+    reference_name, reference = declared[0]
+    if dtype != reference:
+      raise ValueError(
+          f'{name} has dtype {dtype.name} but {reference_name} has dtype '
+          f'{reference.name}; cast {name} to {reference.name} (every float '
+          'parameter of a ShearLikelihood has one dtype).')
+  return declared[0][1] if declared else None
+
+
+def _first_index(bad):
+  """Index tuple of the first True entry of a boolean array."""
+  return tuple(int(i) for i in np.argwhere(bad)[0])
+
+
 def _noise_is_per_component(noise_shape, n):
   """Whether noise_std is ``[..., N, N, C]`` (True) or ``[..., N, N]``."""
   shape = tf.TensorShape(noise_shape)
@@ -98,7 +123,20 @@ class ShearLikelihood(distribution.AutoCompositeTensorDistribution):
     v = σ_pix² + σ².
 
   Masked pixels contribute exactly 0 to `log_prob` whatever their shear and
-  noise values (so noise maps may hold 0, inf or NaN there). The default
+  noise values (so noise maps may hold 0, inf or NaN there).
+
+  Values are checked at construction, whatever ``validate_args``, when they
+  are known then (numpy arrays, Python numbers, eager tensors, constants
+  inside `tf.function`): a mask with no nonzero pixel in some map, a
+  noise_std that is NaN, infinite or negative at a pixel with data, a
+  noise_std of 0 at a pixel with data while extra_variance is 0, and a NaN
+  or negative extra_variance raise `ValueError`. Not checked without
+  ``validate_args=True``: values of `tf.Variable`s and of tensors computed
+  inside `tf.function` (with ``validate_args=True``, run-time assertions
+  cover noise_std and extra_variance; an empty mask is never asserted at run
+  time). Float parameters (and the shear given to `log_prob`, when it is a
+  tensor) must share one dtype: a mismatch raises `ValueError` naming the
+  argument to cast. The default
   forward model A is `lensing.shear_from_convergence` (C = 2);
   `identity_operator` (C = 1) turns this into a pure denoising likelihood.
 
@@ -155,13 +193,19 @@ class ShearLikelihood(distribution.AutoCompositeTensorDistribution):
 
     Raises:
       ValueError: if the map shapes of convergence, noise_std and mask differ,
-        if they are not square, if the batch shapes do not broadcast, or if
-        the dtype is not float32/float64.
+        if they are not square, if the batch shapes do not broadcast, if
+        convergence, noise_std and extra_variance declare different float
+        dtypes, if the dtype is not float32/float64, or for a bad value known
+        at construction (class docstring: empty mask; NaN, infinite or
+        negative noise_std at a pixel with data; zero variance there; NaN or
+        negative extra_variance).
     """
     parameters = dict(locals())
     with tf.name_scope(name) as name:
-      dtype = dtype_util.common_dtype(
-          [convergence, noise_std, extra_variance], dtype_hint=tf.float32)
+      dtype = _check_float_dtypes(
+          convergence=convergence, noise_std=noise_std,
+          extra_variance=extra_variance) or dtype_util.common_dtype(
+              [convergence, noise_std, extra_variance], dtype_hint=tf.float32)
       _checks.float_dtype(dtype, 'ShearLikelihood dtype')
       self._convergence = tensor_util.convert_nonref_to_tensor(
           convergence, dtype=dtype, name='convergence')
@@ -203,6 +247,62 @@ class ShearLikelihood(distribution.AutoCompositeTensorDistribution):
           allow_nan_stats=allow_nan_stats,
           parameters=parameters,
           name=name)
+      self._check_known_values()
+
+  def _check_known_values(self):
+    """Raises for bad values of the mask, noise and extra variance known now.
+
+    Cheap numpy checks of whatever is concrete (eager, numpy or constant);
+    variables and symbolic tensors are skipped (see `validate_args`).
+    """
+    def known(x):
+      if x is None or tensor_util.is_ref(x):
+        return None
+      value = tf.get_static_value(x)
+      return None if value is None else np.asarray(value)
+
+    mask = known(self._mask)
+    noise = known(self._noise_std)
+    extra = known(self._extra_variance)
+    if extra is not None and np.any(np.isnan(extra) | (extra < 0)):
+      raise ValueError(
+          f'extra_variance holds NaN or negative value(s) (first: '
+          f'{float(extra[_first_index(np.isnan(extra) | (extra < 0))])}); it '
+          'is a variance, expected values >= 0.')
+    n = self._map_size
+    if mask is not None:
+      mask = mask.astype(bool)
+      empty = ~mask.reshape(mask.shape[:-2] + (n * n,)).any(axis=-1)
+      if np.any(empty):
+        raise ValueError(
+            f'mask has no pixel with data (mask != 0) in {int(empty.sum())} of '
+            f'{empty.size} map(s); such a map has log_prob 0 whatever the '
+            'convergence. Expected at least one nonzero mask value per map.')
+    if noise is None or (self._mask is not None and mask is None):
+      return  # Where the data are is not known: any value may be off-mask.
+    if not self._noise_per_component:
+      noise = noise[..., np.newaxis]
+    has_data = (np.ones([n, n, 1], bool) if mask is None else
+                mask[..., np.newaxis])
+    noise, has_data = np.broadcast_arrays(noise, has_data)
+    bad = has_data & ~(np.isfinite(noise) & (noise >= 0))
+    if bad.any():
+      first = _first_index(bad)
+      raise ValueError(
+          f'noise_std holds {int(bad.sum())} NaN, infinite or negative '
+          f'value(s) at pixels with data (mask != 0); the first, '
+          f'{float(noise[first])}, at index {first} ([..., row, column, '
+          'component]). Expected finite values > 0 where there is data.')
+    if extra is None:
+      return
+    variance = np.square(noise) + extra[..., np.newaxis, np.newaxis, np.newaxis]
+    zero = np.broadcast_to(has_data, variance.shape) & (variance == 0)
+    if zero.any():
+      raise ValueError(
+          f'noise_std is 0 at {int(zero.sum())} pixel value(s) with data '
+          f'(mask != 0), the first at index {_first_index(zero)} ([..., row, '
+          'column, component]), while extra_variance is 0: the variance '
+          'noise_std² + extra_variance must be > 0 where there is data.')
 
   @classmethod
   def _parameter_properties(cls, dtype, num_classes=None):
@@ -289,6 +389,10 @@ class ShearLikelihood(distribution.AutoCompositeTensorDistribution):
                      axis=0))
 
   def _log_prob(self, shear):
+    if shear.dtype != self.dtype:
+      raise ValueError(
+          f'shear has dtype {shear.dtype.name} but this ShearLikelihood has '
+          f'dtype {self.dtype.name}; cast shear to {self.dtype.name}.')
     _checks.square_map_shape(shear.shape, 'shear', channels=self._channels)
     _checks.same_map_shape(shear.shape[:-1], self._convergence.shape,
                            'shear', 'convergence')
