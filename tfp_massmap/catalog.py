@@ -38,9 +38,11 @@ Two gridding modes:
   sphere (at the equator, at high Dec or around a pole).
 """
 
+import bz2
 import collections
 import collections.abc
 import contextlib
+import gzip
 import os
 import uuid
 import warnings
@@ -186,6 +188,18 @@ def _read_fits_columns(path, hdu, wanted):
   if hdu is not None and (isinstance(hdu, bool) or
                           not isinstance(hdu, (int, np.integer, str))):
     raise ValueError(f'hdu must be None, an HDU index or an HDU name, got {hdu!r}.')
+  with open(path, 'rb') as f:
+    head = f.read(16)
+  for magic, opener in ((b'\x1f\x8b', gzip.open), (b'BZh', bz2.open)):
+    if head.startswith(magic):
+      # astropy stops silently at the end of a truncated compressed stream.
+      try:
+        with opener(path) as f:
+          while f.read(1 << 24):
+            pass
+      except (OSError, EOFError, ValueError) as exc:
+        raise ValueError(f'compressed FITS file {path} is truncated or corrupt '
+                         f'({exc}).') from exc
   hdul = None
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter('always')
@@ -196,8 +210,6 @@ def _read_fits_columns(path, hdu, wanted):
       if hdul is not None:
         hdul.close()
       if 'SIMPLE' in str(exc):
-        with open(path, 'rb') as f:
-          head = f.read(16)
         raise ValueError(f'{path} is not a FITS file: it does not start with the '
                          f'SIMPLE card of a FITS header (its first bytes are '
                          f'{head!r}).') from exc

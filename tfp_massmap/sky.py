@@ -62,6 +62,7 @@ def radec_from_vectors(vectors):
   """
   v = np.asarray(vectors, dtype=np.float64)
   ra = np.rad2deg(np.arctan2(v[..., 1], v[..., 0])) % 360.0
+  ra = np.where(ra == 360.0, 0.0, ra)  # -1e-15 % 360 rounds to 360.
   dec = np.rad2deg(np.arctan2(v[..., 2], np.hypot(v[..., 0], v[..., 1])))
   return ra, dec
 
