@@ -41,5 +41,6 @@ from tfp_massmap.training import train_score_network
 from tfp_massmap.wiener import gaussian_posterior_samples
 from tfp_massmap.wiener import wiener_filter
 from tfp_massmap import datasets  # Registers the TFDS builders; after lognormal.
+from tfp_massmap import demo  # Uses the lognormal_kappa builder; after datasets.
 
 __version__ = '0.1.0'
