@@ -200,6 +200,64 @@ def test_log_accept_ratio_is_exact_for_gaussian_target():
   assert 0 < accepted.sum() < accepted.size
 
 
+def test_energy_error_without_correction_is_that_of_the_first_steps():
+  """Without correction the kernel checks the first L − 1 leapfrog steps at
+  no extra cost: the same as a corrected kernel with L − 1 steps (same seed,
+  same momentum, same path), whose ratio is exact for a Gaussian."""
+  variance = _variances(np.float64)
+  sigma = 0.1
+  x = np.sqrt(variance + sigma**2) * _init(chains=32, dtype=tf.float64)
+  results = {}
+  for correction, leapfrog in ((False, 4), (True, 3)):
+    kernel = _kernel(ConstantSchedule(sigma, 1), correction=correction,
+                     factor=1.2, leapfrog=leapfrog, variance=variance)
+    _, results[correction] = kernel.one_step(
+        x, kernel.bootstrap_results(x), seed=(9, 9))
+  uncorrected, corrected = results[False], results[True]
+  assert np.std(corrected.log_accept_ratio.numpy()) > 0.1  # not trivially 0
+  np.testing.assert_allclose(uncorrected.energy_error.numpy(),
+                             -corrected.log_accept_ratio.numpy(),
+                             rtol=1e-9, atol=1e-9)
+  np.testing.assert_allclose(corrected.energy_error.numpy(),
+                             -corrected.log_accept_ratio.numpy())
+  # The would-be acceptance probability min(1, exp(−ΔH)), summed.
+  np.testing.assert_allclose(
+      uncorrected.sum_accept_probability.numpy(),
+      np.minimum(1., np.exp(-uncorrected.energy_error.numpy())), rtol=1e-12)
+  # Still 4 score evaluations per transition, plus bootstrap.
+  assert int(uncorrected.num_score_evaluations) == 1 + 4
+  assert np.all(uncorrected.log_accept_ratio.numpy() == 0.)
+
+
+def test_one_leapfrog_step_without_correction_checks_nothing():
+  kernel = _kernel(ConstantSchedule(0.1, 1), correction=False, leapfrog=1)
+  x = _init()
+  _, results = kernel.one_step(x, kernel.bootstrap_results(x), seed=(1, 1))
+  np.testing.assert_array_equal(results.energy_error.numpy(), 0.)
+
+
+def test_max_abs_state_is_a_running_max_that_keeps_non_finite():
+  kernel = _kernel(ConstantSchedule(0.1, 3), correction=False)
+  x = _init(chains=3).numpy() * 0.1
+  x[2, 0, 0] = 50.
+  results = kernel.bootstrap_results(x)
+  np.testing.assert_allclose(results.max_abs_state.numpy(),
+                             np.abs(x).max(axis=(1, 2)))
+  # A chain that was far out earlier (chain 0) keeps its record after the
+  # state comes back; a NaN (chain 1) is recorded as inf.
+  x = _init(chains=3).numpy() * 0.1
+  x[1, 3, 3] = np.nan
+  results = results._replace(
+      max_abs_state=tf.constant([1e3, 0., 0.], tf.float32))
+  state, results = kernel.one_step(x, results, seed=(2, 2))
+  max_abs = results.max_abs_state.numpy()
+  assert max_abs[0] == 1e3
+  assert max_abs[1] == np.inf
+  assert max_abs[2] == pytest.approx(np.abs(state[2].numpy()).max())
+  # The NaN chain's energy error is NaN: its acceptance probability is 0.
+  assert results.sum_accept_probability.numpy()[1] == 0.
+
+
 @pytest.mark.parametrize('correction, expected_variance', [
     # MALA leaves N(0, 1) invariant exactly; ULA with step h = ε²/2 has
     # stationary variance 1 / (1 − ε²/4) on a unit Gaussian.
@@ -263,6 +321,7 @@ def test_same_seed_same_chain_eager_and_tf_function():
     (dict(target_score_fn=None), 'target_score_fn'),
     (dict(schedule=object()), 'schedule'),
     (dict(step_size_factor=-1.), 'step_size_factor'),
+    (dict(step_size_factor=1.5), r'step_size_factor must be in \(0, √2'),
     (dict(num_leapfrog_steps=0), 'num_leapfrog_steps'),
     (dict(num_leapfrog_steps=2.5), 'num_leapfrog_steps'),
     (dict(metropolis_correction='yes'), 'metropolis_correction'),

@@ -1,5 +1,8 @@
 """Tests of the ScoreNetwork denoiser/score model."""
 
+import json
+import zipfile
+
 import keras
 import numpy as np
 import pytest
@@ -156,3 +159,36 @@ def test_untrained_hybrid_prior_is_the_shipped_gaussian_prior(tmp_path):
   loaded = keras.models.load_model(path)
   assert loaded.gaussian_pixel_scale_arcmin == 0.8
   np.testing.assert_array_equal(loaded.denoise(x, sigma), net.denoise(x, sigma))
+
+
+def test_pixel_scale_is_saved_and_defaults_to_the_hybrid_scale(tmp_path):
+  assert ScoreNetwork(depth=1, **TINY).pixel_scale_arcmin is None
+  hybrid = ScoreNetwork(depth=1, gaussian_pixel_scale_arcmin=0.8, **TINY)
+  assert hybrid.pixel_scale_arcmin == 0.8
+  with pytest.raises(ValueError, match='pixel_scale_arcmin=0.5 differs from '
+                     'gaussian_pixel_scale_arcmin=0.8'):
+    ScoreNetwork(depth=1, gaussian_pixel_scale_arcmin=0.8,
+                 pixel_scale_arcmin=0.5, **TINY)
+  with pytest.raises(ValueError, match='pixel_scale_arcmin must be a positive'):
+    ScoreNetwork(depth=1, pixel_scale_arcmin=-1., **TINY)
+  path = tmp_path / 'plain.keras'
+  ScoreNetwork(depth=1, pixel_scale_arcmin=0.29, **TINY).save(path)
+  assert load_score_network(path).pixel_scale_arcmin == 0.29
+
+
+def test_files_saved_without_a_pixel_scale_still_load(tmp_path):
+  """Archives written before pixel_scale_arcmin existed lack it in their
+  config: they load with the default (the hybrid scale, else None)."""
+  for hybrid, expected in ((0.8, 0.8), (None, None)):
+    path = tmp_path / f'old_{hybrid}.keras'
+    ScoreNetwork(depth=1, gaussian_pixel_scale_arcmin=hybrid, **TINY).save(path)
+    old = tmp_path / f'old_{hybrid}_rewritten.keras'
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(old, 'w') as dst:
+      for item in src.infolist():
+        data = src.read(item.filename)
+        if item.filename == 'config.json':
+          config = json.loads(data)
+          del config['config']['pixel_scale_arcmin']
+          data = json.dumps(config).encode()
+        dst.writestr(item, data)
+    assert load_score_network(old).pixel_scale_arcmin == expected
