@@ -291,8 +291,9 @@ def read_catalog(path, ra_col='ra', dec_col='dec', e1_col='e1', e2_col='e2',
 
   Rows with a non-finite RA, Dec, e1, e2 or weight (empty cells and nulls
   count as non-finite), or a weight <= 0, are dropped; so are rows with
-  |e| = sqrt(e1² + e2²) >= 1, which no ellipticity (or reduced shear) can
-  have, unless ``keep_unphysical_ellipticities``. One `UserWarning` counts
+  |e| = sqrt(e1² + e2²) >= 1, which no galaxy ellipticity (|e| < 1 in both
+  the (a − b)/(a + b) and the (a² − b²)/(a² + b²) definitions) can have,
+  unless ``keep_unphysical_ellipticities``. One `UserWarning` counts
   the dropped rows by cause. (The COSMOS catalogue of Schrabback et al. 2010
   holds 3,650 rows with |e| >= 1 among its 417,117; its published grids
   include them.)
@@ -517,7 +518,7 @@ def _estimate_sigma_e(e, e_catalogue):
     if np.ptp(e_catalogue[:, c]) == 0:
       raise ValueError(
           f'σ_e estimated from {n} galaxies is 0: all have e{c + 1} = '
-          f'{e_catalogue[0, c]!r}; pass sigma_e= (the shape noise per '
+          f'{e_catalogue[0, c]:.6g}; pass sigma_e= (the shape noise per '
           'ellipticity component, dimensionless).')
   return e.std(axis=0)
 
