@@ -38,8 +38,8 @@ def test_gnomonic_round_trip_and_astropy(center):
   np.testing.assert_allclose(wx, x, rtol=0, atol=1e-9)
   np.testing.assert_allclose(wy, y, rtol=0, atol=1e-9)
   wra, wdec = wcs.wcs_pix2world(x, y, 0)
-  np.testing.assert_allclose((wra - ra + 180) % 360 - 180, 0, atol=1e-9 / 1e-2)
-  np.testing.assert_allclose(wdec, dec, rtol=0, atol=1e-9)
+  np.testing.assert_allclose(sky.unit_vectors(wra, wdec), sky.unit_vectors(ra, dec),
+                             rtol=0, atol=1e-12)
 
 
 def test_gnomonic_known_answers():
