@@ -1,5 +1,5 @@
 # Convenience targets. The README's two commands are the supported entry points.
-.PHONY: install test demo bazel-test
+.PHONY: install test demo bazel-check bazel-test
 
 install:
 	bash scripts/install.sh
@@ -10,8 +10,20 @@ test:
 demo:
 	bash scripts/run_demo.sh
 
-# Runs the BUILD file's py_test targets with Debian's bazel-bootstrap (Bazel 4):
+# Bazel 4 is Debian's bazel-bootstrap:
 #   apt-get install bazel-bootstrap bazel-platforms
-bazel-test: install
-	bazel test //... --python_path=$(CURDIR)/tools/venv_python \
+# It runs Python with the interpreter of ./.venv (an absolute path: Bazel 4
+# does not expand %workspace% in .bazelrc flags).
+BAZEL_FLAGS = --python_path=$(CURDIR)/tools/venv_python
+
+# Seconds: BUILD loads and builds, and its deps match the imports of every
+# module and test (tools/check_layering.py).
+bazel-check:
+	bazel build //... $(BAZEL_FLAGS)
+	python3 tools/check_layering.py
+
+# Runs every py_test target of BUILD (one per pytest file, slow tests excluded
+# as in pytest.ini).
+bazel-test: install bazel-check
+	bazel test //... $(BAZEL_FLAGS) \
 	  --test_env=TFP_MASSMAP_SHARED_DATA=$(abspath $(CURDIR)/../shared/data)

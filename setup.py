@@ -38,11 +38,14 @@ setuptools.setup(
         ['tfp_massmap.datasets.' + p for p in setuptools.find_packages('datasets')] +
         ['tfp_massmap.datasets']),
     package_dir={'tfp_massmap.datasets': 'datasets'},
-    include_package_data=True,
+    # Data files are declared here, per package, and nowhere else: with
+    # include_package_data, setuptools would also read them from its file
+    # manifest and warn that data folders with importable names
+    # (dummy_data/...) are not listed as packages. They are data, not code.
     package_data={
         'tfp_massmap': ['data/*'],
         'tfp_massmap.datasets': ['*/*.tsv', '*/*.txt', '*/*.bib', '*/*.md',
-                                 '*/dummy_data/**/*', '*/dummy_data/*'],
+                                 '*/dummy_data/**/*'],
     },
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
