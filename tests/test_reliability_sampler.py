@@ -135,6 +135,17 @@ def test_diverged_chains_are_counted_with_their_indices(runs):
   assert max_abs[2] is None and max_abs[6] is None  # went non-finite
 
 
+def test_divergence_is_detected_under_xla():
+  """XLA (the default with a GPU) compiles the same per-chain tracking."""
+  shear, noise_std = _data()
+  with pytest.warns(RuntimeWarning, match='2 of 4 chains diverged'):
+    result = posterior.sample_posterior(
+        shear, noise_std, prior=_GainPrior([1., 40., 1e4, 1.]),
+        num_samples=4, seed=(1, 2), jit_compile=True, **FAST)
+  assert result.diagnostics['diverged_chains'] == [1, 2]
+  assert result.diagnostics['jit_compile']
+
+
 def test_chains_are_independent_of_the_diverged_ones(runs):
   clean, bad = runs
   good = [0, 3, 4, 7]
@@ -244,6 +255,12 @@ def test_float64_data_with_a_float32_network_or_gaussian_prior():
     with pytest.raises(ValueError, match='pass float32 shear.*or a float64 '
                        'prior'):
       posterior.sample_posterior(shear, noise_std, prior=prior, **FAST)
+  # The fix named in the message works.
+  result = posterior.sample_posterior(
+      shear.astype(np.float32), noise_std.astype(np.float32), prior=network,
+      num_samples=2, seed=(9, 9), num_levels=2, progress=False)
+  assert result.samples.dtype == tf.float32
+  assert np.all(np.isfinite(result.samples.numpy()))
 
 
 def test_pixel_scale_must_match_the_prior():

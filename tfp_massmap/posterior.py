@@ -144,7 +144,7 @@ class PosteriorSamples(
     if not diverged:
       return self
     num = int(self.samples.shape[0])
-    keep = [i for i in range(num) if i not in set(diverged)]
+    keep = sorted(set(range(num)) - set(diverged))
     if len(keep) < 2:
       raise ValueError(
           f'{len(diverged)} of {num} chains diverged; fewer than 2 would '
@@ -154,7 +154,8 @@ class PosteriorSamples(
     for key in _PER_CHAIN_DIAGNOSTICS:
       if diagnostics.get(key) is not None:
         diagnostics[key] = [diagnostics[key][i] for i in keep]
-    diagnostics.update(_acceptance_summary(diagnostics['would_be_acceptance']))
+    diagnostics.update(
+        _acceptance_summary(diagnostics.get('would_be_acceptance')))
     diagnostics.update(num_diverged_chains=0, diverged_chains=[],
                        num_dropped_chains=len(diverged),
                        dropped_chains=diverged)
