@@ -243,6 +243,32 @@ def test_shear_map_object_and_same_seed_same_result():
   np.testing.assert_array_equal(a.samples.numpy(), b.samples.numpy())
 
 
+@pytest.mark.xfail(
+    strict=True, raises=RuntimeError,
+    reason='likelihood._operator_channels traces the operator in a scratch '
+    'tf.Graph, which cannot capture the eager tensors an operator closes over '
+    '(issue 12, item 7); tracing it with tf.function(...).get_concrete_function '
+    'fixes it. Remove this mark with that fix.')
+def test_operator_closing_over_eager_tensors():
+  # A per-pixel response built as an eager tensor must give the same chain as
+  # the same response held in numpy (same seed).
+  n = 8
+  field = lognormal.LognormalField(None, n, 4.0, dtype=F64)
+  gain = np.linspace(0.5, 1.5, n * n).reshape(n, n)
+  eager_gain = tf.constant(gain)
+  kwargs = dict(field=field, num_chains=2, num_results=4, num_burnin_steps=3,
+                num_leapfrog_steps=2, seed=(5, 6), progress=False)
+  data = 0.01 * np.random.default_rng(5).standard_normal([n, n, 1])
+  reference = lognormal_posterior(
+      data, np.full([n, n], 0.05), operator=lambda k: (gain * k)[..., None],
+      **kwargs)
+  result = lognormal_posterior(
+      data, np.full([n, n], 0.05),
+      operator=lambda k: (eager_gain * k)[..., tf.newaxis], **kwargs)
+  np.testing.assert_array_equal(result.samples.numpy(),
+                                reference.samples.numpy())
+
+
 def test_invalid_inputs_raise():
   n = 8
   field = lognormal.LognormalField(0.035, n, 4.0)
