@@ -59,6 +59,11 @@ _HYBRID = flags.DEFINE_float(
     'Train a hybrid prior: the analytic Gaussian denoiser with the shipped LCDM '
     'spectrum at this pixel scale [arcmin] plus a learned residual. Default: '
     'plain network.')
+_PIXEL_SCALE = flags.DEFINE_float(
+    'pixel_scale_arcmin', None,
+    'Pixel side of the training maps [arcmin], recorded in the saved network so '
+    'that the samplers refuse data at another pixel scale. Default: the '
+    'hybrid scale when --gaussian_pixel_scale_arcmin is set, else unrecorded.')
 _DATA_STD = flags.DEFINE_float(
     'data_std', 0.02, 'Pixel std of the training maps (dimensionless); sets the preconditioning.')
 _CHECKPOINT_EVERY = flags.DEFINE_integer('checkpoint_every', 500, 'Steps between checkpoints.')
@@ -77,7 +82,8 @@ def main(argv):
       blocks_per_level=_BLOCKS_PER_LEVEL.value,
       embedding_dim=_EMBEDDING_DIM.value,
       data_std=_DATA_STD.value,
-      gaussian_pixel_scale_arcmin=_HYBRID.value)
+      gaussian_pixel_scale_arcmin=_HYBRID.value,
+      pixel_scale_arcmin=_PIXEL_SCALE.value)
   if _CHANNEL_MULTIPLIERS.value is not None:
     network['channel_multipliers'] = [int(m) for m in _CHANNEL_MULTIPLIERS.value]
   result = training.train_score_network(
