@@ -214,9 +214,15 @@ server's folders below a `kappaTNG` folder of the manual directory:
 
 (`dmonly` in place of `fullphys` for the dark-matter-only configs). Any subset
 of the files is fine: the builder uses the files it finds; the splits are by
-LP (8 → validation, 9 → test, mod 10). <manual_dir> is
-~/tensorflow_datasets/downloads/manual unless you pass
-`download_config=tfds.download.DownloadConfig(manual_dir=...)`.
+LP (8 → validation, 9 → test, mod 10).
+<manual_dir> is <data_dir>/downloads/manual. <data_dir> is the `data_dir`
+given to `tfds.builder` or `tfds.load`, else the environment variable
+TFDS_DATA_DIR, else ~/tensorflow_datasets: with TFDS_DATA_DIR=/data/tfds the
+files go below /data/tfds/downloads/manual (and below D/manual with
+`download_and_prepare(download_dir=D)`). To read another folder, pass
+`download_config=tfds.download.DownloadConfig(manual_dir=...)` to
+`download_and_prepare`, or to `tfds.load` as
+`download_and_prepare_kwargs={{'download_config': ...}}`.
 """
 
 

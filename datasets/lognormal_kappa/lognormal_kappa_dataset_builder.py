@@ -79,16 +79,28 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     n = self.builder_config.map_size
+    scalar = tfds.features.Scalar
     return self.dataset_info_from_configs(
         features=tfds.features.FeaturesDict({
             # Raw bytes: a float-list proto costs more to write than the map.
-            'kappa': tfds.features.Tensor(shape=(n, n), dtype=np.float32,
-                                          encoding=tfds.features.Encoding.BYTES),
-            'pixel_scale_arcmin': tfds.features.Scalar(dtype=np.float32),
-            'shift': tfds.features.Scalar(dtype=np.float32),
-            'seed': tfds.features.Scalar(dtype=np.int64),
+            'kappa': tfds.features.Tensor(
+                shape=(n, n), dtype=np.float32,
+                encoding=tfds.features.Encoding.BYTES,
+                doc=f'convergence (dimensionless), [{n}, {n}], periodic; '
+                'computed in float64, stored as float32'),
+            'pixel_scale_arcmin': scalar(np.float32,
+                                         doc='pixel side, arcmin'),
+            'shift': scalar(np.float32, doc='lognormal shift λ '
+                            '(dimensionless); 0 for the gaussian_* configs'),
+            'seed': scalar(np.int64, doc='seed s of the white noise numpy.'
+                           'random.default_rng(s).standard_normal((N, N)); '
+                           'also the example key'),
         }),
         supervised_keys=None,
+        # The maps are made by this package, which has no web page; without a
+        # homepage TFDS would show a tensorflow.org catalogue page that does
+        # not exist. CCL computed the shipped C_ℓ table the maps follow.
+        homepage='https://github.com/LSSTDESC/CCL',
     )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):

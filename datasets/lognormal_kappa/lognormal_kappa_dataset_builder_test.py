@@ -39,5 +39,19 @@ class LognormalKappaContentTest(tfds.testing.TestCase):
         dict(again._generate_examples(81, 1))[81]['kappa'], ln['kappa'])  # pylint: disable=protected-access
 
 
+  def test_info_has_a_homepage_and_documented_features(self):
+    builder = lognormal_kappa_dataset_builder.Builder(
+        config='lognormal_32', data_dir=self.get_temp_dir())
+    # Without one, TFDS shows a tensorflow.org catalogue page that does not
+    # exist for this dataset.
+    self.assertNotIn('tensorflow.org/datasets/catalog', builder.info.homepage)
+    docs = {name: feature.doc.desc
+            for name, feature in builder.info.features.items()}
+    self.assertCountEqual(docs, ['kappa', 'pixel_scale_arcmin', 'shift', 'seed'])
+    self.assertIn('dimensionless', docs['kappa'])
+    self.assertIn('arcmin', docs['pixel_scale_arcmin'])
+    self.assertIn('λ', docs['shift'])
+    self.assertIn('default_rng', docs['seed'])
+
 if __name__ == '__main__':
   tfds.testing.test_main()

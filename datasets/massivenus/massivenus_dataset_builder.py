@@ -178,8 +178,14 @@ and extract it into the manual directory so that the maps lie at
 (Maps05 … Maps25 for z_s = 0.5 … 2.5). If the archive has no top-level
 folder, extract it with `tar -xf <archive> -C <manual_dir>/<cosmology>`.
 A subset of the realisations is fine: the builder uses the files it finds.
-<manual_dir> is ~/tensorflow_datasets/downloads/manual unless you pass
-`download_config=tfds.download.DownloadConfig(manual_dir=...)`.
+<manual_dir> is <data_dir>/downloads/manual. <data_dir> is the `data_dir`
+given to `tfds.builder` or `tfds.load`, else the environment variable
+TFDS_DATA_DIR, else ~/tensorflow_datasets: with TFDS_DATA_DIR=/data/tfds the
+files go below /data/tfds/downloads/manual (and below D/manual with
+`download_and_prepare(download_dir=D)`). To read another folder, pass
+`download_config=tfds.download.DownloadConfig(manual_dir=...)` to
+`download_and_prepare`, or to `tfds.load` as
+`download_and_prepare_kwargs={{'download_config': ...}}`.
 """
 
 

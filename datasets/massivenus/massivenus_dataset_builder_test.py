@@ -1,5 +1,10 @@
 """Tests of the MassiveNuS builder on the stand-in files in dummy_data/."""
 
+import os
+import shutil
+import subprocess
+import sys
+
 from astropy.io import fits
 import numpy as np
 import pytest
@@ -89,6 +94,28 @@ def test_missing_cosmology_names_the_archive_and_the_path(tmp_path):
   assert mnv.tarball_url(OTHER) in message
   assert str(manual / OTHER / 'Maps20' / 'WLconv_z2.00_0001r.fits') in message
 
+
+
+def test_manual_dir_under_tfds_data_dir(tmp_path):
+  # As MANUAL_DOWNLOAD_INSTRUCTIONS says: with TFDS_DATA_DIR set and no
+  # data_dir, the files are read below $TFDS_DATA_DIR/downloads/manual. TFDS
+  # reads the variable when it is imported, hence a fresh process.
+  manual = tmp_path / 'downloads' / 'manual'
+  shutil.copytree(DUMMY / mnv.FIDUCIAL_COSMOLOGY / 'Maps10',
+                  manual / mnv.FIDUCIAL_COSMOLOGY / 'Maps10')
+  script = ('import tensorflow_datasets as tfds\n'
+            'import tfp_massmap.datasets\n'
+            "builder = tfds.builder('massivenus/z1.0')\n"
+            'builder.download_and_prepare()\n'
+            'print(builder.data_dir)\n'
+            "print(builder.info.splits['train'].num_examples)\n")
+  out = subprocess.run(
+      [sys.executable, '-c', script], capture_output=True, text=True,
+      check=False, env=dict(os.environ, TFDS_DATA_DIR=str(tmp_path)))
+  assert out.returncode == 0, out.stderr[-2000:]
+  data_dir, num_train = out.stdout.split()[-2:]
+  assert data_dir == str(tmp_path / 'massivenus' / 'z1.0' / '1.0.0')
+  assert int(num_train) == 2  # Realisations 1 and 2.
 
 if __name__ == '__main__':
   tfds.testing.test_main()
