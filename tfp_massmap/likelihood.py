@@ -123,7 +123,9 @@ class ShearLikelihood(distribution.AutoCompositeTensorDistribution):
     v = σ_pix² + σ².
 
   Masked pixels contribute exactly 0 to `log_prob` whatever their shear and
-  noise values (so noise maps may hold 0, inf or NaN there).
+  noise values (so noise maps may hold 0, inf or NaN there). The default
+  forward model A is `lensing.shear_from_convergence` (C = 2);
+  `identity_operator` (C = 1) turns this into a pure denoising likelihood.
 
   Values are checked at construction, whatever ``validate_args``, when they
   are known then (numpy arrays, Python numbers, eager tensors, constants
@@ -136,9 +138,7 @@ class ShearLikelihood(distribution.AutoCompositeTensorDistribution):
   cover noise_std and extra_variance; an empty mask is never asserted at run
   time). Float parameters (and the shear given to `log_prob`, when it is a
   tensor) must share one dtype: a mismatch raises `ValueError` naming the
-  argument to cast. The default
-  forward model A is `lensing.shear_from_convergence` (C = 2);
-  `identity_operator` (C = 1) turns this into a pure denoising likelihood.
+  argument to cast.
 
   The batch shape broadcasts the leading axes of ``convergence[..., N, N]``,
   ``noise_std[..., N, N]`` (or ``[..., N, N, C]``), ``mask[..., N, N]`` and
