@@ -150,6 +150,9 @@ def test_wiener_filter_mask_defaults_to_all_pixels():
   expected, _ = wiener.wiener_filter(shear, noise_std, np.ones([N, N], np.float32),
                                      prior)
   np.testing.assert_array_equal(kappa, expected)
+  shear_map = _shear_map()._replace(shear=shear, noise_std=noise_std, mask=None)
+  kappa, _ = wiener.wiener_filter(shear_map, prior=prior)
+  np.testing.assert_array_equal(kappa, expected)
 
 
 def test_wiener_filter_shear_map_errors():
@@ -158,6 +161,11 @@ def test_wiener_filter_shear_map_errors():
     tm.wiener_filter(shear_map, _prior())   # prior given positionally
   with pytest.raises(ValueError, match=r'prior is required'):
     tm.wiener_filter(shear_map)
+  with pytest.raises(ValueError, match=(
+      r'prior is required.*gaussian_posterior_samples\(shear_map, prior=prior\)')):
+    tm.gaussian_posterior_samples(shear_map, num_samples=1, seed=(1, 1))
+  with pytest.raises(ValueError, match=r'seed is required'):
+    tm.gaussian_posterior_samples(shear_map, prior=_prior(), num_samples=1)
   with pytest.raises(ValueError, match=(
       r'pixels of 0\.29 arcmin but the prior was made for 0\.8 arcmin')):
     tm.wiener_filter(shear_map._replace(pixel_scale_arcmin=0.29),

@@ -109,7 +109,7 @@ def _check_pixel_scale(shear_map, prior):
         f'pixel_scale_arcmin={map_scale})).')
 
 
-def _data(shear, noise_std, mask, prior):
+def _data(shear, noise_std, mask, prior, caller):
   """(shear, noise_std, mask) tensors in the prior's dtype, from either form.
 
   A ShearMap-like ``shear`` (attributes shear, noise_std, mask and optionally
@@ -120,24 +120,23 @@ def _data(shear, noise_std, mask, prior):
   """
   if prior is None or isinstance(noise_std, gaussian_prior_lib.GaussianPrior):
     raise ValueError(
-        'prior is required: pass a tfp_massmap.GaussianPrior by keyword, e.g. '
-        'wiener_filter(shear_map, prior=prior) or '
-        'wiener_filter(shear, noise_std, mask, prior).')
+        f'prior is required: pass a tfp_massmap.GaussianPrior by keyword, e.g. '
+        f'{caller}(shear_map, prior=prior) or '
+        f'{caller}(shear, noise_std, mask, prior).')
   if not isinstance(prior, gaussian_prior_lib.GaussianPrior):
     raise ValueError(
         f'prior must be a tfp_massmap.GaussianPrior, got {type(prior).__name__}.')
   dtype = prior.dtype
-  if _is_shear_map(shear):
+  is_map = _is_shear_map(shear)
+  if is_map:
     _check_pixel_scale(shear, prior)
-    shear, noise_std, mask = _checks.unpack_shear_data(shear, noise_std, mask)
-    shear, noise_std, mask = (
-        tf.cast(tf.convert_to_tensor(x, name=name), dtype)
-        for x, name in ((shear, 'shear'), (noise_std, 'noise_std'),
-                        (mask, 'mask')))
-    return shear, noise_std, mask
   shear, noise_std, mask = _checks.unpack_shear_data(shear, noise_std, mask)
-  shear = _cast(shear, dtype, 'shear')
-  noise_std = _cast(noise_std, dtype, 'noise_std')
+  if is_map:  # Its storage dtype (float32 from the catalogue) is no choice.
+    shear = tf.cast(tf.convert_to_tensor(shear, name='shear'), dtype)
+    noise_std = tf.cast(tf.convert_to_tensor(noise_std, name='noise_std'), dtype)
+  else:
+    shear = _cast(shear, dtype, 'shear')
+    noise_std = _cast(noise_std, dtype, 'noise_std')
   if mask is None:
     mask = tf.ones_like(shear[..., 0])
   else:
@@ -145,9 +144,9 @@ def _data(shear, noise_std, mask, prior):
   return shear, noise_std, mask
 
 
-def _set_up(shear, noise_std, mask, prior):
+def _set_up(shear, noise_std, mask, prior, caller):
   """Validates inputs and builds the whitened system's pieces."""
-  shear, noise_std, mask = _data(shear, noise_std, mask, prior)
+  shear, noise_std, mask = _data(shear, noise_std, mask, prior, caller)
   dtype = prior.dtype
   n = _checks.square_map_shape(shear.shape, 'shear', channels=2)
   _checks.same_map_shape(shear.shape[:-1], prior.spectrum.shape, 'shear',
@@ -337,7 +336,7 @@ def wiener_filter(shear, noise_std=None, mask=None, prior=None, tol=1e-6,
   """
   with tf.name_scope(name or 'wiener_filter'):
     tol, max_iterations = _check_solver_args(tol, max_iterations)
-    system = _set_up(shear, noise_std, mask, prior)
+    system = _set_up(shear, noise_std, mask, prior, 'wiener_filter')
     rhs = _whitened_adjoint(system, system.inverse_noise * system.data)
     if initial is None:
       z0 = tf.zeros_like(rhs)
@@ -401,7 +400,8 @@ def gaussian_posterior_samples(shear, noise_std=None, mask=None, prior=None,
     if seed is None:
       raise ValueError('seed is required: a stateless seed such as (1, 2), so '
                        'that the samples are reproducible.')
-    system = _set_up(shear, noise_std, mask, prior)
+    system = _set_up(shear, noise_std, mask, prior,
+                     'gaussian_posterior_samples')
     noise_seed, prior_seed = samplers.split_seed(
         samplers.sanitize_seed(seed), n=2)
     dtype = prior.dtype
