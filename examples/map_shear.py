@@ -45,15 +45,19 @@ Exit codes:
   3  the posterior sampler diverged (see above); nothing was written.
 
 Memory: the run is refused when its estimated peak memory exceeds the
-machine's physical memory (``os.sysconf``). With N = the map side in pixels
-and S = ``--num_samples``, the estimate in bytes is
+machine's physical memory (``os.sysconf``), before anything is allocated.
+With N = the map side in pixels and S = ``--num_samples``, the estimate in
+bytes is
 
-  M = 1.5 GiB + N² · (400 + Σ_methods c_m)
+  M = 1 GiB + N² · (250 + Σ_methods c_m)
 
-with c_m = 100 (ks), 600 (wiener), 1500 (sparse, tv), 2100 (mcalens), and
-for the posterior 1600 + S · (200 + 2000 with the learned prior, 200 + 400
-with the Gaussian one) bytes per pixel (measured peak resident memory on
-CPU, rounded up; 1.5 GiB is TensorFlow itself).
+with c_ks = 0, c_wiener = 1100, c_tv = 900, c_sparse = 4500,
+c_mcalens = 5600 and c_posterior = 1000 + S · 1000 with the learned prior
+(S · 250 with the Gaussian one), in bytes per pixel: the peak resident
+memory measured on CPU, rounded up (1 GiB is TensorFlow, the prior network
+and the catalogue). Summing the methods, which run one after another, makes
+it an upper bound. The default run (128², ks + wiener + posterior, S = 40)
+needs about 1.7 GiB; the COSMOS grid (360², S = 40) about 6.1 GiB.
 
 Examples:
 
@@ -165,12 +169,13 @@ EXIT_OK = 0
 EXIT_INVALID_INPUT = 2
 EXIT_DIVERGED = 3
 
-# Bytes of peak memory, see the module docstring.
-_MEMORY_BASE = 1.5 * 2**30
-_MEMORY_PER_PIXEL = 400
-_MEMORY_PER_PIXEL_METHOD = {'ks': 100, 'wiener': 600, 'sparse': 1500,
-                            'tv': 1500, 'mcalens': 2100, 'posterior': 1600}
-_MEMORY_PER_PIXEL_CHAIN = {'learned': 2200, 'gaussian': 600}
+# Peak memory in bytes (module docstring): fixed, per pixel, per pixel and
+# method, per pixel and posterior chain.
+_MEMORY_BASE = 2**30
+_MEMORY_PER_PIXEL = 250
+_MEMORY_PER_PIXEL_METHOD = {'ks': 0, 'wiener': 1100, 'tv': 900, 'sparse': 4500,
+                            'mcalens': 5600, 'posterior': 1000}
+_MEMORY_PER_PIXEL_CHAIN = {'learned': 1000, 'gaussian': 250}
 
 # Files of the output folder; and those that versions without a manifest
 # wrote, so that such a folder may be replaced.

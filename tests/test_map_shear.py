@@ -1,8 +1,14 @@
-"""The main job end to end: embedded default and catalogue mode."""
+"""The main job end to end: embedded default and catalogue mode.
+
+Also what a user sees for a bad flag (an error naming it, exit code 2,
+before any estimator runs) and the divergence policy (exit code 3 and
+nothing written, or --drop_diverged_chains).
+"""
 
 import importlib.util
 import json
 import pathlib
+import sys
 
 from absl import app
 from absl import flags
@@ -17,10 +23,13 @@ _SCRIPT = pathlib.Path(__file__).resolve().parents[1] / 'examples' / 'map_shear.
 
 @pytest.fixture(scope='module')
 def map_shear():
-  spec = importlib.util.spec_from_file_location('map_shear_example', _SCRIPT)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  """examples/map_shear.py as a module (shared with other test files)."""
+  if 'map_shear_example' not in sys.modules:
+    spec = importlib.util.spec_from_file_location('map_shear_example', _SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules['map_shear_example'] = module
+  return sys.modules['map_shear_example']
 
 
 def _run(module, *args):
@@ -84,3 +93,151 @@ def test_catalogue_mode_and_no_partial_output(map_shear, tmp_path):
     _run(map_shear, *common, '--center_ra=10', '--center_dec=-40',
          f'--output_dir={empty}')
   assert not empty.exists()
+
+
+@pytest.fixture(scope='module')
+def small_catalogue(tmp_path_factory):
+  """A FITS catalogue filling a 32² grid, the flags to bin it, and its path."""
+  rng = np.random.default_rng(1)
+  n_gal = 20000
+  table = astropy.table.Table({
+      'ra': 150.0 + rng.uniform(-0.2, 0.2, n_gal),
+      'dec': 2.0 + rng.uniform(-0.2, 0.2, n_gal),
+      'e1': 0.2 * rng.standard_normal(n_gal),
+      'e2': 0.2 * rng.standard_normal(n_gal),
+  })
+  path = tmp_path_factory.mktemp('catalogue') / 'cat.fits'
+  table.write(path)
+  return [f'--catalog={path}', '--npix=32', '--pixel_scale_arcmin=0.7'], path
+
+
+def _no_work(module, monkeypatch):
+  def fail(*_):
+    raise AssertionError('the estimators ran although the input was bad')
+  monkeypatch.setattr(module, '_run_methods', fail)
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--methods='], '--methods is empty'),
+    (['--methods=ks,ks'], "lists ['ks'] more than once"),
+    (['--methods=ks', '--num_samples=4'], "['--num_samples'] apply to the posterior"),
+    (['--methods=ks', '--drop_diverged_chains'], 'apply to the posterior'),
+    (['--methods=ks', '--tv_regularisation=2'], '--tv_regularisation applies to'),
+    (['--methods=ks', '--pixel_scale_arcmin=-1'], '--pixel_scale_arcmin must be'),
+    (['--methods=ks', '--npix=0'], '--npix must be >= 1'),
+    (['--methods=ks', '--sigma_e=0'], '--sigma_e must be a finite number > 0'),
+    (['--methods=ks', '--ks_smoothing_arcmin=nan'], '--ks_smoothing_arcmin must'),
+    (['--methods=ks', '--center_ra=150'], '--center_ra and --center_dec go together'),
+    (['--methods=ks', '--center_ra=150', '--center_dec=95'], '|Dec| <= 90'),
+    (['--methods=ks', '--seed=-1'], '--seed must be >= 0'),
+    (['--methods=ks', '--demo_index=3'], '--demo_index selects the embedded default'),
+    (['--methods=ks', '--hdu=7'], 'has no HDU 7'),
+    (['--methods=ks', '--clusters=/nonexistent/clusters.txt'], '--clusters='),
+    (['--methods=ks', '--npix=1000000'], 'GiB of memory; this machine has'),
+    (['--prior=gaussian', '--num_samples=1'], '--num_samples must be >= 2'),
+    (['--prior=gaussian', '--step_size_factor=2'], '--step_size_factor must be in (0, √2'),
+    (['--prior=gaussian', '--step_size_factor=0'], '--step_size_factor must be in'),
+    (['--prior=gaussian', '--num_levels=1'], '--num_levels'),
+    (['--prior=gaussian', '--num_leapfrog_steps=0'], '--num_leapfrog_steps must'),
+    (['--prior=gaussian', '--prior_path=x.keras'], 'either --prior or --prior_path'),
+    # The learned prior was trained on 0.8 arcmin pixels; the grid has 0.7.
+    ([], 'the map has 0.7 arcmin pixels but the prior was trained at 0.8'),
+    (['--pixel_scale_arcmin=0.8', '--npix=36'], 'divisible by 2**depth = 8'),
+])
+def test_bad_flags_fail_before_work(map_shear, small_catalogue, tmp_path,
+                                    monkeypatch, args, message):
+  flags_, _ = small_catalogue
+  _no_work(map_shear, monkeypatch)
+  out = tmp_path / 'out'
+  with pytest.raises(map_shear.InputError) as error:
+    _run(map_shear, *flags_, *args, f'--output_dir={out}')
+  assert message in str(error.value)
+  assert error.value.exitcode == 2
+  assert list(tmp_path.iterdir()) == []
+
+
+def test_catalogue_flags_without_a_catalogue_fail(map_shear, tmp_path,
+                                                  monkeypatch):
+  _no_work(map_shear, monkeypatch)
+  with pytest.raises(map_shear.InputError, match=r"\['--sigma_e', '--npix'\] "
+                     'apply to a catalogue'):
+    _run(map_shear, '--npix=64', '--sigma_e=0.3', f'--output_dir={tmp_path}/o')
+
+
+def test_non_keras_prior_fails_before_sampling_naming_the_file(
+    map_shear, small_catalogue, tmp_path, monkeypatch, capsys):
+  flags_, catalogue_path = small_catalogue
+  _no_work(map_shear, monkeypatch)
+  flags.FLAGS.unparse_flags()
+  argv = flags.FLAGS(['map_shear.py', *flags_, '--pixel_scale_arcmin=0.8',
+                      f'--prior_path={catalogue_path}',
+                      f'--output_dir={tmp_path / "out"}'])
+  assert map_shear._exit_code_main(argv) == 2  # pylint: disable=protected-access
+  err = capsys.readouterr().err
+  assert f'--prior_path={catalogue_path}' in err and 'not a Keras archive' in err
+  assert not (tmp_path / 'out').exists()
+
+
+def test_allow_prior_pixel_scale_mismatch_passes_validation(
+    map_shear, small_catalogue, tmp_path, monkeypatch):
+  flags_, _ = small_catalogue
+  _no_work(map_shear, monkeypatch)
+  with pytest.raises(AssertionError, match='the estimators ran'):
+    _run(map_shear, *flags_, '--allow_prior_pixel_scale_mismatch',
+         f'--output_dir={tmp_path / "out"}')
+
+
+def test_memory_estimate_formula(map_shear):
+  need = map_shear.memory_need_bytes(360, ['ks', 'wiener', 'posterior'], 40,
+                                     'learned')
+  assert need == 2**30 + 360**2 * (250 + 0 + 1100 + 1000 + 40 * 1000)
+  assert map_shear.memory_need_bytes(64, ['ks'], 40, 'learned') == (
+      2**30 + 64**2 * 250)
+
+
+def _diverging(monkeypatch, num_diverged):
+  """Makes sample_posterior report its first ``num_diverged`` chains diverged."""
+  from tfp_massmap import posterior  # pylint: disable=g-import-not-at-top
+  real = posterior.sample_posterior
+
+  def sample(*args, **kwargs):
+    result = real(*args, **kwargs)
+    chains = list(range(num_diverged))
+    return result._replace(diagnostics=dict(
+        result.diagnostics, num_diverged_chains=num_diverged,
+        diverged_chains=chains))
+
+  monkeypatch.setattr(posterior, 'sample_posterior', sample)
+
+
+def test_diverged_chains_exit_3_and_write_nothing(map_shear, small_catalogue,
+                                                  tmp_path, monkeypatch, capsys):
+  flags_, _ = small_catalogue
+  out = tmp_path / 'out'
+  _run(map_shear, *flags_, '--methods=ks', f'--output_dir={out}')
+  before = {p.name: p.read_bytes() for p in out.iterdir()}
+  _diverging(monkeypatch, 1)
+  posterior_flags = ['--methods=ks,posterior', '--prior=gaussian',
+                     '--num_samples=3', '--num_levels=2', f'--output_dir={out}']
+  flags.FLAGS.unparse_flags()
+  argv = flags.FLAGS(['map_shear.py', *flags_, *posterior_flags])
+  assert map_shear._exit_code_main(argv) == 3  # pylint: disable=protected-access
+  err = capsys.readouterr().err
+  assert '1 of 3 posterior chains diverged' in err
+  assert 'smaller --step_size_factor' in err and 'Nothing was written' in err
+  assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+  assert [p.name for p in tmp_path.iterdir()] == ['out']
+  # With --drop_diverged_chains: the other two chains, and the counts.
+  _run(map_shear, *flags_, *posterior_flags, '--drop_diverged_chains')
+  summary = json.loads((out / 'summary.json').read_text())
+  entry = summary['methods']['posterior']
+  assert entry['num_diverged_chains'] == 1 and entry['diverged_chains'] == [0]
+  assert entry['num_dropped_chains'] == 1 and entry['dropped_chains'] == [0]
+  assert entry['num_samples_kept'] == 2
+  samples, _, _ = catalog.read_map_fits(out / 'kappa_posterior_samples.fits')
+  assert samples.shape == (2, 32, 32)
+  # Too few chains left even after dropping: exit 3 as well.
+  _diverging(monkeypatch, 2)
+  with pytest.raises(map_shear.DivergenceError, match='Only 1 chain'):
+    _run(map_shear, *flags_, *posterior_flags, '--drop_diverged_chains')
+  assert json.loads((out / 'summary.json').read_text()) == summary
