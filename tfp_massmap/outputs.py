@@ -191,9 +191,9 @@ def _check_target(path, overwrite, own_files):
     entries = set(os.listdir(target))
     if entries:
       if not overwrite:
-        raise ValueError(f'the output folder {path} exists and is not empty; '
-                         'pass --overwrite (overwrite=True) to replace it, or '
-                         'choose another folder.')
+        raise ValueError(f'the output folder {path} exists and is not empty, '
+                         'and overwriting is off; choose another folder or '
+                         'allow overwriting.')
       manifest = read_manifest(target)
       if manifest is not None:
         foreign = sorted(entries - set(manifest['files']) - {MANIFEST_NAME})
@@ -211,18 +211,15 @@ def _check_target(path, overwrite, own_files):
     raise ValueError(f'cannot create the output folder {path}: {existing} is a '
                      f'{_kind(existing)}, not a folder.')
   if not os.access(existing, os.W_OK | os.X_OK):
-    raise ValueError(f'cannot create the output folder {path}: {existing} is not '
-                     'writable by this user.')
+    raise ValueError(f'cannot write the output folder {path}: {existing} is not '
+                     'writable by this user (a run stages its products beside '
+                     'the folder).')
   return target
 
 
 def _kind(path):
-  mode = os.lstat(path).st_mode
-  if stat.S_ISREG(mode):
-    return 'file'
-  if stat.S_ISLNK(mode):
-    return 'broken symbolic link'
-  return 'special file'
+  """'file' or 'special file' (a FIFO, socket, device) for a non-folder."""
+  return 'file' if stat.S_ISREG(os.stat(path).st_mode) else 'special file'
 
 
 def _exchange(a, b):
