@@ -12,6 +12,7 @@ import sys
 
 from absl import app
 from absl import flags
+import astropy.io.fits
 import astropy.table
 import numpy as np
 import pytest
@@ -241,3 +242,43 @@ def test_diverged_chains_exit_3_and_write_nothing(map_shear, small_catalogue,
   with pytest.raises(map_shear.DivergenceError, match='Only 1 chain'):
     _run(map_shear, *flags_, *posterior_flags, '--drop_diverged_chains')
   assert json.loads((out / 'summary.json').read_text()) == summary
+
+
+def test_catalogue_flags_reach_the_binning(map_shear, tmp_path):
+  rng = np.random.default_rng(2)
+
+  def table(n_gal, n_unphysical):
+    e = 0.2 * rng.standard_normal((2, n_gal))
+    e[0, :n_unphysical] = 1.5  # |e| >= 1
+    return astropy.table.Table({
+        'ra': 150.0 + rng.uniform(-0.2, 0.2, n_gal),
+        'dec': 2.0 + rng.uniform(-0.2, 0.2, n_gal), 'e1': e[0], 'e2': e[1]})
+
+  path = tmp_path / 'two_tables.fits'
+  astropy.io.fits.HDUList([
+      astropy.io.fits.PrimaryHDU(),
+      astropy.io.fits.table_to_hdu(table(20000, 0)),
+      astropy.io.fits.table_to_hdu(table(15000, 30))]).writeto(path)
+  common = [f'--catalog={path}', '--npix=32', '--pixel_scale_arcmin=0.7',
+            '--center_ra=150', '--center_dec=2', '--methods=ks']
+
+  def run(*args):
+    out = tmp_path / 'out'
+    _run(map_shear, *common, *args, f'--output_dir={out}')
+    noise, _, _ = catalog.read_map_fits(out / 'noise_std.fits')
+    mask, _, _ = catalog.read_map_fits(out / 'mask.fits')
+    return json.loads((out / 'summary.json').read_text())['input'], noise, mask > 0
+
+  described, _, _ = run()
+  assert described.endswith('(20000 galaxies)')  # the first table HDU
+  with pytest.warns(UserWarning, match='30 with'):
+    described, noise_half, observed = run('--hdu=2', '--sigma_e=0.5')
+  assert described.endswith('(14970 galaxies)')  # |e| >= 1 dropped
+  described, noise_quarter, _ = run('--hdu=2', '--sigma_e=0.25',
+                                    '--keep_unphysical_ellipticities')
+  assert described.endswith('(15000 galaxies)')
+  # σ_e / sqrt(N_p) per pixel: the noise map scales with --sigma_e (the
+  # pixels of the 30 kept galaxies have one more galaxy).
+  ratio = noise_half[observed] / noise_quarter[observed]
+  assert np.mean(np.isclose(ratio, 2, rtol=1e-5)) > 0.9
+  assert np.all((ratio >= 2) & (ratio < 2.2))
