@@ -33,8 +33,9 @@ Divergence policy: the sampler counts the chains that diverged (non-finite
 or runaway states). If any did, the job exits with code 3, names how many,
 suggests a smaller ``--step_size_factor``, and writes nothing (the previous
 outputs stay). With ``--drop_diverged_chains`` it instead drops them with a
-warning, summarises the remaining ones (at least 2 must remain) and records
-``num_diverged_chains`` and ``num_dropped_chains`` in ``summary.json``.
+warning, summarises the remaining ones (at least 2 must remain, else exit
+code 3) and records ``num_diverged_chains``, ``diverged_chains``,
+``num_dropped_chains`` and ``num_samples_kept`` in ``summary.json``.
 
 Exit codes:
 
@@ -53,7 +54,7 @@ bytes is
 
 with c_ks = 0, c_wiener = 1100, c_tv = 900, c_sparse = 4500,
 c_mcalens = 5600 and c_posterior = 1000 + S · 1000 with the learned prior
-(S · 250 with the Gaussian one), in bytes per pixel: the peak resident
+(1000 + S · 250 with the Gaussian one), in bytes per pixel: the peak resident
 memory measured on CPU, rounded up (1 GiB is TensorFlow, the prior network
 and the catalogue). Summing the methods, which run one after another, makes
 it an upper bound. The default run (128², ks + wiener + posterior, S = 40)
