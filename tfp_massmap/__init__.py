@@ -18,6 +18,7 @@ from tfp_massmap import power_spectrum
 from tfp_massmap import preprocessing
 from tfp_massmap import priors
 from tfp_massmap import score_network
+from tfp_massmap import shear_map
 from tfp_massmap import sparse
 from tfp_massmap import starlet
 from tfp_massmap import survey
@@ -33,6 +34,8 @@ from tfp_massmap.posterior import map_estimate
 from tfp_massmap.priors import load_prior
 from tfp_massmap.score_network import ScoreNetwork
 from tfp_massmap.score_network import load_score_network
+from tfp_massmap.shear_map import ShearMap
+from tfp_massmap.shear_map import as_shear_map
 from tfp_massmap.posterior import sample_posterior
 from tfp_massmap.sparse import mcalens_map
 from tfp_massmap.sparse import sparse_map

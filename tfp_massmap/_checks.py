@@ -124,6 +124,51 @@ def unpack_shear_data(shear, noise_std, mask):
   return shear, noise_std, mask
 
 
+def declared_float_dtype(x):
+  """The float dtype an input declares (tensor, variable, numpy array), or None.
+
+  Python numbers and lists and numpy scalars declare none: they are converted
+  to whatever dtype the computation uses, as TensorFlow does.
+  """
+  dtype = getattr(x, 'dtype', None)
+  if dtype is None or isinstance(x, np.generic):
+    return None
+  try:
+    dtype = tf.as_dtype(dtype)
+  except TypeError:
+    return None
+  return dtype if dtype.is_floating else None
+
+
+def same_float_dtype(x, dtype, name, reference, remedy=''):
+  """Raises if ``x`` declares a float dtype other than ``dtype``.
+
+  The message reads "{name} has dtype D but {reference} has dtype
+  {dtype}; cast {name} to {dtype}{remedy}".
+  """
+  declared = declared_float_dtype(x)
+  if declared is not None and declared != dtype:
+    raise ValueError(
+        f'{name} has dtype {declared.name} but {reference} has dtype '
+        f'{dtype.name}; cast {name} to {dtype.name}{remedy}.')
+
+
+def noise_is_per_component(noise_shape, n, channels):
+  """Whether noise_std is ``[..., N, N, C]`` (True) or ``[..., N, N]`` (False).
+
+  A shape ending in ``[N, N]`` is read as the second form.
+  """
+  shape = tf.TensorShape(noise_shape)
+  if shape.rank is not None and shape.rank >= 2 and shape[-2:] == [n, n]:
+    return False
+  if (shape.rank is not None and shape.rank >= 3 and
+      shape[-3:].is_compatible_with([n, n, channels])):
+    return True
+  raise ValueError(
+      f'noise_std must have shape [..., N, N] or [..., N, N, {channels}] with '
+      f'N = {n} (the map size of the data), got shape {shape}.')
+
+
 def noise_and_mask(noise_std, mask, n=None):
   """Checks the noise std and mask that go with shear data on an N x N grid.
 

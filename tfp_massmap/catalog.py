@@ -3,11 +3,11 @@
 A shear catalogue is a table of galaxies (FITS, CSV, ECSV or Parquet) with sky
 positions (RA, Dec in degrees) and ellipticities (e1, e2, dimensionless),
 optionally with shape weights. `read_catalog` loads one, `bin_shear_catalog`
-averages it on an
-N×N grid into a `ShearMap` (the data of the shear likelihood: per-pixel mean
-ellipticity, its noise standard deviation, the mask of pixels holding
-galaxies and a celestial WCS), and `write_map_fits` / `read_map_fits` store
-maps and stacks of maps with their WCS.
+averages it on an N×N grid into a `shear_map.ShearMap` (the data of the shear
+likelihood: per-pixel mean ellipticity, its noise standard deviation, the 0/1
+mask of pixels holding galaxies and a celestial WCS; also importable as
+``catalog.ShearMap``), and `write_map_fits` / `read_map_fits` store maps and
+stacks of maps with their WCS.
 
 Grid conventions (DESIGN.md §2): arrays are ``[N, N]`` with row index along
 Dec (y) and column index along RA (x); both increase with the index, so a map
@@ -54,6 +54,7 @@ import numpy as np
 
 from tfp_massmap import _checks
 from tfp_massmap import sky
+from tfp_massmap.shear_map import ShearMap
 
 __all__ = [
     'Catalog',
@@ -96,27 +97,6 @@ class Catalog(
     weight: positive shape weights (all ones when the catalogue has none).
 
   The ellipticities are in each galaxy's local RA/Dec frame.
-  """
-  __slots__ = ()
-
-
-class ShearMap(
-    collections.namedtuple('ShearMap', [
-        'shear', 'noise_std', 'mask', 'counts', 'wcs', 'pixel_scale_arcmin'])):
-  """A binned shear catalogue on an N×N grid (immutable).
-
-  Attributes:
-    shear: float32 ``[N, N, 2]``, weighted-mean (e1, e2) per pixel in the
-      grid frame; 0 where the pixel holds no galaxy.
-    noise_std: float32 ``[N, N, 2]``, standard deviation of the pixel-mean
-      ellipticity per component (dimensionless); 0 outside the mask.
-    mask: float32 ``[N, N]``, 1 where the pixel holds at least one galaxy.
-    counts: int32 ``[N, N]``, galaxies per pixel.
-    wcs: 2-D celestial `astropy.wcs.WCS` of the grid; axis 1 is the column
-      (RA), axis 2 the row (Dec). ``wcs.world_to_pixel_values(ra, dec)`` gives
-      zero-based (column, row) positions, e.g. to overlay sources.
-    pixel_scale_arcmin: pixel side in arcmin (for ``'radec'`` grids, the bin
-      width in degrees of RA and of Dec, times 60).
   """
   __slots__ = ()
 
@@ -564,7 +544,13 @@ def bin_shear_catalog(catalog, npix, pixel_scale_arcmin, center=None,
     noise_model: ``'weighted'`` or ``'counts'``, see above.
 
   Returns:
-    A `ShearMap`.
+    A `ShearMap` of numpy arrays: shear float32 ``[N, N, 2]`` (weighted-mean
+    (e1, e2) per pixel in the grid frame, 0 where the pixel holds no galaxy),
+    noise_std float32 ``[N, N, 2]`` (0 outside the mask), mask float32
+    ``[N, N]`` (1 where the pixel holds at least one galaxy, else 0), counts
+    int32 ``[N, N]`` (galaxies per pixel), the grid's WCS and
+    ``pixel_scale_arcmin`` (for ``'radec'`` grids, the bin width in degrees
+    of RA and of Dec, times 60).
 
   Raises:
     ValueError: on invalid arguments or catalogue values, when no galaxy
