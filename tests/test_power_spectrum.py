@@ -105,6 +105,10 @@ def test_binned_power_matches_numpy_bincount(n, dtype, rtol):
   assert np.isnan(ell[1]) and np.all(np.isnan(power.numpy()[..., 1]))
   np.testing.assert_allclose(ell, ell_expected, rtol=1e-12)
   np.testing.assert_allclose(power.numpy(), power_expected, rtol=rtol)
+  # The bins are cached: changing the returned ℓ must not change the next call.
+  ell[:] = 0.
+  again, _ = power_spectrum.measure_power_spectrum(x, PIXEL_ARCMIN, edges)
+  np.testing.assert_allclose(again, ell_expected, rtol=1e-12)
 
 
 def test_binned_power_inside_a_compiled_function():

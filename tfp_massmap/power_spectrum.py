@@ -14,6 +14,7 @@ pixel scale in arcmin. The k = 0 mode (the map mean) is not constrained by
 shear (mass-sheet degeneracy) and gets eigenvalue 0.
 """
 
+import functools
 import math
 
 import numpy as np
@@ -49,13 +50,51 @@ def default_ell_edges(n, pixel_scale_arcmin, n_bins=20):
   return np.geomspace(ell_min, ell_max, int(n_bins) + 1)
 
 
+@functools.lru_cache(maxsize=8)
+def _mode_bins(n, pixel_scale_arcmin, ell_edges):
+  """The ℓ bin of every FFT mode of an N×N map, cached per (N, pixel, edges).
+
+  Args:
+    n: map size in pixels.
+    pixel_scale_arcmin: pixel side in arcmin.
+    ell_edges: tuple of increasing bin edges, rad⁻¹.
+
+  Returns:
+    (segment, ell_mean, inverse_counts), read-only numpy arrays: the bin of
+    each mode, int32 ``[N²]`` (``n_bins`` for the k = 0 mode and modes in no
+    bin); the mean ℓ per bin (rad⁻¹) and 1 / (modes per bin), ``[n_bins]``,
+    NaN for a bin with no mode.
+  """
+  ell_edges = np.asarray(ell_edges)
+  with tf.init_scope():  # Static numpy work, also inside tf.function.
+    ell = lensing.multipoles(n, pixel_scale_arcmin, tf.float64).numpy().ravel()
+  idx = np.digitize(ell, ell_edges) - 1
+  n_b = ell_edges.size - 1
+  # Both end edges are inclusive, up to rounding: the default edges sit
+  # exactly on the fundamental and the axis Nyquist modes, which float
+  # rounding can otherwise push just outside.
+  idx[np.isclose(ell, ell_edges[0], rtol=1e-10, atol=0.)] = 0
+  idx[np.isclose(ell, ell_edges[-1], rtol=1e-10, atol=0.)] = n_b - 1
+  valid = (idx >= 0) & (idx < n_b) & (ell > 0)
+  # Modes in no bin go to an extra segment n_b, dropped after the sum.
+  segment = np.where(valid, idx, n_b).astype(np.int32)
+  counts = np.bincount(segment, minlength=n_b + 1)[:n_b]
+  with np.errstate(invalid='ignore', divide='ignore'):
+    ell_mean = np.bincount(segment, ell, minlength=n_b + 1)[:n_b] / counts
+    inverse_counts = np.where(counts > 0, 1. / counts, np.nan)
+  for array in (segment, ell_mean, inverse_counts):
+    array.flags.writeable = False
+  return segment, ell_mean, inverse_counts
+
+
 def measure_power_spectrum(kappa, pixel_scale_arcmin, ell_edges=None,
                            n_bins=20, name=None):
   """Binned angular power spectrum of maps ``[..., N, N]``.
 
-  The bins are fixed in numpy (N must be static); the per-bin sums of
-  |κ̂_k|² are one segment sum over the N² modes (memory and time linear in
-  the map size), so the function also runs inside `tf.function`.
+  The bins are fixed in numpy (N must be static) and cached per (N, pixel
+  scale, edges); the per-bin sums of |κ̂_k|² are one segment sum over the N²
+  modes (memory and time linear in the map size), so the function also runs
+  inside `tf.function`.
 
   Args:
     kappa: float tensor ``[..., N, N]`` (periodic maps; apodise or pad
@@ -82,22 +121,9 @@ def measure_power_spectrum(kappa, pixel_scale_arcmin, ell_edges=None,
     if ell_edges.ndim != 1 or ell_edges.size < 2 or np.any(np.diff(ell_edges) <= 0):
       raise ValueError(f'ell_edges must be a 1-D increasing array of >= 2 edges, '
                        f'got {ell_edges!r}.')
-    with tf.init_scope():  # The binning is static, also inside tf.function.
-      ell = lensing.multipoles(n, pix, tf.float64).numpy().ravel()
-    idx = np.digitize(ell, ell_edges) - 1
+    segment, ell_mean, inverse_counts = _mode_bins(
+        n, pix, tuple(ell_edges.tolist()))
     n_b = ell_edges.size - 1
-    # Both end edges are inclusive, up to rounding: the default edges sit
-    # exactly on the fundamental and the axis Nyquist modes, which float
-    # rounding can otherwise push just outside.
-    idx[np.isclose(ell, ell_edges[0], rtol=1e-10, atol=0.)] = 0
-    idx[np.isclose(ell, ell_edges[-1], rtol=1e-10, atol=0.)] = n_b - 1
-    valid = (idx >= 0) & (idx < n_b) & (ell > 0)
-    # Modes in no bin go to an extra segment n_b, dropped after the sum.
-    segment = np.where(valid, idx, n_b)
-    counts = np.bincount(segment, minlength=n_b + 1)[:n_b]
-    with np.errstate(invalid='ignore', divide='ignore'):
-      ell_mean = np.bincount(segment, ell, minlength=n_b + 1)[:n_b] / counts
-      inverse_counts = np.where(counts > 0, 1. / counts, np.nan)
 
     delta = pix * lensing.ARCMIN_TO_RAD
     complex_dtype = tf.complex64 if dtype == tf.float32 else tf.complex128
@@ -109,12 +135,12 @@ def measure_power_spectrum(kappa, pixel_scale_arcmin, ell_edges=None,
     modes_first = tf.transpose(tf.reshape(tf.cast(mod2, tf.float64),
                                           [-1, n * n]))
     sums = tf.math.unsorted_segment_sum(
-        modes_first, tf.constant(segment, tf.int32), n_b + 1)[:n_b]
+        modes_first, tf.constant(segment), n_b + 1)[:n_b]
     power = tf.transpose(sums) * tf.constant(
         inverse_counts * delta**2 / n**2, tf.float64)
     power = tf.reshape(tf.cast(power, dtype),
                        tf.concat([batch_shape, [n_b]], axis=0))
-    return ell_mean, power
+    return ell_mean.copy(), power
 
 
 def power_spectrum_grid(ell, cl, n, pixel_scale_arcmin, dtype=tf.float32):
