@@ -1,0 +1,132 @@
+"""The chunked driver shared by the package's samplers, safe under XLA.
+
+A sampler runs `tfp.mcmc.sample_chain` in chunks of at most a few tens of
+transitions: each chunk is one call of a compiled function (one progress-bar
+update), the loop over chunks is Python. `compile_chain` builds that
+function once; its arguments are all tensors (the state, the kernel results,
+the seed, the number of transitions, and whatever the kernel is built from,
+such as the observed data), so later calls with arrays of the same shapes
+reuse the trace, and under XLA the compiled program: a sampler object that
+builds its functions in its constructor maps many observations without
+retracing. `chunk_lengths` splits a run into chunks of at most two distinct
+lengths, and `default_jit_compile` is the one place deciding when XLA is
+used.
+"""
+
+import math
+
+import tensorflow as tf
+
+from tensorflow_probability.python.internal import samplers
+from tensorflow_probability.python.mcmc import sample as sample_lib
+
+__all__ = [
+    'chunk_lengths',
+    'compile_chain',
+    'default_jit_compile',
+    'run_chunks',
+]
+
+
+def default_jit_compile(jit_compile):
+  """``jit_compile`` as a bool; None means XLA exactly when a GPU is visible."""
+  if jit_compile is None:
+    return bool(tf.config.list_physical_devices('GPU'))
+  return bool(jit_compile)
+
+
+def chunk_lengths(num_steps, max_chunk_steps, unit=1):
+  """Splits ``num_steps`` into chunks of at most two distinct lengths.
+
+  Args:
+    num_steps: total transitions, a Python int >= 1 and a multiple of
+      ``unit``.
+    max_chunk_steps: the longest chunk wanted (transitions, int >= 1).
+    unit: every chunk is a multiple of it (e.g. the thinning of a chain
+      whose every ``unit``-th state is kept), int >= 1.
+
+  Returns:
+    A list of Python ints summing to ``num_steps``: equal lengths but for a
+    shorter last one, each at most ``max(max_chunk_steps, unit)``.
+  """
+  units = num_steps // unit
+  per_chunk = max(1, max_chunk_steps // unit)
+  num_chunks = math.ceil(units / per_chunk)
+  size = math.ceil(units / num_chunks)
+  sizes = [size] * (num_chunks - 1) + [units - size * (num_chunks - 1)]
+  return [s * unit for s in sizes]
+
+
+def compile_chain(make_kernel, *, jit_compile, trace_fn=None,
+                  num_steps_between_results=0):
+  """A compiled function running one chunk of `tfp.mcmc.sample_chain`.
+
+  Args:
+    make_kernel: Python callable ``(*args) -> TransitionKernel``, called
+      inside the compiled function with its trailing tensor arguments (the
+      data the target depends on), so that new data reuse the trace.
+    jit_compile: Python bool, compile with XLA.
+    trace_fn: None to keep only the final state and kernel results; or a
+      callable ``(state, kernel_results) -> structure`` traced at each kept
+      transition, as in `tfp.mcmc.sample_chain`.
+    num_steps_between_results: with ``trace_fn``, transitions between
+      traced ones (thinning), a Python int >= 0.
+
+  Returns:
+    A `tf.function` ``(state, kernel_results, seed, num_results, *args)``.
+    Without ``trace_fn`` it runs ``num_results`` transitions and returns
+    ``(state, kernel_results)``; with it, ``num_results`` kept transitions
+    (``num_results * (num_steps_between_results + 1)`` in all) and returns
+    ``(state, kernel_results, trace)`` with the traces stacked on axis 0.
+    ``num_results`` is an int32 tensor (no retrace per chunk length) or a
+    Python int.
+  """
+  @tf.function(jit_compile=jit_compile, autograph=False)
+  def run(state, kernel_results, seed, num_results, *args):
+    kernel = make_kernel(*args)
+    if trace_fn is None:
+      out = sample_lib.sample_chain(
+          num_results=1, num_burnin_steps=num_results - 1,
+          current_state=state, previous_kernel_results=kernel_results,
+          kernel=kernel, trace_fn=None, return_final_kernel_results=True,
+          seed=seed)
+      return out.all_states[-1], out.final_kernel_results
+    out = sample_lib.sample_chain(
+        num_results=num_results,
+        num_steps_between_results=num_steps_between_results,
+        current_state=state, previous_kernel_results=kernel_results,
+        kernel=kernel, trace_fn=trace_fn, return_final_kernel_results=True,
+        seed=seed)
+    return out.all_states[-1], out.final_kernel_results, out.trace
+
+  return run
+
+
+def run_chunks(chain, state, kernel_results, chunks, seed, *args, unit=1,
+               progress_bar=None):
+  """Runs a compiled chain over ``chunks`` transitions, one call each.
+
+  Args:
+    chain: a function from `compile_chain`.
+    state, kernel_results: where the chain starts.
+    chunks: list of Python ints, transitions per call (`chunk_lengths`).
+    seed: stateless seed of the whole run, split into one per chunk.
+    *args: the tensors ``chain`` builds its kernel from.
+    unit: transitions per kept result for a traced chain (its thinning + 1);
+      1 otherwise.
+    progress_bar: optional tqdm bar, advanced by each chunk's transitions.
+
+  Returns:
+    ``(state, kernel_results, traces)``: the final state and results, and
+    the list of each call's trace (empty for a chain without ``trace_fn``).
+  """
+  traces = []
+  for steps, chunk_seed in zip(chunks,
+                               samplers.split_seed(seed, n=len(chunks))):
+    out = chain(state, kernel_results, chunk_seed,
+                tf.constant(steps // unit, tf.int32), *args)
+    state, kernel_results = out[:2]
+    traces.extend(out[2:])
+    if progress_bar is not None:
+      progress_bar.update(steps)
+  return state, kernel_results, traces
