@@ -137,6 +137,10 @@ class ScoreNetwork(keras.Model):
   2**depth; sigma (dimensionless, same units as x, > 0) is a scalar or a
   tensor broadcastable to ``x.shape[:-2]``.
 
+  It implements the `tfp_massmap.priors.Prior` protocol: ``dtype`` (one
+  dtype for weights and computation, float32 by default), ``size_divisor``
+  = 2**depth, ``num_pixels_per_side`` None, ``pixel_scale_arcmin`` (below).
+
   The network is built at construction (its weights do not depend on N), and
   is saved and reloaded with the Keras ``.keras`` format:
   ``model.save('prior.keras')`` then, after ``import tfp_massmap``,
@@ -182,6 +186,15 @@ class ScoreNetwork(keras.Model):
                pixel_scale_arcmin=None,
                **kwargs):
     super().__init__(**kwargs)
+    # `dtype` (Keras: the variable dtype) is the compute dtype of the
+    # `tfp_massmap.priors.Prior` protocol: a mixed policy would split them.
+    _checks.float_dtype(self.compute_dtype, 'ScoreNetwork compute dtype')
+    if self.compute_dtype != self.dtype:
+      raise ValueError(
+          f'ScoreNetwork needs one dtype for its weights and its computation, '
+          f'got the mixed policy {self.dtype_policy.name!r} (variables '
+          f'{self.dtype}, computation {self.compute_dtype}); pass '
+          "dtype='float32' or 'float64'.")
     self.depth = _checks.positive_int(depth, 'depth')
     self.base_channels = _checks.positive_int(base_channels, 'base_channels')
     if channel_multipliers is None:
@@ -289,13 +302,28 @@ class ScoreNetwork(keras.Model):
         pixel_scale_arcmin=self.pixel_scale_arcmin)
     return config
 
+  @property
+  def size_divisor(self):
+    """2**depth: the U-Net needs maps whose side is a multiple of it."""
+    return 2**self.depth
+
+  @property
+  def num_pixels_per_side(self):
+    """None: the fully convolutional network serves any size (see above)."""
+    return None
+
+  @property
+  def smoothed_score(self):
+    """True: the network is conditioned on σ and scores every σ > 0."""
+    return True
+
   def gaussian_prior(self, n):
     """The analytic `GaussianPrior` of the hybrid skip term for N×N maps."""
     if self.gaussian_pixel_scale_arcmin is None:
       raise ValueError('this ScoreNetwork is not a hybrid prior '
                        '(gaussian_pixel_scale_arcmin is None).')
     if n not in self._gaussian_priors:
-      from tfp_massmap import gaussian_prior  # pylint: disable=g-import-not-at-top
+      from tfp_massmap.priors import gaussian as gaussian_prior  # pylint: disable=g-import-not-at-top
       from tfp_massmap import lognormal  # pylint: disable=g-import-not-at-top
       ell, cl = lognormal.cosmos_convergence_cl()
       with tf.init_scope():

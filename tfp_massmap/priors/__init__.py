@@ -1,0 +1,43 @@
+"""Priors on convergence maps, and the protocol they share.
+
+Every prior implements `Prior` (``protocol.py``): a score ``score(x,
+sigma)``, optionally a denoiser, the dtype it computes in, the pixel scale
+it is valid at, the map size or size divisor it needs, and whether its score
+holds at every noise level. `check_prior` checks a prior against the data
+before an estimator starts; the samplers, the Wiener filter and the sparse
+solvers call it.
+
+- `GaussianPrior` (``gaussian.py``): the stationary Gaussian random field of
+  a power spectrum, exact score and denoiser at every σ.
+- `LognormalPrior` (``lognormal.py``): the shifted lognormal field of a
+  `tfp_massmap.LognormalField`, exact density and score at σ = 0 (its
+  posterior is sampled by `tfp_massmap.lognormal_posterior`).
+- Learned priors (``learned.py``): `tfp_massmap.ScoreNetwork` files, the
+  shipped ones by name and one's own by path, through `load_prior`.
+"""
+
+from tfp_massmap.priors.gaussian import GaussianPrior
+from tfp_massmap.priors.gaussian import fourier_filter
+from tfp_massmap.priors.learned import SHIPPED_PRIORS
+from tfp_massmap.priors.learned import load_prior
+from tfp_massmap.priors.protocol import PIXEL_SCALE_TOLERANCE
+from tfp_massmap.priors.protocol import Prior
+from tfp_massmap.priors.protocol import PriorCheck
+from tfp_massmap.priors.protocol import PriorProperties
+from tfp_massmap.priors.protocol import check_prior
+from tfp_massmap.priors.protocol import denoise
+from tfp_massmap.priors.protocol import prior_properties
+
+__all__ = [
+    'GaussianPrior',
+    'PIXEL_SCALE_TOLERANCE',
+    'Prior',
+    'PriorCheck',
+    'PriorProperties',
+    'SHIPPED_PRIORS',
+    'check_prior',
+    'denoise',
+    'fourier_filter',
+    'load_prior',
+    'prior_properties',
+]

@@ -1,0 +1,78 @@
+"""Learned priors: the shipped score networks, and `load_prior`.
+
+``load_prior()`` returns the `ScoreNetwork` trained by denoising score
+matching on ``lognormal_kappa/lognormal_128`` (128² maps of 0.8 arcmin with
+the shipped COSMOS-like ΛCDM spectrum, lognormal shift 0.035); the training
+command, data, steps, wall time and final loss are in
+``docs/shipped_prior.md``. The network is fully convolutional, so it serves
+any map size divisible by 2**depth, but it has only seen 0.8 arcmin pixels.
+``load_prior(path)`` loads a network of one's own (``examples/train_score.py``
+writes one) from its ``.keras`` file.
+"""
+
+import importlib.resources
+import os
+
+from tfp_massmap import score_network
+
+__all__ = ['SHIPPED_PRIORS', 'load_prior']
+
+# name → (file in tfp_massmap/data, pixel scale in arcmin it was trained at)
+SHIPPED_PRIORS = {
+    'lognormal_128': ('prior_lognormal_128.keras', 0.8),
+}
+
+
+def _is_path(name):
+  """Whether a string that is no shipped name is meant as a file path."""
+  return (any(sep and sep in name for sep in (os.sep, os.altsep)) or
+          name.endswith('.keras') or os.path.exists(name))
+
+
+def load_prior(name_or_path='lognormal_128'):
+  """Loads a shipped score-network prior, or one from its ``.keras`` file.
+
+  Args:
+    name_or_path: one of ``SHIPPED_PRIORS`` (default: the demo-setting prior,
+      trained on 0.8 arcmin pixels), or the path (str or ``os.PathLike``) of
+      a ``.keras`` file written by ``ScoreNetwork.save`` (e.g. the
+      ``score_network.keras`` of ``examples/train_score.py``). A string is a
+      path when it is not a shipped name and holds a path separator, ends in
+      ``.keras`` or names an existing file.
+
+  Returns:
+    The `ScoreNetwork`, a `tfp_massmap.priors.Prior`: its ``score(x,
+    sigma)`` is ∇ log p_σ(x) for maps ``[batch, N, N]`` of dimensionless
+    convergence, and its ``pixel_scale_arcmin`` the pixel scale it was
+    trained at (from ``SHIPPED_PRIORS`` for a shipped prior, from the file
+    otherwise; None when the file does not record one), which the samplers
+    check the data against.
+
+  Raises:
+    ValueError: for a string that is neither a shipped name nor a path, a
+      missing shipped file, or a file that is not a ``ScoreNetwork``
+      ``.keras`` archive (the message names the file and what it is).
+    FileNotFoundError: for a path where nothing exists.
+  """
+  if isinstance(name_or_path, os.PathLike):
+    name_or_path = os.fspath(name_or_path)
+  if not isinstance(name_or_path, str):
+    raise ValueError('name_or_path must be the name of a shipped prior '
+                     f'({sorted(SHIPPED_PRIORS)}) or the path of a .keras '
+                     f'file, got {name_or_path!r}.')
+  if name_or_path not in SHIPPED_PRIORS:
+    if _is_path(name_or_path):
+      return score_network.load_score_network(name_or_path)
+    raise ValueError(f'unknown prior {name_or_path!r}; expected one of '
+                     f'{sorted(SHIPPED_PRIORS)} or the path of a .keras file '
+                     '(e.g. runs/prior/score_network.keras).')
+  filename, pixel_scale_arcmin = SHIPPED_PRIORS[name_or_path]
+  resource = importlib.resources.files('tfp_massmap').joinpath('data', filename)
+  if not resource.is_file():
+    raise ValueError(f'the shipped prior file {filename} is missing from '
+                     'tfp_massmap/data; reinstall the package, or train one with '
+                     'examples/train_score.py and pass its path instead.')
+  with importlib.resources.as_file(resource) as path:
+    network = score_network.load_score_network(str(path))
+  network.pixel_scale_arcmin = pixel_scale_arcmin
+  return network
