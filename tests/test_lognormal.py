@@ -7,6 +7,7 @@ import tensorflow as tf
 from tfp_massmap import lensing
 from tfp_massmap import lognormal
 from tfp_massmap import power_spectrum
+from tfp_massmap import priors
 
 N = 128
 PIX = 0.8  # arcmin, the demo setting
@@ -165,3 +166,89 @@ def test_invalid_arguments_raise():
     f.latent_from_white(tf.zeros([16, 16]))
   with pytest.raises(ValueError, match='dtype'):
     f.latent_from_white(tf.zeros([32, 32], tf.float64))
+
+
+# --- the field's prior (tfp_massmap.priors.LognormalPrior) ---------------------
+
+
+def _small_field(shift=lognormal.COSMOS_SHIFT, n=6, dtype=tf.float64):
+  return lognormal.LognormalField(shift, n, 4.0, dtype=dtype)
+
+
+def _dense_log_prob(field, kappa):
+  """log p(κ) from the dense latent covariance C_g[i, j] = ξ_g(r_i − r_j)."""
+  n = field.map_size
+  latent_grid = field.latent_power_grid.numpy()
+  xi = np.fft.ifft2(latent_grid).real
+  rows, cols = np.meshgrid(np.arange(n), np.arange(n), indexing='ij')
+  rows, cols = rows.ravel(), cols.ravel()
+  cov = xi[(rows[:, None] - rows[None, :]) % n, (cols[:, None] - cols[None, :]) % n]
+  values, vectors = np.linalg.eigh(cov)
+  rank = int(np.sum(latent_grid > 0))  # C_g's eigenvalues are P_g.
+  values, vectors = values[-rank:], vectors[:, -rank:]
+  g = np.log1p(kappa.ravel() / field.shift) + 0.5 * field.latent_variance
+  projected = vectors.T @ g
+  return (-0.5 * (np.sum(projected**2 / values) + np.sum(np.log(values)) +
+                  rank * np.log(2 * np.pi)) -
+          np.sum(np.log(kappa + field.shift)))
+
+
+def test_lognormal_prior_density_is_the_change_of_variables():
+  field = _small_field()
+  prior = priors.LognormalPrior(field)
+  kappa = prior.sample(3, seed=(4, 5)).numpy()
+  assert np.all(kappa > -field.shift)
+  expected = [_dense_log_prob(field, k) for k in kappa]
+  np.testing.assert_allclose(prior.log_prob(kappa), expected, rtol=1e-10)
+  # Outside the support (a pixel at or below -shift): -inf.
+  kappa[1, 2, 3] = -field.shift
+  log_prob = prior.log_prob(kappa).numpy()
+  assert log_prob[1] == -np.inf and np.all(np.isfinite(log_prob[[0, 2]]))
+
+
+def test_lognormal_prior_score_is_the_gradient_of_log_prob():
+  prior = priors.LognormalPrior(_small_field(n=8))
+  kappa = prior.sample(2, seed=(6, 7))
+  with tf.GradientTape() as tape:
+    tape.watch(kappa)
+    log_prob = prior.log_prob(kappa)
+  np.testing.assert_allclose(prior.score(kappa), tape.gradient(log_prob, kappa),
+                             rtol=1e-9, atol=1e-9 * np.abs(
+                                 prior.score(kappa).numpy()).max())
+  assert prior.score(kappa, sigma=0.).dtype == tf.float64
+
+
+def test_gaussian_field_prior_is_the_gaussian_prior_at_every_sigma():
+  field = _small_field(shift=None, n=8)
+  prior = priors.LognormalPrior(field)
+  gaussian = priors.GaussianPrior(field.power_grid)
+  x = field.sample(2, seed=(8, 9))
+  np.testing.assert_allclose(prior.log_prob(x), gaussian.log_prob(x),
+                             rtol=1e-12)
+  np.testing.assert_allclose(prior.score(x, 0.05), gaussian.score(x, 0.05),
+                             rtol=1e-12)
+  assert prior.smoothed_score
+  assert priors.check_prior(prior, 8).num_pixels_per_side == 8
+
+
+def test_lognormal_prior_members_and_refusals():
+  field = _small_field(n=8, dtype=tf.float32)
+  prior = priors.LognormalPrior(field)
+  assert priors.prior_properties(prior) == priors.PriorProperties(
+      dtype=tf.float32, pixel_scale_arcmin=4.0, num_pixels_per_side=8,
+      size_divisor=1, smoothed_score=False)
+  np.testing.assert_array_equal(prior.sample(2, seed=(1, 2)),
+                                field.sample(2, seed=(1, 2)))
+  with pytest.raises(ValueError, match='sigma must be 0 for a lognormal prior'):
+    prior.score(tf.zeros([8, 8]), 0.1)
+  with pytest.raises(ValueError, match='score at sigma = 0 only'):
+    priors.check_prior(prior, 8)
+  with pytest.raises(ValueError, match='defined on 8x8 maps'):
+    priors.check_prior(prior, 16, smoothed_score=False)
+  with pytest.raises(ValueError, match='x has dtype float64.*cast x to float32'):
+    prior.log_prob(tf.zeros([8, 8], tf.float64))
+  with pytest.raises(ValueError, match=r'x must have shape \[\.\.\., 8, 8\]'):
+    prior.score(tf.zeros([16, 16]))
+  with pytest.raises(ValueError, match='field must be a tfp_massmap.'
+                     'LognormalField, got GaussianPrior'):
+    priors.LognormalPrior(priors.GaussianPrior(tf.ones([8, 8])))

@@ -20,6 +20,7 @@ from tfp_massmap.priors.gaussian import GaussianPrior
 from tfp_massmap.priors.gaussian import fourier_filter
 from tfp_massmap.priors.learned import SHIPPED_PRIORS
 from tfp_massmap.priors.learned import load_prior
+from tfp_massmap.priors.lognormal import LognormalPrior
 from tfp_massmap.priors.protocol import PIXEL_SCALE_TOLERANCE
 from tfp_massmap.priors.protocol import Prior
 from tfp_massmap.priors.protocol import PriorCheck
@@ -30,6 +31,7 @@ from tfp_massmap.priors.protocol import prior_properties
 
 __all__ = [
     'GaussianPrior',
+    'LognormalPrior',
     'PIXEL_SCALE_TOLERANCE',
     'Prior',
     'PriorCheck',
