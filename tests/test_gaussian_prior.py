@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from tfp_massmap import lensing
 from tfp_massmap import power_spectrum
-from tfp_massmap.gaussian_prior import GaussianPrior
+from tfp_massmap.priors.gaussian import GaussianPrior
 
 PIXEL_ARCMIN = 0.29
 ELL = np.geomspace(10., 1e6, 200)

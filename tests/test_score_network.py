@@ -144,8 +144,8 @@ def test_load_score_network_rejects_other_models(tmp_path):
 
 
 def test_untrained_hybrid_prior_is_the_shipped_gaussian_prior(tmp_path):
-  from tfp_massmap import gaussian_prior
   from tfp_massmap import lognormal
+  from tfp_massmap.priors import gaussian as gaussian_prior
   net = ScoreNetwork(depth=2, base_channels=8, seed=0, gaussian_pixel_scale_arcmin=0.8)
   x = tf.random.stateless_normal([3, 32, 32], seed=[1, 2]) * 0.03
   sigma = tf.constant([0.005, 0.05, 0.2])
@@ -174,6 +174,19 @@ def test_pixel_scale_is_saved_and_defaults_to_the_hybrid_scale(tmp_path):
   path = tmp_path / 'plain.keras'
   ScoreNetwork(depth=1, pixel_scale_arcmin=0.29, **TINY).save(path)
   assert load_score_network(path).pixel_scale_arcmin == 0.29
+
+
+def test_prior_protocol_members():
+  net = ScoreNetwork(depth=2, **TINY)
+  assert (net.size_divisor, net.num_pixels_per_side, net.smoothed_score) == (
+      4, None, True)
+  assert net.dtype == net.compute_dtype == 'float32'
+  assert ScoreNetwork(depth=1, dtype='float64', **TINY).dtype == 'float64'
+  for policy, compute in (('mixed_float16', 'float16'),
+                          ('mixed_bfloat16', 'bfloat16')):
+    with pytest.raises(ValueError, match='compute dtype must be float32 or '
+                       f'float64, got {compute}'):
+      ScoreNetwork(depth=1, dtype=policy, **TINY)
 
 
 def test_files_saved_without_a_pixel_scale_still_load(tmp_path):

@@ -187,14 +187,9 @@ class ScoreNetwork(keras.Model):
                **kwargs):
     super().__init__(**kwargs)
     # `dtype` (Keras: the variable dtype) is the compute dtype of the
-    # `tfp_massmap.priors.Prior` protocol: a mixed policy would split them.
+    # `tfp_massmap.priors.Prior` protocol; Keras's mixed policies, the only
+    # ones that split the two, compute in 16 bits and are refused here.
     _checks.float_dtype(self.compute_dtype, 'ScoreNetwork compute dtype')
-    if self.compute_dtype != self.dtype:
-      raise ValueError(
-          f'ScoreNetwork needs one dtype for its weights and its computation, '
-          f'got the mixed policy {self.dtype_policy.name!r} (variables '
-          f'{self.dtype}, computation {self.compute_dtype}); pass '
-          "dtype='float32' or 'float64'.")
     self.depth = _checks.positive_int(depth, 'depth')
     self.base_channels = _checks.positive_int(base_channels, 'base_channels')
     if channel_multipliers is None:
