@@ -120,7 +120,9 @@ class LognormalField:
   Construction does the spectral bookkeeping once (in float64 numpy, so call
   it eagerly); the sampling and transform methods are plain TF ops that work
   eagerly and inside ``tf.function``, batched over leading axes, in the
-  constructor's dtype.
+  constructor's dtype. Its prior (log density and score, the
+  `tfp_massmap.priors.Prior` protocol) is
+  ``tfp_massmap.priors.LognormalPrior(field)``.
 
   #### Examples
 
