@@ -4,8 +4,8 @@ Every prior implements `Prior` (``protocol.py``): a score ``score(x,
 sigma)``, optionally a denoiser, the dtype it computes in, the pixel scale
 it is valid at, the map size or size divisor it needs, and whether its score
 holds at every noise level. `check_prior` checks a prior against the data
-before an estimator starts; the samplers, the Wiener filter and the sparse
-solvers call it.
+before an estimator starts (the posterior samplers call it), and `denoise`
+gives its denoiser.
 
 - `GaussianPrior` (``gaussian.py``): the stationary Gaussian random field of
   a power spectrum, exact score and denoiser at every σ.
