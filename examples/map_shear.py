@@ -404,7 +404,6 @@ def _posterior_prior(shear_map):
   """The float32 prior chosen by --prior / --prior_path, checked against the map."""
   from tfp_massmap import gaussian_prior  # pylint: disable=g-import-not-at-top
   from tfp_massmap import lognormal  # pylint: disable=g-import-not-at-top
-  from tfp_massmap import posterior  # pylint: disable=g-import-not-at-top
   from tfp_massmap import priors  # pylint: disable=g-import-not-at-top
   from tfp_massmap import score_network  # pylint: disable=g-import-not-at-top
   n = shear_map.shear.shape[0]
@@ -418,20 +417,17 @@ def _posterior_prior(shear_map):
   else:
     prior = priors.load_prior()
   # sample_posterior repeats these checks, but only after the other methods.
-  depth = getattr(prior, 'depth', None)
-  if isinstance(depth, int) and n % 2**depth:
-    raise InputError(f'the learned prior needs a map side divisible by '
-                     f'2**depth = {2**depth}; --npix is {n}.')
-  prior_scale = getattr(prior, 'pixel_scale_arcmin', None)
-  map_scale = shear_map.pixel_scale_arcmin
-  if (prior_scale is not None and not FLAGS.allow_prior_pixel_scale_mismatch and
-      abs(map_scale / prior_scale - 1) > posterior.PIXEL_SCALE_TOLERANCE):
+  with _input_errors(f'--npix={n}' if FLAGS.catalog else 'embedded default'):
+    priors.check_prior(prior, n)
+  try:
+    priors.check_prior(prior, shear_map, allow_pixel_scale_mismatch=(
+        True if FLAGS.allow_prior_pixel_scale_mismatch else None))
+  except ValueError as e:
     raise InputError(
-        f'the map has {map_scale:g} arcmin pixels but the prior was trained at '
-        f'{prior_scale:g} arcmin: it is the wrong prior at this scale. Pass '
-        f'--pixel_scale_arcmin={prior_scale:g}, a prior trained at {map_scale:g} '
-        'arcmin (--prior_path), --prior=gaussian, or '
-        '--allow_prior_pixel_scale_mismatch to sample anyway.')
+        f'{e} Pass --pixel_scale_arcmin={prior.pixel_scale_arcmin:g}, a prior '
+        f'made for {shear_map.pixel_scale_arcmin:g} arcmin pixels '
+        '(--prior_path), --prior=gaussian, or '
+        '--allow_prior_pixel_scale_mismatch to sample anyway.') from e
   return prior
 
 
@@ -451,9 +447,13 @@ def _validate():
 def _sample_posterior(plan):
   """Posterior samples under the divergence policy (module docstring)."""
   from tfp_massmap import posterior  # pylint: disable=g-import-not-at-top
+  from tfp_massmap.mcmc import schedules  # pylint: disable=g-import-not-at-top
   result = posterior.sample_posterior(
-      plan.shear_map, prior=plan.prior, num_samples=FLAGS.num_samples,
-      num_levels=FLAGS.num_levels, num_leapfrog_steps=FLAGS.num_leapfrog_steps,
+      plan.shear_map, plan.prior, num_samples=FLAGS.num_samples,
+      schedule=schedules.GeometricSchedule(
+          posterior.DEFAULT_SIGMA_MAX, posterior.DEFAULT_SIGMA_MIN,
+          FLAGS.num_levels),
+      num_leapfrog_steps=FLAGS.num_leapfrog_steps,
       step_size_factor=FLAGS.step_size_factor, seed=(FLAGS.seed, 1),
       allow_pixel_scale_mismatch=FLAGS.allow_prior_pixel_scale_mismatch)
   diverged = int(result.diagnostics['num_diverged_chains'])

@@ -142,8 +142,10 @@ def _no_work(module, monkeypatch):
     (['--prior=gaussian', '--num_leapfrog_steps=0'], '--num_leapfrog_steps must'),
     (['--prior=gaussian', '--prior_path=x.keras'], 'either --prior or --prior_path'),
     # The learned prior was trained on 0.8 arcmin pixels; the grid has 0.7.
-    ([], 'the map has 0.7 arcmin pixels but the prior was trained at 0.8'),
-    (['--pixel_scale_arcmin=0.8', '--npix=36'], 'divisible by 2**depth = 8'),
+    ([], 'the data have 0.7 arcmin pixels but the prior is valid at 0.8 arcmin'),
+    (['--pixel_scale_arcmin=0.8', '--npix=36'],
+     '--npix=36: the prior needs maps whose size is divisible by its '
+     'size_divisor = 8'),
 ])
 def test_bad_flags_fail_before_work(map_shear, small_catalogue, tmp_path,
                                     monkeypatch, args, message):

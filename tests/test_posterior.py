@@ -1,10 +1,12 @@
-"""sample_posterior and map_estimate against the exact Gaussian posterior.
+"""sample_posterior, PosteriorSampler and map_estimate against the exact
+Gaussian posterior.
 
 With the analytic Gaussian prior the posterior is Gaussian; on a 32² map its
-mean and per-pixel standard deviation are computed here by a dense float64
-solve, C = S − S Aᵀ (A S Aᵀ + N)⁻¹ A S on the observed shear components,
-independently of the package's conjugate-gradient Wiener filter. The data
-have a COSMOS-like mask (footprint and star holes) and non-uniform noise.
+mean and per-pixel standard deviation come from
+`tfp_massmap.testing.exact_gaussian_posterior` (a dense float64 solve,
+independent of the package's conjugate-gradient Wiener filter). The data
+(`testing.gaussian_problem`) have a COSMOS-like mask (footprint and star
+holes) and non-uniform noise.
 """
 
 import collections
@@ -12,13 +14,14 @@ import collections
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 from tfp_massmap import gaussian_prior
-from tfp_massmap import lensing
-from tfp_massmap import lognormal
-from tfp_massmap import power_spectrum
-from tfp_massmap import survey
+from tfp_massmap import shear_map as shear_map_lib
+from tfp_massmap import testing
+from tfp_massmap.mcmc import ConstantSchedule
 from tfp_massmap.mcmc import GeometricSchedule
+from tfp_massmap.posterior import PosteriorSampler
 from tfp_massmap.posterior import PosteriorSamples
 from tfp_massmap.posterior import credible_interval
 from tfp_massmap.posterior import map_estimate
@@ -29,46 +32,21 @@ PIXEL_ARCMIN = 3.2
 
 # An annealing that meets the targets on this problem with 62 score
 # evaluations per sample (benchmarks/annealed_hmc_gaussian.py).
-FAST = dict(sigma_max=0.05, sigma_min=1e-3, num_levels=12,
+FAST = dict(schedule=GeometricSchedule(0.05, 1e-3, num_levels=12),
             num_leapfrog_steps=5, step_size_factor=1.0)
 
 
 @pytest.fixture(scope='module')
 def problem():
-  ell, cl = lognormal.cosmos_convergence_cl()
-  spectrum = power_spectrum.power_spectrum_grid(
-      ell, cl, NPIX, PIXEL_ARCMIN, tf.float64).numpy()
-  data = survey.cosmos_like_survey(NPIX, PIXEL_ARCMIN, seed=0)
-  mask = data['mask']
-  ramp = np.linspace(0.7, 2.0, NPIX)[None, :, None]  # noise varies 3x
-  noise_std = (data['noise_std'] * ramp).astype(np.float32)
-  rng = np.random.default_rng(0)
-  kappa = gaussian_prior.fourier_filter(
-      rng.standard_normal((NPIX, NPIX)), np.sqrt(spectrum)).numpy()
-  shear = lensing.shear_from_convergence(kappa).numpy()
-  shear = np.where(mask[..., None] > 0,
-                   shear + noise_std * rng.standard_normal(shear.shape), 0.)
-
-  eye = np.eye(NPIX * NPIX).reshape(-1, NPIX, NPIX)
-  a = lensing.shear_from_convergence(eye).numpy().reshape(NPIX * NPIX, -1).T
-  s = gaussian_prior.fourier_filter(eye, spectrum).numpy().reshape(
-      NPIX * NPIX, -1)
-  observed = np.broadcast_to(mask[..., None] > 0, shear.shape).ravel()
-  a_obs = a[observed]
-  s_at = s @ a_obs.T
-  gram = a_obs @ s_at + np.diag(
-      noise_std.astype(np.float64).ravel()[observed]**2)
-  mean = s_at @ np.linalg.solve(gram, shear.ravel()[observed])
-  cov = s - s_at @ np.linalg.solve(gram, s_at.T)
-  return dict(
-      shear=shear.astype(np.float32), noise_std=noise_std, mask=mask,
-      prior=gaussian_prior.GaussianPrior(tf.constant(spectrum, tf.float32)),
-      mean=mean.reshape(NPIX, NPIX),
-      std=np.sqrt(np.diag(cov)).reshape(NPIX, NPIX))
+  data, _, prior = testing.gaussian_problem(NPIX, PIXEL_ARCMIN, seed=0)
+  mean, covariance = testing.exact_gaussian_posterior(data, prior)
+  return dict(data=data, mask=data.mask, prior=prior, mean=mean,
+              std=np.sqrt(np.diag(covariance)).reshape(NPIX, NPIX))
 
 
-def _data(problem):
-  return problem['shear'], problem['noise_std'], problem['mask']
+def _replace(problem, **arrays):
+  """The problem's data with some of shear, noise_std and mask replaced."""
+  return problem['data']._replace(**arrays)
 
 
 def _errors(mean, std, problem, where):
@@ -81,7 +59,7 @@ def _errors(mean, std, problem, where):
 
 
 def test_annealed_hmc_matches_exact_gaussian_posterior(problem):
-  result = sample_posterior(*_data(problem), problem['prior'],
+  result = sample_posterior(problem['data'], problem['prior'],
                             num_samples=256, seed=(1, 2), progress=False,
                             **FAST)
   assert isinstance(result, PosteriorSamples)
@@ -105,8 +83,8 @@ def test_annealed_hmc_matches_exact_gaussian_posterior(problem):
 def test_too_short_annealing_is_detected(problem):
   """The exactness check can fail: 4 levels of 1 leapfrog step are too few."""
   result = sample_posterior(
-      *_data(problem), problem['prior'], num_samples=128, seed=(1, 2),
-      progress=False, sigma_max=0.1, sigma_min=1e-3, num_levels=4,
+      problem['data'], problem['prior'], num_samples=128, seed=(1, 2),
+      progress=False, schedule=GeometricSchedule(0.1, 1e-3, num_levels=4),
       num_leapfrog_steps=1, step_size_factor=1.0)
   _, std_ratio = _errors(result.mean.numpy(), result.std.numpy(), problem,
                          np.ones([NPIX, NPIX], bool))
@@ -115,9 +93,9 @@ def test_too_short_annealing_is_detected(problem):
 
 def test_mala_matches_exact_gaussian_posterior(problem):
   result = sample_posterior(
-      *_data(problem), problem['prior'], num_samples=128, method='mala',
-      sigma_max=0.05, sigma_min=1e-3, num_levels=60, step_size_factor=1.3,
-      seed=(3, 4), progress=False)
+      problem['data'], problem['prior'], num_samples=128, method='mala',
+      schedule=GeometricSchedule(0.05, 1e-3, num_levels=60),
+      step_size_factor=1.3, seed=(3, 4), progress=False)
   mean_error, std_ratio = _errors(result.mean.numpy(), result.std.numpy(),
                                   problem, np.ones([NPIX, NPIX], bool))
   assert mean_error <= 0.15  # floor 1/√128 = 0.088
@@ -131,12 +109,11 @@ def test_mala_matches_exact_gaussian_posterior(problem):
 
 
 def test_summaries_seeds_and_batches(problem):
-  args = _data(problem)
-  kwargs = dict(num_samples=12, batch_size=6, sigma_max=0.05, sigma_min=1e-3,
-                num_levels=3, num_leapfrog_steps=2, seed=(5, 6),
-                progress=False)
+  kwargs = dict(num_samples=12, batch_size=6,
+                schedule=GeometricSchedule(0.05, 1e-3, num_levels=3),
+                num_leapfrog_steps=2, seed=(5, 6), progress=False)
   with pytest.warns(UserWarning, match='12 samples cannot resolve a 95%'):
-    result = sample_posterior(*args, problem['prior'], **kwargs)
+    result = sample_posterior(problem['data'], problem['prior'], **kwargs)
   samples = result.samples.numpy()
   assert samples.shape == (12, NPIX, NPIX)
   assert result.diagnostics['batch_size'] == 6
@@ -157,13 +134,85 @@ def test_summaries_seeds_and_batches(problem):
   # The Tweedie step removes the mean mode, on which the Gaussian prior puts
   # no variance.
   np.testing.assert_allclose(samples.mean(axis=(1, 2)), 0., atol=1e-6)
-  # Same seed, same samples; a ShearMap-like object is the same data.
+  assert result.trace is None
+  # Same seed, same samples; any ShearMap-like object is the same data, and
+  # an equal schedule object reuses the compiled sampler (no new trace).
   ShearMapLike = collections.namedtuple('ShearMapLike',
                                         'shear noise_std mask')
+  data = problem['data']
+  kwargs['schedule'] = GeometricSchedule(0.05, 1e-3, num_levels=3)
   with pytest.warns(UserWarning):
-    again = sample_posterior(ShearMapLike(*args), prior=problem['prior'],
-                             **kwargs)
+    again = sample_posterior(
+        ShearMapLike(data.shear, data.noise_std, data.mask),
+        prior=problem['prior'], **kwargs)
   np.testing.assert_array_equal(again.samples.numpy(), samples)
+  assert again.diagnostics['tracing_count'] == (
+      result.diagnostics['tracing_count'])
+
+
+def test_sampler_maps_new_data_without_retracing(problem):
+  """One PosteriorSampler, three observations of one shape: one trace each of
+  its functions; the samples follow the data (same seed, other shear)."""
+  sampler = PosteriorSampler(problem['prior'], num_leapfrog_steps=2,
+                             schedule=GeometricSchedule(0.05, 1e-3, 4))
+  data = problem['data']
+  kwargs = dict(num_samples=2, seed=(1, 1))
+  first = sampler.sample(data, **kwargs)
+  traced = sampler.tracing_count()
+  assert traced == first.diagnostics['tracing_count'] > 0
+  flipped = sampler.sample(data._replace(shear=-data.shear), **kwargs)
+  other_noise = sampler.sample(data._replace(noise_std=2 * data.noise_std),
+                               **kwargs)
+  assert sampler.tracing_count() == traced
+  assert other_noise.diagnostics['tracing_count'] == traced
+  # The posterior is linear in the shear (Gaussian prior): the chains' noise
+  # is the same, so the samples are reflected about the zero-data ones.
+  zero = sampler.sample(data._replace(shear=0 * data.shear), **kwargs)
+  np.testing.assert_allclose(
+      (first.samples + flipped.samples).numpy(), 2 * zero.samples.numpy(),
+      atol=1e-5)
+  assert not np.allclose(other_noise.samples.numpy(), first.samples.numpy())
+  # A new chain count is a new shape: traced once more, then reused.
+  sampler.sample(data, num_samples=3, seed=(1, 1))
+  retraced = sampler.tracing_count()
+  assert retraced > traced
+  sampler.sample(data, num_samples=3, seed=(2, 2))
+  assert sampler.tracing_count() == retraced
+
+
+def test_trace_has_a_chain_axis_for_tfp_diagnostics(problem):
+  """Steps at one noise level, [T, chains, N, N]: TFP's R-hat and ESS read
+  chains from axis 1 as documented."""
+  schedule = ConstantSchedule(0.02, num_steps=12)
+  kwargs = dict(num_samples=4, schedule=schedule, num_leapfrog_steps=2,
+                tweedie=False, seed=(3, 3), progress=False)
+  result = sample_posterior(problem['data'], problem['prior'],
+                            num_trace_steps=12, **kwargs)
+  trace = result.trace
+  assert trace.states.shape == (12, 4, NPIX, NPIX)
+  np.testing.assert_allclose(trace.sigma.numpy(), 0.02)
+  accept = trace.accept_probability.numpy()
+  assert accept.shape == (12, 4) and np.all((accept > 0) & (accept <= 1))
+  # The last traced state of each chain is its sample (no Tweedie step).
+  np.testing.assert_array_equal(trace.states[-1].numpy(),
+                                result.samples.numpy())
+  r_hat = tfp.mcmc.potential_scale_reduction(trace.states)
+  assert r_hat.shape == (NPIX, NPIX)
+  d = result.diagnostics
+  assert d['num_trace_steps'] == 12
+  assert d['acceptance_per_chain'] == [1.] * 4
+  # Per chain, the would-be acceptance is the mean over its steps.
+  np.testing.assert_allclose(accept.mean(axis=0), d['would_be_acceptance'],
+                             rtol=1e-5)
+  # Tracing the last 5 steps only.
+  last = sample_posterior(problem['data'], problem['prior'],
+                          num_trace_steps=5, **kwargs)
+  assert last.trace.states.shape == (5, 4, NPIX, NPIX)
+  np.testing.assert_array_equal(last.trace.states[-1].numpy(),
+                                last.samples.numpy())
+  with pytest.raises(ValueError, match='num_trace_steps must be at most'):
+    sample_posterior(problem['data'], problem['prior'], schedule=schedule,
+                     num_trace_steps=13, progress=False)
 
 
 @pytest.mark.parametrize('num_samples', [16, 40])
@@ -196,10 +245,10 @@ def test_credible_interval_bad_input():
 
 
 def test_schedule_object_and_nan_outside_mask(problem):
-  shear, noise_std, mask = _data(problem)
-  shear = np.where(mask[..., None] > 0, shear, np.nan)  # NaN off the mask
+  data = problem['data']
+  shear = np.where(data.mask[..., None] > 0, data.shear, np.nan)
   result = sample_posterior(
-      shear, noise_std, mask, problem['prior'], num_samples=4,
+      _replace(problem, shear=shear), problem['prior'], num_samples=4,
       schedule=GeometricSchedule(0.05, 1e-3, num_levels=2),
       num_leapfrog_steps=1, tweedie=False, seed=(7, 8), progress=False)
   assert np.all(np.isfinite(result.samples.numpy()))
@@ -207,9 +256,10 @@ def test_schedule_object_and_nan_outside_mask(problem):
 
 
 def test_map_estimate_is_the_wiener_filter(problem):
-  kappa, info = map_estimate(*_data(problem), problem['prior'],
-                             sigma_max=0.05, sigma_min=1e-3, num_levels=100,
-                             step_size_factor=0.9)
+  kappa, info = map_estimate(
+      problem['data'], problem['prior'],
+      schedule=GeometricSchedule(0.05, 1e-3, num_levels=100),
+      step_size_factor=0.9)
   assert kappa.shape == (NPIX, NPIX)
   mean_error, _ = _errors(kappa.numpy(), problem['std'], problem,
                           np.ones([NPIX, NPIX], bool))
@@ -218,11 +268,11 @@ def test_map_estimate_is_the_wiener_filter(problem):
 
 
 def test_map_estimate_same_with_xla(problem):
-  kwargs = dict(sigma_max=0.05, sigma_min=1e-3, num_levels=10)
-  plain, _ = map_estimate(*_data(problem), problem['prior'],
-                          jit_compile=False, **kwargs)
-  compiled, _ = map_estimate(*_data(problem), problem['prior'],
-                             jit_compile=True, **kwargs)
+  schedule = GeometricSchedule(0.05, 1e-3, num_levels=10)
+  plain, _ = map_estimate(problem['data'], problem['prior'],
+                          schedule=schedule, jit_compile=False)
+  compiled, _ = map_estimate(problem['data'], problem['prior'],
+                             schedule=schedule, jit_compile=True)
   np.testing.assert_allclose(compiled.numpy(), plain.numpy(), rtol=1e-4,
                              atol=1e-6)
 
@@ -230,7 +280,7 @@ def test_map_estimate_same_with_xla(problem):
 @pytest.mark.slow
 def test_sample_posterior_with_xla_matches_exact_posterior(problem):
   """XLA (the default on GPU); its stateless RNG differs, so compare moments."""
-  result = sample_posterior(*_data(problem), problem['prior'],
+  result = sample_posterior(problem['data'], problem['prior'],
                             num_samples=256, seed=(1, 2), progress=False,
                             jit_compile=True, **FAST)
   mean_error, std_ratio = _errors(result.mean.numpy(), result.std.numpy(),
@@ -241,9 +291,9 @@ def test_sample_posterior_with_xla_matches_exact_posterior(problem):
   assert result.diagnostics['score_evaluations_per_sample'] == 62
 
 
-class _DepthPrior:
-  """A stand-in for a network prior needing maps divisible by 2**depth."""
-  depth = 3
+class _DividedPrior:
+  """A stand-in for a network prior needing maps divisible by 8."""
+  size_divisor = 8
 
   def score(self, x, sigma):
     del sigma
@@ -252,10 +302,16 @@ class _DepthPrior:
 
 @pytest.mark.parametrize('change, match', [
     (dict(shear_nan_inside=True), 'non-finite value'),
-    (dict(mask=np.zeros([NPIX, NPIX], np.float32)), 'no pixel with data'),
+    (dict(mask=np.zeros([NPIX, NPIX], np.float32)), 'no observed pixel'),
+    (dict(mask=np.full([NPIX, NPIX], 0.5, np.float32)),
+     'mask holds 1024 value.s. other than 0 and 1'),
     (dict(noise_std=np.zeros([NPIX, NPIX, 2], np.float32)), 'noise_std holds'),
     (dict(noise_std=np.ones([NPIX, 16], np.float32)), 'noise_std must have'),
-    (dict(shear=np.zeros([NPIX, NPIX], np.float32)), 'shear must be one map'),
+    (dict(shear=np.zeros([NPIX, NPIX], np.float32)), 'shear must have shape'),
+    (dict(shear=np.zeros([2, NPIX, NPIX, 2], np.float32)),
+     'shear must be one map'),
+    (dict(noise_std=np.ones([3, NPIX, NPIX], np.float32)),
+     'noise_std must have shape .N, N. or .N, N, 2. with N = 32 .one map.'),
     (dict(mask=np.ones([16, 16], np.float32)), 'mask must have shape'),
     (dict(prior=gaussian_prior.GaussianPrior(tf.ones([16, 16]))),
      'defined on 16x16 maps but the shear map is 32x32'),
@@ -265,36 +321,36 @@ class _DepthPrior:
      'one leapfrog step'),
     (dict(kwargs=dict(method='ula', metropolis_correction=True)),
      'metropolis_correction=False'),
-    (dict(kwargs=dict(schedule=GeometricSchedule(0.1, 0.01, 3),
-                      sigma_max=0.2)), 'either schedule or its parameters'),
+    (dict(kwargs=dict(schedule=object())), 'schedule must have a sigma'),
     (dict(kwargs=dict(num_samples=0)), 'num_samples'),
+    (dict(kwargs=dict(num_trace_steps=-1)), 'num_trace_steps'),
     (dict(kwargs=dict(initial_state=np.zeros([3, 3]))), 'initial_state'),
 ])
 def test_bad_inputs_raise(problem, change, match):
-  shear, noise_std, mask = _data(problem)
+  data = problem['data']
+  shear = data.shear
   if change.get('shear_nan_inside'):
     shear = shear.copy()
-    inside = np.argwhere(mask > 0)[0]
+    inside = np.argwhere(data.mask > 0)[0]
     shear[inside[0], inside[1], 0] = np.nan
-  args = dict(shear=change.get('shear', shear),
-              noise_std=change.get('noise_std', noise_std),
-              mask=change.get('mask', mask),
-              prior=change.get('prior', problem['prior']))
+  arrays = dict(shear=change.get('shear', shear),
+                noise_std=change.get('noise_std', data.noise_std),
+                mask=change.get('mask', data.mask))
   with pytest.raises(ValueError, match=match):
-    sample_posterior(**args, **change.get('kwargs', {}), progress=False)
+    sample_posterior(data._replace(**arrays),
+                     change.get('prior', problem['prior']),
+                     **change.get('kwargs', {}), progress=False)
 
 
-def test_prior_size_divisor_and_repeated_data_raise(problem):
-  shear, noise_std, mask = _data(problem)
-  n = 20  # not divisible by 2**3
-  with pytest.raises(ValueError, match='divisible by 2\\*\\*depth = 8'):
-    sample_posterior(shear[:n, :n], noise_std[:n, :n], mask[:n, :n],
-                     _DepthPrior(), progress=False)
-  ShearMapLike = collections.namedtuple('ShearMapLike',
-                                        'shear noise_std mask')
-  with pytest.raises(ValueError, match='do not pass them again'):
-    sample_posterior(ShearMapLike(shear, noise_std, mask), noise_std,
-                     prior=problem['prior'], progress=False)
+def test_prior_size_divisor_and_arrays_raise(problem):
+  data = problem['data']
+  n = 20  # not divisible by 8
+  small = shear_map_lib.ShearMap(data.shear[:n, :n], data.noise_std[:n, :n],
+                                 data.mask[:n, :n])
+  with pytest.raises(ValueError, match='divisible by its size_divisor = 8'):
+    sample_posterior(small, _DividedPrior(), progress=False)
+  with pytest.raises(ValueError, match='takes the data as a ShearMap .* got '
+                     r'ndarray; for arrays pass tfp_massmap.ShearMap\(shear'):
+    sample_posterior(data.shear, problem['prior'], progress=False)
   with pytest.raises(ValueError, match='step_size_factor must be in'):
-    map_estimate(shear, noise_std, mask, problem['prior'],
-                 step_size_factor=1.5)
+    map_estimate(data, problem['prior'], step_size_factor=1.5)

@@ -21,13 +21,14 @@ from tfp_massmap import gaussian_prior
 from tfp_massmap import posterior
 from tfp_massmap.mcmc import AnnealedHamiltonianMonteCarlo
 from tfp_massmap.mcmc import ConstantSchedule
+from tfp_massmap.mcmc import GeometricSchedule
 from tfp_massmap.mcmc import MAX_STABLE_STEP_SIZE_FACTOR
 from tfp_massmap.score_network import ScoreNetwork
 from tfp_massmap.score_network import load_score_network
 
 N = 16
 VARIANCE = 0.02**2  # pixel variance of the toy prior (dimensionless)
-FAST = dict(num_levels=8, progress=False)
+FAST = dict(schedule=GeometricSchedule(0.1, 1e-3, num_levels=8), progress=False)
 
 # Few samples cannot resolve the 68 % and 95 % intervals (a documented warning).
 pytestmark = pytest.mark.filterwarnings('ignore:.*samples cannot resolve')
@@ -36,11 +37,12 @@ ShearMapLike = collections.namedtuple(
     'ShearMapLike', 'shear noise_std mask pixel_scale_arcmin')
 
 
-def _data(dtype=np.float32):
+def _data(dtype=np.float32, pixel_scale_arcmin=None):
   """Pure-noise shear, uniform noise 0.3, no mask."""
   rng = np.random.default_rng(0)
   noise_std = np.full([N, N], 0.3, dtype)
-  return (0.3 * rng.standard_normal([N, N, 2])).astype(dtype), noise_std
+  shear = (0.3 * rng.standard_normal([N, N, 2])).astype(dtype)
+  return ShearMapLike(shear, noise_std, None, pixel_scale_arcmin)
 
 
 class _GainPrior:
@@ -62,7 +64,7 @@ class _GainPrior:
 
 class _SpyPrior:
   """A float32 prior at 0.8 arcmin that fails the test if sampling starts."""
-  compute_dtype = 'float32'
+  dtype = 'float32'
   pixel_scale_arcmin = 0.8
 
   def score(self, x, sigma):
@@ -74,9 +76,8 @@ class _SpyPrior:
 
 @pytest.mark.parametrize('factor', [5., 2., math.sqrt(2.), 0., -0.5])
 def test_unstable_step_size_factor_is_refused_before_sampling(factor):
-  shear, noise_std = _data()
   with pytest.raises(ValueError, match='step_size_factor'):
-    posterior.sample_posterior(shear, noise_std, prior=_SpyPrior(),
+    posterior.sample_posterior(_data(), _SpyPrior(),
                                step_size_factor=factor, **FAST)
   if factor > 0:
     with pytest.raises(ValueError, match=f'step_size_factor must be in '
@@ -98,10 +99,9 @@ def test_step_size_factor_just_below_the_bound_is_accepted():
 
 
 def _sample(gains, **kwargs):
-  shear, noise_std = _data()
   return posterior.sample_posterior(
-      shear, noise_std, prior=_GainPrior(gains), num_samples=8, batch_size=4,
-      seed=(1, 2), **FAST, **kwargs)
+      _data(), _GainPrior(gains), num_samples=8, batch_size=4, seed=(1, 2),
+      **FAST, **kwargs)
 
 
 @pytest.fixture(scope='module')
@@ -137,11 +137,10 @@ def test_diverged_chains_are_counted_with_their_indices(runs):
 
 def test_divergence_is_detected_under_xla():
   """XLA (the default with a GPU) compiles the same per-chain tracking."""
-  shear, noise_std = _data()
   with pytest.warns(RuntimeWarning, match='2 of 4 chains diverged'):
     result = posterior.sample_posterior(
-        shear, noise_std, prior=_GainPrior([1., 40., 1e4, 1.]),
-        num_samples=4, seed=(1, 2), jit_compile=True, **FAST)
+        _data(), _GainPrior([1., 40., 1e4, 1.]), num_samples=4, seed=(1, 2),
+        jit_compile=True, **FAST)
   assert result.diagnostics['diverged_chains'] == [1, 2]
   assert result.diagnostics['jit_compile']
 
@@ -193,37 +192,33 @@ def test_drop_diverged(runs):
 
 
 def test_drop_diverged_needs_two_chains_left():
-  shear, noise_std = _data()
   with pytest.warns(RuntimeWarning, match='2 of 3 chains diverged'):
     result = posterior.sample_posterior(
-        shear, noise_std, prior=_GainPrior([1., 40., 1e4]), num_samples=3,
-        seed=(3, 4), **FAST)
+        _data(), _GainPrior([1., 40., 1e4]), num_samples=3, seed=(3, 4),
+        **FAST)
   with pytest.raises(ValueError, match='fewer than 2 would remain'):
     result.drop_diverged()
 
 
 def test_divergence_bound_is_configurable_and_checked():
-  shear, noise_std = _data()
   # With a bound above the runaway chain's reach, only the NaN chain counts.
   with pytest.warns(RuntimeWarning, match='1 of 3 chains diverged'):
     result = posterior.sample_posterior(
-        shear, noise_std, prior=_GainPrior([1., 40., 1e4]), num_samples=3,
-        seed=(3, 4), divergence_bound=1e30, **FAST)
+        _data(), _GainPrior([1., 40., 1e4]), num_samples=3, seed=(3, 4),
+        divergence_bound=1e30, **FAST)
   assert result.diagnostics['diverged_chains'] == [2]
   # A bound the starting states (σ_max = 0.1) could reach is refused.
   with pytest.raises(ValueError, match='divergence_bound=0.5 must exceed'):
-    posterior.sample_posterior(shear, noise_std, prior=_SpyPrior(),
-                               divergence_bound=0.5, **FAST)
+    posterior.sample_posterior(_data(), _SpyPrior(), divergence_bound=0.5,
+                               **FAST)
 
 
 # --- arguments ---------------------------------------------------------------
 
 
 def test_one_sample_gives_no_spread_summaries():
-  shear, noise_std = _data()
   result = posterior.sample_posterior(
-      shear, noise_std, prior=_GainPrior([1.]), num_samples=1, seed=(5, 6),
-      **FAST)
+      _data(), _GainPrior([1.]), num_samples=1, seed=(5, 6), **FAST)
   assert result.samples.shape == (1, N, N)
   np.testing.assert_array_equal(result.mean.numpy(), result.samples[0].numpy())
   assert result.std is None
@@ -235,73 +230,67 @@ def test_one_sample_gives_no_spread_summaries():
 @pytest.mark.parametrize('prior_dtype, data_dtype', [
     ('float32', np.float64), ('float64', np.float32)])
 def test_data_and_prior_dtypes_must_agree(prior_dtype, data_dtype):
-  shear, noise_std = _data(data_dtype)
   prior = _SpyPrior()
-  prior.compute_dtype = prior_dtype
+  prior.dtype = prior_dtype
   data_name = np.dtype(data_dtype).name
   with pytest.raises(ValueError, match=(
       f'shear has dtype {data_name} but the prior computes in {prior_dtype}; '
       f'pass {prior_dtype} shear')):
-    posterior.sample_posterior(shear, noise_std, prior=prior, **FAST)
+    posterior.sample_posterior(_data(data_dtype), prior, **FAST)
   with pytest.raises(ValueError, match=f'shear has dtype {data_name}'):
-    posterior.map_estimate(shear, noise_std, prior=prior)
+    posterior.map_estimate(_data(data_dtype), prior)
 
 
 def test_float64_data_with_a_float32_network_or_gaussian_prior():
-  shear, noise_std = _data(np.float64)
+  data = _data(np.float64)
   network = ScoreNetwork(depth=1, base_channels=4, embedding_dim=8, seed=0)
   gaussian = gaussian_prior.GaussianPrior(tf.ones([N, N]))  # float32
   for prior in (network, gaussian):
     with pytest.raises(ValueError, match='pass float32 shear.*or a float64 '
                        'prior'):
-      posterior.sample_posterior(shear, noise_std, prior=prior, **FAST)
+      posterior.sample_posterior(data, prior, **FAST)
   # The fix named in the message works.
   result = posterior.sample_posterior(
-      shear.astype(np.float32), noise_std.astype(np.float32), prior=network,
-      num_samples=2, seed=(9, 9), num_levels=2, progress=False)
+      data._replace(shear=data.shear.astype(np.float32),
+                    noise_std=data.noise_std.astype(np.float32)), network,
+      num_samples=2, seed=(9, 9), schedule=GeometricSchedule(0.1, 1e-3, 2),
+      progress=False)
   assert result.samples.dtype == tf.float32
   assert np.all(np.isfinite(result.samples.numpy()))
 
 
 def test_pixel_scale_must_match_the_prior():
-  shear, noise_std = _data()
-  mask = np.ones([N, N], np.float32)
-  at_029 = ShearMapLike(shear, noise_std, mask, 0.29)
+  at_029 = _data(pixel_scale_arcmin=0.29)
   with pytest.raises(ValueError, match='the data have 0.29 arcmin pixels but '
                      'the prior is valid at 0.8 arcmin'):
-    posterior.sample_posterior(at_029, prior=_SpyPrior(), **FAST)
+    posterior.sample_posterior(at_029, _SpyPrior(), **FAST)
   with pytest.raises(ValueError, match='allow_pixel_scale_mismatch=True'):
-    posterior.sample_posterior(shear, noise_std, prior=_SpyPrior(),
-                               pixel_scale_arcmin=0.29, **FAST)
+    posterior.sample_posterior(at_029, _SpyPrior(), **FAST)
   with pytest.raises(ValueError, match='0.29 arcmin pixels'):
-    posterior.map_estimate(at_029, prior=_SpyPrior())
-  with pytest.raises(ValueError, match='contradicts the pixel scale'):
-    posterior.sample_posterior(at_029, prior=_SpyPrior(),
-                               pixel_scale_arcmin=0.8, **FAST)
+    posterior.map_estimate(at_029, _SpyPrior())
   with pytest.raises(ValueError, match='allow_pixel_scale_mismatch must be'):
-    posterior.sample_posterior(at_029, prior=_SpyPrior(),
+    posterior.sample_posterior(at_029, _SpyPrior(),
                                allow_pixel_scale_mismatch='yes', **FAST)
 
 
 def test_pixel_scale_override_and_tolerance():
-  shear, noise_std = _data()
-  mask = np.ones([N, N], np.float32)
   prior = _GainPrior([1., 1.])
   prior.pixel_scale_arcmin = 0.8
   result = posterior.sample_posterior(
-      ShearMapLike(shear, noise_std, mask, 0.29), prior=prior, num_samples=2,
-      seed=(7, 8), allow_pixel_scale_mismatch=True, **FAST)
+      _data(pixel_scale_arcmin=0.29), prior, num_samples=2, seed=(7, 8),
+      allow_pixel_scale_mismatch=True, **FAST)
   assert result.diagnostics['pixel_scale_arcmin'] == 0.29
   assert result.diagnostics['prior_pixel_scale_arcmin'] == 0.8
   # Within 1 %: accepted without the override.
   one_map_prior = _GainPrior([1.])
   one_map_prior.pixel_scale_arcmin = 0.8
-  _, info = posterior.map_estimate(shear, noise_std, prior=one_map_prior,
-                                   pixel_scale_arcmin=0.805, num_levels=2)
+  two_levels = GeometricSchedule(0.1, 1e-3, num_levels=2)
+  _, info = posterior.map_estimate(_data(pixel_scale_arcmin=0.805),
+                                   one_map_prior, schedule=two_levels)
   assert info['pixel_scale_arcmin'] == 0.805
   # Unknown on either side: nothing to check.
-  _, info = posterior.map_estimate(shear, noise_std, prior=_GainPrior([1.]),
-                                   pixel_scale_arcmin=0.29, num_levels=2)
+  _, info = posterior.map_estimate(_data(pixel_scale_arcmin=0.29),
+                                   _GainPrior([1.]), schedule=two_levels)
   assert info['prior_pixel_scale_arcmin'] is None
 
 
