@@ -17,12 +17,12 @@ import tensorflow as tf
 
 import tfp_massmap as tm
 from tfp_massmap import catalog
-from tfp_massmap import gaussian_prior
 from tfp_massmap import lensing
 from tfp_massmap import lognormal
 from tfp_massmap import sparse
 from tfp_massmap import wiener
-from tfp_massmap.gaussian_prior import GaussianPrior
+from tfp_massmap.priors import GaussianPrior
+from tfp_massmap.priors import gaussian as gaussian_prior
 from tfp_massmap.likelihood import ShearLikelihood
 
 N = 16

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 import tfp_massmap as tm
 from tfp_massmap import catalog
+from tfp_massmap import shear_map as shear_map_lib
 from tfp_massmap.shear_map import ShearMap
 from tfp_massmap.shear_map import as_shear_map
 
@@ -44,7 +45,12 @@ def test_arrays_and_shear_map_give_the_same_checked_map():
   np.testing.assert_array_equal(got.shear[:2, :3], 0.)
   np.testing.assert_array_equal(got.shear[2:], shear[2:])
   np.testing.assert_array_equal(got.noise_std[:2, :3], 1.)
-  np.testing.assert_array_equal(got.noise_std[2:], noise_std[2:])
+  assert got.noise_std.shape == (N, N, 2)
+  np.testing.assert_array_equal(got.noise_std[2:, :, 0], noise_std[2:])
+  np.testing.assert_array_equal(got.noise_std[2:, :, 1], noise_std[2:])
+  expected = np.where(mask > 0, 1. / noise_std**2, 0.)[..., None] * [1, 1]
+  np.testing.assert_allclose(shear_map_lib.inverse_variance(got), expected,
+                             rtol=1e-6)
   np.testing.assert_array_equal(got.mask, mask)
   assert got.pixel_scale_arcmin == 2. and got.counts is None
   again = as_shear_map(ShearMap(shear, noise, mask, counts=mask.astype(int),
@@ -96,7 +102,8 @@ def test_mask_is_a_zero_one_indicator(value):
 def test_empty_mask():
   shear, noise_std, mask = _arrays()
   with pytest.raises(ValueError, match=(
-      r'mask has no observed pixel \(mask = 1\) in 1 of its 2 map\(s\)')):
+      r'mask has no pixel with data \(no observed pixel, mask = 1\) in 1 of '
+      r'its 2 map\(s\)')):
     as_shear_map(shear, noise_std, np.stack([mask, np.zeros([N, N])]))
   empty = as_shear_map(shear, noise_std, np.zeros([N, N]),
                        allow_empty_mask=True)
@@ -108,19 +115,22 @@ def test_non_finite_shear_on_the_mask(bad):
   shear, noise_std, mask = _arrays()
   shear[5, 6, 1] = bad
   with pytest.raises(ValueError, match=(
-      r'shear holds 1 non-finite value\(s\).*on observed pixels.*at index '
-      r'\(5, 6, 1\)')):
+      r'shear on observed pixels \(mask = 1\) holds 1 non-finite value\(s\).*'
+      r'at index \(5, 6, 1\)')):
     as_shear_map(shear, noise_std, mask)
 
 
-@pytest.mark.parametrize('bad', [0., -0.1, np.nan, np.inf])
-def test_bad_noise_on_the_mask(bad):
+@pytest.mark.parametrize('bad, kind', [(0., r'1 zero, 0 negative, 0 NaN'),
+                                       (-0.1, r'0 zero, 1 negative, 0 NaN'),
+                                       (np.nan, r'0 zero, 0 negative, 1 NaN'),
+                                       (np.inf, r'0 zero, 0 negative, 1 NaN')])
+def test_bad_noise_on_the_mask(bad, kind):
   shear, noise_std, mask = _arrays()
   noise = np.stack([noise_std, noise_std], axis=-1)
   noise[6, 2, 1] = bad
   with pytest.raises(ValueError, match=(
       r'noise_std holds 1 value\(s\) that are not finite and > 0 on observed '
-      r'pixels.*at index \(6, 2, 1\)')):
+      r'pixels \(mask = 1\) \(' + kind + r' or inf\).*at index \(6, 2, 1\)')):
     as_shear_map(shear, noise, mask)
   noise_std[6, 2] = bad
   with pytest.raises(ValueError, match=r'at index \(6, 2\) \(\[\.\.\., row, '
@@ -140,7 +150,9 @@ def test_shapes_and_arguments():
       r'noise_std must have shape \[\.\.\., N, N\] or \[\.\.\., N, N, 2\] '
       r'with N = 8')):
     as_shear_map(shear, noise_std[:4, :4], mask)
-  with pytest.raises(ValueError, match=r'mask has map shape \(4, 4\)'):
+  with pytest.raises(ValueError, match=(
+      r'mask must have shape \[\.\.\., N, N\] = \[\.\.\., 8, 8\] \(the map '
+      r'shape of the shear\), got shape \(4, 4\)')):
     as_shear_map(shear, noise_std, mask[:4, :4])
   with pytest.raises(ValueError, match=r'batch\) axes.*must broadcast'):
     as_shear_map(np.stack([shear] * 2), noise_std, np.stack([mask] * 3))
@@ -166,6 +178,9 @@ def test_batches_and_tf_function():
   shear, noise_std, mask = _arrays()
   batch = as_shear_map(np.stack([shear, shear]), noise_std, mask)
   assert batch.shear.shape == (2, N, N, 2) and batch.mask.shape == (N, N)
+  assert batch.noise_std.shape == (N, N, 2)
+  noise_batch = as_shear_map(shear, np.stack([noise_std] * 3), mask)
+  assert noise_batch.noise_std.shape == (3, N, N, 2)
 
   @tf.function
   def observed_sum(shear, mask):
@@ -175,6 +190,6 @@ def test_batches_and_tf_function():
 
   assert float(observed_sum(tf.constant(shear), tf.constant(mask * 3.))) == (
       mask.sum())
-  with pytest.raises(ValueError, match=r'mask has map shape'):
+  with pytest.raises(ValueError, match=r'mask must have shape'):
     observed_sum(tf.constant(shear), tf.ones([4, 4]))
 

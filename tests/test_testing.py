@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfp_massmap import gaussian_prior
 from tfp_massmap import lensing
 from tfp_massmap import likelihood
 from tfp_massmap import lognormal
 from tfp_massmap import testing
+from tfp_massmap.priors import gaussian as gaussian_prior
 from tfp_massmap.shear_map import ShearMap
 
 N = 16

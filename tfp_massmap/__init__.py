@@ -7,7 +7,6 @@ registers its TFDS datasets (`massivenus`, `kappatng`, `lognormal_kappa`).
 """
 
 from tfp_massmap import catalog
-from tfp_massmap import gaussian_prior
 from tfp_massmap import lensing
 from tfp_massmap import likelihood
 from tfp_massmap import lognormal
@@ -24,7 +23,7 @@ from tfp_massmap import starlet
 from tfp_massmap import survey
 from tfp_massmap import training
 from tfp_massmap import wiener
-from tfp_massmap.gaussian_prior import GaussianPrior
+from tfp_massmap.priors import GaussianPrior
 from tfp_massmap.lensing import kaiser_squires
 from tfp_massmap.lensing import shear_from_convergence
 from tfp_massmap.likelihood import ShearLikelihood

@@ -96,6 +96,25 @@ def non_negative(x, name):
         f'(first: {first!r}); expected finite values >= 0.')
 
 
+def zero_one_mask(mask):
+  """Raises if a concrete mask holds values other than 0 and 1; no-op when symbolic.
+
+  The mask is the indicator of observed pixels (docs/design.md), not a
+  weight: the message says to put weights in the noise std instead.
+  """
+  if not _is_concrete(mask):
+    return
+  values = np.asarray(mask)
+  bad = ~((values == 0) | (values == 1))
+  if bad.any():
+    first = tuple(int(i) for i in np.argwhere(bad)[0])
+    raise ValueError(
+        f'mask holds {int(bad.sum())} value(s) other than 0 and 1; the first, '
+        f'{float(values[first])}, at index {first}. The mask is the 0/1 '
+        'indicator of observed pixels, not a weight: give a pixel that should '
+        'count less a larger noise_std (σ/√w for a weight w).')
+
+
 def float_dtype(dtype, name):
   """Checks a dtype is float32 or float64 and returns the tf.DType."""
   dtype = tf.as_dtype(dtype)
@@ -167,66 +186,3 @@ def noise_is_per_component(noise_shape, n, channels):
   raise ValueError(
       f'noise_std must have shape [..., N, N] or [..., N, N, {channels}] with '
       f'N = {n} (the map size of the data), got shape {shape}.')
-
-
-def noise_and_mask(noise_std, mask, n=None):
-  """Checks the noise std and mask that go with shear data on an N x N grid.
-
-  The noise counts only where there is data: ``noise_std`` may hold anything
-  (NaN, negative) where ``mask`` is 0.
-
-  Args:
-    noise_std: float tensor, the per-pixel noise std of the shear
-      (dimensionless), ``[..., N, N]`` (both components) or ``[..., N, N, 2]``.
-    mask: float tensor ``[..., N, N]``, >= 0, > 0 on observed pixels.
-    n: the map size N of the shear, or None to take it from ``mask``.
-
-  Returns:
-    (noise_std, observed, inverse_variance): ``noise_std`` with a component
-    axis (``[..., N, N, 1]`` or ``[..., N, N, 2]``), set to 1 where mask = 0;
-    ``observed`` the bool ``(mask > 0)[..., N, N, 1]``; ``inverse_variance``
-    the noise precision N⁻¹ = mask / noise_std² of both shear components,
-    ``[..., N, N, 2]``, 0 where mask = 0.
-
-  Raises:
-    ValueError: for non-square or mismatched map shapes, batch axes of
-      noise_std and mask that do not broadcast, a negative or non-finite mask,
-      a negative or non-finite noise_std where mask > 0, and (eagerly) a map
-      with no observed pixel or noise_std = 0 on an observed pixel.
-  """
-  mask_n = square_map_shape(mask.shape, 'mask')
-  if n is not None and not mask.shape[-2:].is_compatible_with([n, n]):
-    raise ValueError(f'mask has map shape {mask.shape[-2:]}, expected [{n}, {n}] '
-                     'like the shear.')
-  n = n or mask_n
-  per_component = (noise_std.shape.rank is not None and
-                   noise_std.shape.rank >= 3 and
-                   noise_std.shape[-3:].as_list() == [n, n, 2])
-  if not per_component:
-    square_map_shape(noise_std.shape, 'noise_std')
-    same_map_shape(noise_std.shape, mask.shape, 'noise_std', 'mask')
-    noise_std = noise_std[..., tf.newaxis]
-  try:
-    tf.broadcast_static_shape(noise_std.shape[:-3], mask.shape[:-2])
-  except ValueError:
-    raise ValueError(
-        'the leading (batch) axes of noise_std and mask must broadcast; got '
-        f'noise_std {noise_std.shape} and mask {mask.shape}.') from None
-  non_negative(mask, 'mask')
-  observed = (mask > 0)[..., tf.newaxis]
-  noise_std = tf.where(observed, noise_std, tf.ones_like(noise_std))
-  non_negative(noise_std, 'noise_std on observed pixels (mask > 0)')
-  if tf.executing_eagerly():
-    counts = tf.reduce_sum(tf.cast(observed, tf.int32), axis=[-3, -2, -1]).numpy()
-    if np.any(counts == 0):
-      raise ValueError(
-          f'mask has no observed pixel (mask > 0) in {int(np.sum(counts == 0))} '
-          f'of its {counts.size} map(s); expected at least one per map.')
-    zeros = int(tf.reduce_sum(tf.cast(tf.equal(noise_std, 0.), tf.int32)))
-    if zeros:
-      raise ValueError(
-          f'noise_std is 0 on {zeros} observed pixel value(s) (mask > 0); '
-          'expected noise_std > 0 wherever mask > 0.')
-  inverse_variance = tf.where(observed, mask[..., tf.newaxis] / noise_std**2,
-                              tf.zeros_like(noise_std))
-  return noise_std, observed, inverse_variance * tf.ones([2], noise_std.dtype)

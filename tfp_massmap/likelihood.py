@@ -51,12 +51,14 @@ def identity_operator(convergence):
 def _operator_channels(operator, n, dtype):
   """Channel count C of ``operator`` applied to an ``[N, N]`` map.
 
-  The operator is traced once in a scratch graph (nothing runs, nothing is
-  added to the caller's graph); the answer is cached per (operator, N,
-  dtype).
+  The operator is traced once by `tf.function` (nothing runs, nothing is
+  added to the caller's graph; an operator may close over eager tensors,
+  which the trace captures); the answer is cached per (operator, N, dtype).
   """
-  with tf.Graph().as_default():
-    out_shape = tf.convert_to_tensor(operator(tf.zeros([n, n], dtype))).shape
+  traced = tf.function(lambda kappa: tf.convert_to_tensor(operator(kappa)),
+                       autograph=False)
+  out_shape = traced.get_concrete_function(
+      tf.TensorSpec([n, n], dtype)).structured_outputs.shape
   if (out_shape.rank != 3 or out_shape[:2] != [n, n] or
       out_shape[-1] is None):
     raise ValueError(
@@ -73,7 +75,7 @@ def _check_float_dtypes(**parameters):
   numpy scalars do not (they take the common one). The first declared dtype
   (the convergence's when it has one) is the reference.
   """
-  declared = [(name, lensing._declared_float_dtype(value))  # pylint: disable=protected-access
+  declared = [(name, _checks.declared_float_dtype(value))
               for name, value in parameters.items()]
   declared = [(name, dtype) for name, dtype in declared if dtype is not None]
   for name, dtype in declared[1:]:
@@ -111,7 +113,8 @@ class ShearLikelihood(distribution.AutoCompositeTensorDistribution):
   """Gaussian likelihood of a shear map given a convergence map.
 
   For a convergence map κ, per-pixel noise standard deviations σ_pix, a mask
-  m (1 where the pixel has data, 0 where it has none) and an extra variance
+  m (the 0/1 indicator of `shear_map`: 1 where the pixel has data, 0 where it
+  has none; a weight belongs in σ_pix) and an extra variance
   σ² ≥ 0, the shear γ ``[N, N, C]`` has, independently per pixel and
   component,
 
@@ -126,17 +129,20 @@ class ShearLikelihood(distribution.AutoCompositeTensorDistribution):
   noise values (so noise maps may hold 0, inf or NaN there). The default
   forward model A is `lensing.shear_from_convergence` (C = 2);
   `identity_operator` (C = 1) turns this into a pure denoising likelihood.
+  `sample` is the package's one simulator of observations: the data of a
+  truth κ seen by a survey are ``ShearLikelihood(κ, noise_std,
+  mask).sample(seed=seed)``.
 
   Values are checked at construction, whatever ``validate_args``, when they
   are known then (numpy arrays, Python numbers, eager tensors, constants
-  inside `tf.function`): a mask with no nonzero pixel in some map, a
-  noise_std that is NaN, infinite or negative at a pixel with data, a
+  inside `tf.function`): a mask value other than 0 and 1, a mask with no
+  nonzero pixel in some map, a noise_std that is NaN, infinite or negative at a pixel with data, a
   noise_std of 0 at a pixel with data while extra_variance is 0, and a NaN
   or negative extra_variance raise `ValueError`. Not checked without
   ``validate_args=True``: values of `tf.Variable`s and of tensors computed
   inside `tf.function` (with ``validate_args=True``, run-time assertions
-  cover noise_std and extra_variance; an empty mask is never asserted at run
-  time). Float parameters (and the shear given to `log_prob`, when it is a
+  cover the mask values, noise_std and extra_variance; an empty mask is
+  never asserted at run time). Float parameters (and the shear given to `log_prob`, when it is a
   tensor) must share one dtype: a mismatch raises `ValueError` naming the
   argument to cast.
 
@@ -177,9 +183,9 @@ class ShearLikelihood(distribution.AutoCompositeTensorDistribution):
         shear component) or ``[..., N, N, C]`` (per component, like the
         COSMOS std1/std2 maps). A shape ending in ``[N, N]`` is read as the
         first form. Must be >= 0 where there is data.
-      mask: optional tensor ``[..., N, N]`` (bool, int or float): nonzero
-        where the pixel has data, 0 where it has none. Default: every pixel
-        has data.
+      mask: optional tensor ``[..., N, N]`` (bool, int or float): 1 where
+        the pixel has data, 0 where it has none (no other value). Default:
+        every pixel has data.
       extra_variance: float tensor σ² >= 0 added to noise_std² in every pixel
         (the annealing variance), scalar or with batch shape ``[...]``.
       operator: callable mapping convergence ``[..., N, N]`` to the predicted
@@ -196,7 +202,8 @@ class ShearLikelihood(distribution.AutoCompositeTensorDistribution):
         if they are not square, if the batch shapes do not broadcast, if
         convergence, noise_std and extra_variance declare different float
         dtypes, if the dtype is not float32/float64, or for a bad value known
-        at construction (class docstring: empty mask; NaN, infinite or
+        at construction (class docstring: mask value other than 0 and 1;
+        empty mask; NaN, infinite or
         negative noise_std at a pixel with data; zero variance there; NaN or
         negative extra_variance).
     """
@@ -271,6 +278,7 @@ class ShearLikelihood(distribution.AutoCompositeTensorDistribution):
           'is a variance, expected values >= 0.')
     n = self._map_size
     if mask is not None:
+      _checks.zero_one_mask(mask)
       mask = mask.astype(bool)
       empty = ~mask.reshape(mask.shape[:-2] + (n * n,)).any(axis=-1)
       if np.any(empty):
@@ -337,7 +345,7 @@ class ShearLikelihood(distribution.AutoCompositeTensorDistribution):
 
   @property
   def mask(self):
-    """Data mask ``[..., N, N]`` (nonzero = data), or None (all data)."""
+    """Data mask ``[..., N, N]`` (1 = data, 0 = none), or None (all data)."""
     return self._mask
 
   @property
@@ -448,6 +456,12 @@ class ShearLikelihood(distribution.AutoCompositeTensorDistribution):
       assertions.append(assert_util.assert_non_negative(
           self._extra_variance,
           message='extra_variance must be >= 0 (it is a variance)'))
+    if self._mask is not None and is_init != tensor_util.is_ref(self._mask):
+      mask = tf.convert_to_tensor(self._mask)
+      assertions.append(assert_util.assert_equal(
+          tf.reduce_all(tf.equal(mask, 0) | tf.equal(mask, 1)), True,
+          message='mask holds values other than 0 and 1; it is the 0/1 '
+          'indicator of pixels with data, not a weight'))
     if is_init != any(tensor_util.is_ref(p) for p in (
         self._noise_std, self._mask, self._extra_variance)):
       has_data = self._has_data(self._mask)

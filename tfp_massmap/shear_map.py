@@ -40,7 +40,7 @@ import tensorflow as tf
 
 from tfp_massmap import _checks
 
-__all__ = ['ShearMap', 'as_shear_map']
+__all__ = ['ShearMap', 'as_shear_map', 'inverse_variance', 'is_shear_map']
 
 
 class ShearMap(
@@ -74,7 +74,8 @@ class ShearMap(
                            pixel_scale_arcmin)
 
 
-def _is_shear_map(x):
+def is_shear_map(x):
+  """Whether ``x`` is ShearMap-like: it has ``shear``, ``noise_std``, ``mask``."""
   return all(hasattr(x, a) for a in ('shear', 'noise_std', 'mask'))
 
 
@@ -97,7 +98,7 @@ def _to_tensor(x, dtype, name):
 
 def _unpack(shear, noise_std, mask, pixel_scale_arcmin):
   """(shear, noise_std, mask, counts, wcs, pixel scale, is_map) from either form."""
-  if not _is_shear_map(shear):
+  if not is_shear_map(shear):
     if noise_std is None:
       raise ValueError(
           'noise_std is required: the per-pixel noise standard deviation of '
@@ -146,22 +147,15 @@ def _check_mask_values(mask, allow_empty_mask):
   """Raises for mask values other than 0 and 1, or a map without data."""
   if not _checks._is_concrete(mask):  # pylint: disable=protected-access
     return
-  values = np.asarray(mask)
-  bad = ~((values == 0) | (values == 1))
-  if bad.any():
-    first = _first_index(bad)
-    raise ValueError(
-        f'mask holds {int(bad.sum())} value(s) other than 0 and 1; the first, '
-        f'{float(values[first])}, at index {first}. The mask is the 0/1 indicator '
-        'of observed pixels, not a weight: give a pixel that should count '
-        'less a larger noise_std (σ/√w for a weight w).')
+  _checks.zero_one_mask(mask)
   if allow_empty_mask:
     return
-  empty = ~(values != 0).any(axis=(-2, -1))
+  empty = ~(np.asarray(mask) != 0).any(axis=(-2, -1))
   if np.any(empty):
     raise ValueError(
-        f'mask has no observed pixel (mask = 1) in {int(np.sum(empty))} of its '
-        f'{np.size(empty)} map(s); expected at least one per map.')
+        f'mask has no pixel with data (no observed pixel, mask = 1) in '
+        f'{int(np.sum(empty))} of its {np.size(empty)} map(s); expected at '
+        'least one per map.')
 
 
 def _check_observed_values(shear, noise_std, observed, per_component):
@@ -174,9 +168,9 @@ def _check_observed_values(shear, noise_std, observed, per_component):
   if bad.any():
     first = _first_index(bad)
     raise ValueError(
-        f'shear holds {int(bad.sum())} non-finite value(s) (NaN or inf) on '
-        f'observed pixels (mask = 1); the first, {float(values[first])}, at '
-        f'index {first} ([..., row, column, component]). Expected finite '
+        f'shear on observed pixels (mask = 1) holds {int(bad.sum())} '
+        f'non-finite value(s) (NaN or inf); the first, {float(values[first])}, '
+        f'at index {first} ([..., row, column, component]). Expected finite '
         'values there; set the mask to 0 where there is no data.')
   noise = np.asarray(noise_std)
   if not per_component:
@@ -186,13 +180,17 @@ def _check_observed_values(shear, noise_std, observed, per_component):
   if bad.any():
     first = _first_index(bad)
     value = float(noise[first])
+    values = noise[bad]
     if not per_component:
       bad, first = bad[..., 0], first[:-1]
     raise ValueError(
         f'noise_std holds {int(bad.sum())} value(s) that are not finite and '
-        f'> 0 on observed pixels (mask = 1); the first, {value}, at index '
-        f'{first} ([..., row, column{", component" if per_component else ""}]).'
-        ' Expected a positive standard deviation wherever there is data.')
+        f'> 0 on observed pixels (mask = 1) ({int(np.sum(values == 0))} zero, '
+        f'{int(np.sum(values < 0))} negative, '
+        f'{int(np.sum(~np.isfinite(values)))} NaN or inf); the first, {value},'
+        f' at index {first} ([..., row, column'
+        f'{", component" if per_component else ""}]). Expected a positive '
+        'standard deviation wherever there is data.')
 
 
 def as_shear_map(shear, noise_std=None, mask=None, *, pixel_scale_arcmin=None,
@@ -222,9 +220,10 @@ def as_shear_map(shear, noise_std=None, mask=None, *, pixel_scale_arcmin=None,
   Returns:
     A `ShearMap` whose ``shear``, ``noise_std`` and ``mask`` are tensors of
     one float dtype: the shear ``[..., N, N, C]`` with 0 off the mask, the
-    noise std in its given form (``[..., N, N]`` or ``[..., N, N, C]``)
-    with 1 off the mask, and the mask ``[..., N, N]`` of 0 and 1 (ones when
-    none was given); their batch axes as given (they broadcast). ``counts``
+    noise std per component ``[..., N, N, C]`` (a ``[..., N, N]`` input
+    repeated over the components) with 1 off the mask, and the mask
+    ``[..., N, N]`` of 0 and 1 (ones when none was given); their batch axes
+    broadcast (the noise std's also against the mask's). ``counts``
     and ``wcs`` are carried over from a `ShearMap` (None for arrays).
 
   Raises:
@@ -261,8 +260,9 @@ def as_shear_map(shear, noise_std=None, mask=None, *, pixel_scale_arcmin=None,
       mask = _to_tensor(mask, dtype, 'mask')
       _checks.square_map_shape(mask.shape, 'mask')
       if not mask.shape[-2:].is_compatible_with([n, n]):
-        raise ValueError(f'mask has map shape {mask.shape[-2:]}, expected '
-                         f'[{n}, {n}] like the shear.')
+        raise ValueError(f'mask must have shape [..., N, N] = [..., {n}, {n}] '
+                         f'(the map shape of the shear), got shape '
+                         f'{mask.shape}.')
     noise_batch = noise_std.shape[:-3] if per_component else noise_std.shape[:-2]
     try:
       tf.broadcast_static_shape(
@@ -275,10 +275,25 @@ def as_shear_map(shear, noise_std=None, mask=None, *, pixel_scale_arcmin=None,
           f'mask {mask.shape}.') from None
     observed = mask > 0
     _check_observed_values(shear, noise_std, observed, per_component)
-    zero = tf.zeros([], dtype)
-    shear = tf.where(observed[..., tf.newaxis], shear, zero)
-    noise_std = tf.where(observed[..., tf.newaxis] if per_component else
-                         observed, noise_std, tf.ones([], dtype))
+    if not per_component:
+      noise_std = noise_std[..., tf.newaxis] * tf.ones([channels], dtype)
+    shear = tf.where(observed[..., tf.newaxis], shear, tf.zeros([], dtype))
+    noise_std = tf.where(observed[..., tf.newaxis], noise_std,
+                         tf.ones([], dtype))
     return ShearMap(shear=shear, noise_std=noise_std,
                     mask=tf.cast(observed, dtype), counts=counts, wcs=wcs,
                     pixel_scale_arcmin=pixel_scale_arcmin)
+
+
+def inverse_variance(data):
+  """N⁻¹ = mask / noise_std² ``[..., N, N, C]`` of a checked `ShearMap`.
+
+  Args:
+    data: a `ShearMap` from `as_shear_map` (0/1 mask, noise std per
+      component, 1 off the mask).
+
+  Returns:
+    The noise precision per pixel and shear component (dimensionless), 0 on
+    pixels without data.
+  """
+  return data.mask[..., tf.newaxis] / tf.square(data.noise_std)

@@ -7,8 +7,9 @@ Every map here is the minimiser of a convex objective, in χ² units
 
 with A the shear operator (`lensing.shear_from_convergence`, periodic; its
 adjoint is the E-mode of `lensing.kaiser_squires`), e the observed mean
-ellipticity, m the mask and σ_pix the per-pixel noise std (N⁻¹ = m / σ_pix²,
-as in `wiener.wiener_filter`), and a penalty that is
+ellipticity, m the 0/1 mask of observed pixels (`shear_map`) and σ_pix the
+per-pixel noise std (N⁻¹ = m / σ_pix², as in `wiener.wiener_filter`), and a
+penalty that is
 
 * `sparse_map`: the weighted ℓ1 norm of the starlet wavelet planes of κ
   (D = W, the J wavelet planes of `starlet.starlet_transform`; the coarse
@@ -44,7 +45,7 @@ data constrain it (slow convergence, large artefacts); with the mean, gaps
 are regularised like a typical observed area (sparse or TV inpainting).
 
 `mcalens_map` models κ = κ_G + κ_S, a Gaussian field (prior
-`gaussian_prior.GaussianPrior`) plus a sparse component, in the spirit of
+`priors.GaussianPrior`) plus a sparse component, in the spirit of
 MCALens (Starck et al. 2021, A&A 649, A99), by block-coordinate descent on
 ½χ² + ½ κ_Gᵀ S⁻¹ κ_G + ‖Λ W κ_S‖₁ (here W includes the coarse plane, so
 that smooth large scales belong to the Gaussian component unless
@@ -65,8 +66,8 @@ import tensorflow as tf
 from tensorflow_probability.python.mcmc.internal import util as mcmc_util
 
 from tfp_massmap import _checks
-from tfp_massmap import gaussian_prior as gaussian_prior_lib
 from tfp_massmap import lensing
+from tfp_massmap import shear_map as shear_map_lib
 from tfp_massmap import starlet
 from tfp_massmap import wiener
 
@@ -107,59 +108,20 @@ _Problem = collections.namedtuple(
     '_Problem', ['data', 'inverse_variance', 'lipschitz'])
 
 
-def _inverse_variance(noise_std, mask, dtype, n):
-  """Validated N⁻¹ = mask / noise_std² ``[..., N, N, 2]``, 0 off the mask."""
-  noise_std = tf.cast(tf.convert_to_tensor(noise_std, name='noise_std'), dtype)
-  mask = tf.cast(tf.convert_to_tensor(mask, name='mask'), dtype)
-  return _checks.noise_and_mask(noise_std, mask, n)[2]
-
-
-def _data(shear, noise_std, mask):
-  """(shear, noise_std, mask) tensors in the shear's dtype, from either form.
+def _set_up(shear, noise_std, mask):
+  """Checks the data (`shear_map.as_shear_map`); returns them and a `_Problem`.
 
   ``shear`` is an array ``[..., N, N, 2]`` with ``noise_std`` and ``mask``,
-  or a ShearMap-like object (attributes shear, noise_std, mask; then
-  ``noise_std`` and ``mask`` are None, and its arrays are used as they are).
-  Separate float arrays must share the shear's dtype; a missing mask means
-  every pixel is observed.
+  or a ShearMap-like object (then ``noise_std`` and ``mask`` are None). The
+  dtype is the shear's; separate float arrays must share it.
   """
-  is_map = wiener._is_shear_map(shear)  # pylint: disable=protected-access
-  shear, noise_std, mask = _checks.unpack_shear_data(shear, noise_std, mask)
-  shear = tf.convert_to_tensor(shear, name='shear')
-  dtype = _checks.float_dtype(shear.dtype, 'shear dtype')
-  declared = lensing._declared_float_dtype(noise_std)  # pylint: disable=protected-access
-  if not is_map and declared is not None and declared != dtype:
-    raise ValueError(
-        f'noise_std has dtype {declared.name} but shear has dtype {dtype.name}; '
-        f'cast noise_std to {dtype.name} (or shear to {declared.name}).')
-  noise_std = tf.cast(tf.convert_to_tensor(noise_std, name='noise_std'), dtype)
-  if mask is None:
-    mask = tf.ones_like(shear[..., 0])
-  else:
-    mask = tf.cast(tf.convert_to_tensor(mask, name='mask'), dtype)
-  return shear, noise_std, mask
-
-
-def _set_up(shear, noise_std, mask):
-  """Validates the data tensors (from `_data`); returns a `_Problem`."""
-  dtype = shear.dtype
-  n = _checks.square_map_shape(shear.shape, 'shear', channels=2)
-  inverse = _inverse_variance(noise_std, mask, dtype, n)
-  try:
-    tf.broadcast_static_shape(shear.shape, inverse.shape)
-  except ValueError:
-    raise ValueError(
-        f'the leading (batch) axes must broadcast; got shear {shear.shape} and '
-        f'noise_std/mask giving {inverse.shape}.') from None
-  observed = inverse > 0
-  _checks.finite(tf.where(observed, shear, tf.zeros_like(shear)),
-                 'shear on observed pixels (mask > 0)')
-  data = tf.where(observed, shear, tf.zeros_like(shear))
-  data = data + tf.zeros_like(inverse)
-  inverse = inverse + tf.zeros_like(data)
+  data = shear_map_lib.as_shear_map(shear, noise_std, mask)
+  inverse = shear_map_lib.inverse_variance(data)
+  shear = data.shear + tf.zeros_like(inverse)
+  inverse = inverse + tf.zeros_like(shear)
   lipschitz = tf.reduce_max(inverse, axis=[-3, -2, -1])[..., tf.newaxis,
                                                          tf.newaxis]
-  return _Problem(data, inverse, lipschitz)
+  return data, _Problem(shear, inverse, lipschitz)
 
 
 def _data_term(problem, kappa):
@@ -272,8 +234,9 @@ def sparse_thresholds(noise_std, mask, num_scales=5, threshold_sigma=3.0,
 
   Args:
     noise_std: per-pixel shear noise std ``[..., N, N]`` or ``[..., N, N, 2]``
-      (dimensionless; > 0 where mask > 0, ignored elsewhere).
-    mask: ``[..., N, N]``, > 0 on observed pixels (N⁻¹ = mask / noise_std²).
+      (dimensionless; > 0 where mask = 1, ignored elsewhere).
+    mask: ``[..., N, N]``, the 0/1 indicator of observed pixels (N⁻¹ =
+      mask / noise_std²).
     num_scales: number J of wavelet scales (2^J <= N).
     threshold_sigma: k, a number or one per scale (finest first), >= 0.
     name: optional name scope.
@@ -285,10 +248,11 @@ def sparse_thresholds(noise_std, mask, num_scales=5, threshold_sigma=3.0,
     noise_std = tf.convert_to_tensor(noise_std, name='noise_std')
     dtype = (noise_std.dtype if noise_std.dtype in (tf.float32, tf.float64)
              else tf.float32)
-    inverse = _inverse_variance(noise_std, mask, dtype, None)
+    n = _checks.square_map_shape(np.shape(mask), 'mask')
+    _, problem = _set_up(tf.zeros([n, n, 2], dtype), tf.cast(noise_std, dtype),
+                         mask)
+    inverse, lipschitz = problem.inverse_variance, problem.lipschitz
     num_scales = _checks.positive_int(num_scales, 'num_scales')
-    lipschitz = tf.reduce_max(inverse, axis=[-3, -2, -1])[..., tf.newaxis,
-                                                           tf.newaxis]
     return _sparse_thresholds(inverse, lipschitz, num_scales, threshold_sigma)
 
 
@@ -481,14 +445,14 @@ def sparse_map(shear, noise_std=None, mask=None, num_scales=5,
   Args:
     shear: observed mean ellipticity ``[..., N, N, 2]`` (dimensionless);
       float32 or float64 (sets the dtype); ignored where mask = 0 (NaN
-      allowed there). Or a ShearMap-like object (``catalog.ShearMap``:
-      attributes ``shear``, ``noise_std``, ``mask``), then leave
-      ``noise_std`` and ``mask`` None.
+      allowed there). Or a `shear_map.ShearMap` (any object with attributes
+      ``shear``, ``noise_std``, ``mask``), then leave ``noise_std`` and
+      ``mask`` None; its arrays are cast to its shear's dtype.
     noise_std: shear noise std per pixel ``[..., N, N]`` or ``[..., N, N, 2]``
-      (> 0 where mask > 0); a tensor or numpy array must have the dtype of
+      (> 0 where mask = 1); a tensor or numpy array must have the dtype of
       ``shear``.
-    mask: ``[..., N, N]`` (any real or bool dtype), > 0 on observed pixels.
-      Default: every pixel observed.
+    mask: ``[..., N, N]`` (any real or bool dtype), the 0/1 indicator of
+      observed pixels. Default: every pixel observed.
     num_scales: number J of starlet wavelet scales (2^J <= N); structures
       larger than about 2^J pixels live in the unpenalised coarse plane.
     threshold_sigma: k in the thresholds k σ_j, a number or one per scale
@@ -507,12 +471,13 @@ def sparse_map(shear, noise_std=None, mask=None, num_scales=5,
 
   Raises:
     ValueError: for mismatched or non-square shapes, a noise_std whose float
-      dtype differs from the shear's, non-finite shear on observed pixels,
-      negative noise or mask, zero noise on an observed pixel, an empty mask,
-      or bad solver settings. Value checks run eagerly.
+      dtype differs from the shear's, a mask value other than 0 and 1, a
+      non-finite shear or a noise std that is not finite and > 0 on an
+      observed pixel, an empty mask (`shear_map.as_shear_map` gives these
+      checks and messages), or bad solver settings. Value checks run eagerly.
   """
   with tf.name_scope(name or 'sparse_map'):
-    problem = _set_up(*_data(shear, noise_std, mask))
+    _, problem = _set_up(shear, noise_std, mask)
     max_iterations, tol, inner_iterations = _check_solver_args(
         max_iterations, tol, inner_iterations)
     num_scales = _checks.positive_int(num_scales, 'num_scales')
@@ -553,7 +518,7 @@ def tv_map(shear, noise_std=None, mask=None, regularisation=1.0,
       regularisation.
   """
   with tf.name_scope(name or 'tv_map'):
-    problem = _set_up(*_data(shear, noise_std, mask))
+    _, problem = _set_up(shear, noise_std, mask)
     max_iterations, tol, inner_iterations = _check_solver_args(
         max_iterations, tol, inner_iterations)
     regularisation = float(regularisation)
@@ -614,7 +579,7 @@ def mcalens_map(shear, noise_std=None, mask=None, prior=None, num_scales=5,
   Args:
     shear, noise_std, mask: as in `sparse_map` (a ShearMap-like ``shear``
       included; pass ``prior`` by keyword then).
-    prior: a `gaussian_prior.GaussianPrior` with event shape ``[N, N]`` and
+    prior: a `priors.GaussianPrior` with event shape ``[N, N]`` and
       the dtype of ``shear`` (required); with a ShearMap, its pixel scale
       must match the map's when both are known.
     num_scales: starlet wavelet scales of the sparse component.
@@ -639,18 +604,9 @@ def mcalens_map(shear, noise_std=None, mask=None, prior=None, num_scales=5,
       ShearMap) was made for another pixel scale.
   """
   with tf.name_scope(name or 'mcalens_map'):
-    if prior is None or isinstance(noise_std, gaussian_prior_lib.GaussianPrior):
-      raise ValueError(
-          'prior is required: pass a tfp_massmap.GaussianPrior by keyword, '
-          'e.g. mcalens_map(shear_map, prior=prior) or '
-          'mcalens_map(shear, noise_std, mask, prior).')
-    if not isinstance(prior, gaussian_prior_lib.GaussianPrior):
-      raise ValueError('prior must be a tfp_massmap.GaussianPrior, got '
-                       f'{type(prior).__name__}.')
-    if wiener._is_shear_map(shear):  # pylint: disable=protected-access
-      wiener._check_pixel_scale(shear, prior)  # pylint: disable=protected-access
-    shear, noise_std, mask = _data(shear, noise_std, mask)
-    problem = _set_up(shear, noise_std, mask)
+    wiener._check_prior(prior, noise_std, 'mcalens_map')  # pylint: disable=protected-access
+    data, problem = _set_up(shear, noise_std, mask)
+    wiener._check_pixel_scale(data, prior)  # pylint: disable=protected-access
     dtype = problem.data.dtype
     if prior.dtype != dtype:
       raise ValueError(
@@ -691,7 +647,7 @@ def mcalens_map(shear, noise_std=None, mask=None, prior=None, num_scales=5,
     history, changes = [], []
     for _ in range(max_iterations):
       gaussian_part, _ = wiener.wiener_filter(
-          residual_problem(sparse_part).data, noise_std, mask, prior,
+          residual_problem(sparse_part).data, data.noise_std, data.mask, prior,
           tol=wiener_tol, max_iterations=wiener_max_iterations,
           initial=gaussian_part)
       sparse_part, dual, *_ = _sparse_solve(

@@ -2,9 +2,10 @@
 
 Model (DESIGN.md §1): shear data ``e = A κ + n`` with A the shear operator
 (``lensing.shear_from_convergence``, periodic), per-pixel, per-component
-Gaussian noise ``n ~ N(0, N)`` with ``N⁻¹ = mask / noise_std²`` (0 on masked
-pixels), and a stationary Gaussian prior ``κ ~ N(0, S)``
-(``gaussian_prior.GaussianPrior``). The posterior is Gaussian with precision
+Gaussian noise ``n ~ N(0, N)`` with ``N⁻¹ = 1 / noise_std²`` on the observed
+pixels and 0 elsewhere (the 0/1 mask of `shear_map`), and a stationary
+Gaussian prior ``κ ~ N(0, S)`` (``priors.GaussianPrior``). The
+posterior is Gaussian with precision
 ``Q = S⁻¹ + Aᵀ N⁻¹ A`` and mean ``Q⁻¹ Aᵀ N⁻¹ e`` (the Wiener filter); Aᵀ is
 the E-mode of ``lensing.kaiser_squires``.
 
@@ -44,8 +45,9 @@ from tensorflow_probability.python.internal import samplers
 from tensorflow_probability.python.mcmc.internal import util as mcmc_util
 
 from tfp_massmap import _checks
-from tfp_massmap import gaussian_prior as gaussian_prior_lib
 from tfp_massmap import lensing
+from tfp_massmap import shear_map as shear_map_lib
+from tfp_massmap.priors import gaussian as gaussian_prior_lib
 
 __all__ = [
     'WienerFilterInfo',
@@ -77,28 +79,19 @@ _System = collections.namedtuple(
                 'preconditioner'])
 
 
-def _cast(x, dtype, name):
-  """x as a tensor of ``dtype``; a float input of another dtype raises."""
-  declared = lensing._declared_float_dtype(x)  # pylint: disable=protected-access
+def _check_dtype(x, dtype, name):
+  """Raises if ``x`` declares a float dtype other than the prior's."""
+  declared = _checks.declared_float_dtype(x)
   if declared is not None and declared != dtype:
-    raise ValueError(
-        f'{name} has dtype {declared.name} but the prior has dtype '
-        f'{dtype.name}; cast {name} to {dtype.name}, or build the prior in '
-        f'{declared.name} (GaussianPrior.from_power_spectrum(..., '
-        f'dtype=tf.{declared.name})).')
-  x = tf.convert_to_tensor(x, name=name)
-  if x.dtype.is_complex:
-    raise ValueError(f'{name} must be real, got dtype {x.dtype.name}.')
-  return tf.cast(x, dtype)
+    _checks.same_float_dtype(
+        x, dtype, name, 'the prior',
+        remedy=(f', or build the prior in {declared.name} (GaussianPrior.'
+                f'from_power_spectrum(..., dtype=tf.{declared.name}))'))
 
 
-def _is_shear_map(x):
-  return all(hasattr(x, a) for a in ('shear', 'noise_std', 'mask'))
-
-
-def _check_pixel_scale(shear_map, prior):
-  """Raises if a ShearMap and a GaussianPrior both know different pixel sizes."""
-  map_scale = getattr(shear_map, 'pixel_scale_arcmin', None)
+def _check_pixel_scale(data, prior):
+  """Raises if the data and a GaussianPrior both know different pixel sizes."""
+  map_scale = data.pixel_scale_arcmin
   prior_scale = prior.pixel_scale_arcmin
   if (map_scale is not None and prior_scale is not None and
       not np.isclose(map_scale, prior_scale, rtol=1e-6, atol=0.)):
@@ -109,15 +102,8 @@ def _check_pixel_scale(shear_map, prior):
         f'pixel_scale_arcmin={map_scale})).')
 
 
-def _data(shear, noise_std, mask, prior, caller):
-  """(shear, noise_std, mask) tensors in the prior's dtype, from either form.
-
-  A ShearMap-like ``shear`` (attributes shear, noise_std, mask and optionally
-  pixel_scale_arcmin) is cast to the prior's dtype, after checking its pixel
-  scale against the prior's when both are known; separate arrays must
-  already have the prior's float dtype. A missing mask means every pixel is
-  observed.
-  """
+def _check_prior(prior, noise_std, caller):
+  """Raises unless ``prior`` is a GaussianPrior given by keyword."""
   if prior is None or isinstance(noise_std, gaussian_prior_lib.GaussianPrior):
     raise ValueError(
         f'prior is required: pass a tfp_massmap.GaussianPrior by keyword, e.g. '
@@ -126,50 +112,48 @@ def _data(shear, noise_std, mask, prior, caller):
   if not isinstance(prior, gaussian_prior_lib.GaussianPrior):
     raise ValueError(
         f'prior must be a tfp_massmap.GaussianPrior, got {type(prior).__name__}.')
-  dtype = prior.dtype
-  is_map = _is_shear_map(shear)
-  if is_map:
-    _check_pixel_scale(shear, prior)
-  shear, noise_std, mask = _checks.unpack_shear_data(shear, noise_std, mask)
-  if is_map:  # Its storage dtype (float32 from the catalogue) is no choice.
-    shear = tf.cast(tf.convert_to_tensor(shear, name='shear'), dtype)
-    noise_std = tf.cast(tf.convert_to_tensor(noise_std, name='noise_std'), dtype)
-  else:
-    shear = _cast(shear, dtype, 'shear')
-    noise_std = _cast(noise_std, dtype, 'noise_std')
-  if mask is None:
-    mask = tf.ones_like(shear[..., 0])
-  else:
-    mask = tf.cast(tf.convert_to_tensor(mask, name='mask'), dtype)
-  return shear, noise_std, mask
 
 
-def _set_up(shear, noise_std, mask, prior, caller):
-  """Validates inputs and builds the whitened system's pieces."""
-  shear, noise_std, mask = _data(shear, noise_std, mask, prior, caller)
+def _shear_data(shear, noise_std, mask, prior, caller):
+  """The checked `ShearMap` of the data, in the prior's dtype.
+
+  A ShearMap-like ``shear`` is cast to the prior's dtype, after checking its
+  pixel scale against the prior's when both are known; separate arrays must
+  already have the prior's float dtype (`shear_map.as_shear_map`).
+  """
+  _check_prior(prior, noise_std, caller)
+  if not shear_map_lib.is_shear_map(shear):
+    _check_dtype(shear, prior.dtype, 'shear')
+    _check_dtype(noise_std, prior.dtype, 'noise_std')
+  data = shear_map_lib.as_shear_map(shear, noise_std, mask, dtype=prior.dtype)
+  _check_pixel_scale(data, prior)
+  return data
+
+
+def _set_up(data, prior):
+  """The whitened system's pieces, from checked data and a GaussianPrior."""
   dtype = prior.dtype
-  n = _checks.square_map_shape(shear.shape, 'shear', channels=2)
-  _checks.same_map_shape(shear.shape[:-1], prior.spectrum.shape, 'shear',
+  n = data.shear.shape[-2]
+  _checks.same_map_shape(data.shear.shape[:-1], prior.spectrum.shape, 'shear',
                          'prior.spectrum')
-  noise_std, observed, inverse_noise = _checks.noise_and_mask(noise_std, mask, n)
+  noise_std = data.noise_std
+  inverse_noise = shear_map_lib.inverse_variance(data)
   try:
     tf.broadcast_static_shape(
-        tf.broadcast_static_shape(shear.shape[:-3], noise_std.shape[:-3]),
-        tf.broadcast_static_shape(mask.shape[:-2], prior.spectrum.shape[:-2]))
+        tf.broadcast_static_shape(data.shear.shape[:-3], noise_std.shape[:-3]),
+        tf.broadcast_static_shape(data.mask.shape[:-2],
+                                  prior.spectrum.shape[:-2]))
   except ValueError:
     raise ValueError(
         'the leading (batch) axes must broadcast; got shear '
-        f'{shear.shape}, noise_std {noise_std.shape}, mask {mask.shape}, '
-        f'prior.spectrum {prior.spectrum.shape}.') from None
-  _checks.finite(tf.where(observed, shear, tf.zeros_like(shear)),
-                 'shear on observed pixels (mask > 0)')
-
-  data = tf.where(observed, shear, tf.zeros_like(shear))
+        f'{data.shear.shape}, noise_std {data.noise_std.shape}, mask '
+        f'{data.mask.shape}, prior.spectrum {prior.spectrum.shape}.') from None
 
   spectrum = tf.convert_to_tensor(prior.spectrum)
   # |w_i(k)|², the Fourier weights of the shear components (γ_i = F⁻¹[w_i F κ]),
   # read off A applied to a unit impulse: cos² 2φ_k and sin² 2φ_k, except on
-  # the Nyquist lines of an even grid, where A puts the whole mode in γ1.
+  # the Nyquist lines of an even grid, where A puts the whole mode in γ1
+  # (lensing module docstring).
   impulse = tf.scatter_nd([[0, 0]], tf.ones([1], dtype), [n, n])
   weights = tf.signal.fft2d(tf.cast(
       tf.transpose(lensing.shear_from_convergence(impulse), [2, 0, 1]),
@@ -179,7 +163,8 @@ def _set_up(shear, noise_std, mask, prior, caller):
   effective = (mean_inverse[..., 0, tf.newaxis, tf.newaxis] * cos2 +
                mean_inverse[..., 1, tf.newaxis, tf.newaxis] * sin2)
   preconditioner = 1. / (1. + spectrum * effective)
-  return _System(data=data, noise_std=noise_std, inverse_noise=inverse_noise,
+  return _System(data=data.shear, noise_std=noise_std,
+                 inverse_noise=inverse_noise,
                  sqrt_spectrum=tf.sqrt(spectrum), preconditioner=preconditioner)
 
 
@@ -296,7 +281,7 @@ def wiener_filter(shear, noise_std=None, mask=None, prior=None, tol=1e-6,
   Args:
     shear: observed mean ellipticity ``[..., N, N, 2]`` (dimensionless);
       values on masked pixels are ignored (NaN allowed there). Or a
-      ShearMap-like object (``catalog.ShearMap``: attributes ``shear``,
+      `shear_map.ShearMap` (or any object with attributes ``shear``,
       ``noise_std``, ``mask``, optionally ``pixel_scale_arcmin``), then leave
       ``noise_std`` and ``mask`` None and pass ``prior`` by keyword; its
       arrays are cast to the prior's dtype, and its pixel scale must match
@@ -304,9 +289,9 @@ def wiener_filter(shear, noise_std=None, mask=None, prior=None, tol=1e-6,
     noise_std: per-pixel noise standard deviation of the shear, ``[..., N, N]``
       (both components) or ``[..., N, N, 2]`` (per component, like COSMOS
       std1/std2); > 0 on observed pixels, ignored (any value) where mask = 0.
-    mask: ``[..., N, N]`` (any real or bool dtype), > 0 on observed pixels.
-      ``N⁻¹ = mask / noise_std²`` there (a 0/1 mask gives plain inverse
-      variances), 0 elsewhere. Default: every pixel observed.
+    mask: ``[..., N, N]`` (any real or bool dtype), the 0/1 indicator of
+      observed pixels (`shear_map`): ``N⁻¹ = 1 / noise_std²`` where it is 1,
+      0 where it is 0. Default: every pixel observed.
     prior: a ``GaussianPrior`` with event shape ``[N, N]`` (required); its
       dtype is the computation dtype. ``shear``, ``noise_std`` and
       ``initial`` given as tensors or numpy arrays must have that dtype
@@ -325,10 +310,10 @@ def wiener_filter(shear, noise_std=None, mask=None, prior=None, tol=1e-6,
       a float input whose dtype differs from the prior's (the message names
       the input and the cast that fixes it), a ShearMap whose pixel scale
       differs from the prior's, mismatched or non-square shapes,
-      non-broadcasting batch axes, a negative or non-finite mask, negative or
-      non-finite noise_std or non-finite shear on observed pixels,
-      noise_std = 0 on an observed pixel, a map with no observed pixel, or
-      bad tol / max_iterations. Value checks run eagerly only; inside
+      non-broadcasting batch axes, a mask value other than 0 and 1, a
+      noise_std that is not finite and > 0 or a non-finite shear on an
+      observed pixel, a map with no observed pixel (`shear_map.as_shear_map`
+      gives these checks and messages), or bad tol / max_iterations. Value checks run eagerly only; inside
       ``tf.function`` only shapes and dtypes are checked.
 
   Warns:
@@ -336,12 +321,15 @@ def wiener_filter(shear, noise_std=None, mask=None, prior=None, tol=1e-6,
   """
   with tf.name_scope(name or 'wiener_filter'):
     tol, max_iterations = _check_solver_args(tol, max_iterations)
-    system = _set_up(shear, noise_std, mask, prior, 'wiener_filter')
+    system = _set_up(
+        _shear_data(shear, noise_std, mask, prior, 'wiener_filter'), prior)
     rhs = _whitened_adjoint(system, system.inverse_noise * system.data)
     if initial is None:
       z0 = tf.zeros_like(rhs)
     else:
-      initial = _cast(initial, prior.dtype, 'initial')
+      _check_dtype(initial, prior.dtype, 'initial')
+      initial = tf.cast(tf.convert_to_tensor(initial, name='initial'),
+                        prior.dtype)
       _checks.same_map_shape(initial.shape, rhs.shape, 'initial', 'shear')
       _checks.finite(initial, 'initial')
       sqrt_s = system.sqrt_spectrum
@@ -400,8 +388,8 @@ def gaussian_posterior_samples(shear, noise_std=None, mask=None, prior=None,
     if seed is None:
       raise ValueError('seed is required: a stateless seed such as (1, 2), so '
                        'that the samples are reproducible.')
-    system = _set_up(shear, noise_std, mask, prior,
-                     'gaussian_posterior_samples')
+    system = _set_up(_shear_data(shear, noise_std, mask, prior,
+                                 'gaussian_posterior_samples'), prior)
     noise_seed, prior_seed = samplers.split_seed(
         samplers.sanitize_seed(seed), n=2)
     dtype = prior.dtype
