@@ -48,7 +48,7 @@ Exit codes:
 Memory: the run is refused when its estimated peak memory exceeds the
 machine's physical memory (``os.sysconf``), before anything is allocated.
 With N = the map side in pixels and S = ``--num_samples``, the estimate in
-bytes is
+bytes (`tfp_massmap.pipeline.memory_need_bytes`) is
 
   M = 1 GiB + N² · (250 + Σ_methods c_m)
 
@@ -76,7 +76,6 @@ import json
 import math
 import os
 import sys
-import time
 
 from absl import app
 from absl import flags
@@ -169,14 +168,6 @@ FLAGS = flags.FLAGS
 EXIT_OK = 0
 EXIT_INVALID_INPUT = 2
 EXIT_DIVERGED = 3
-
-# Peak memory in bytes (module docstring): fixed, per pixel, per pixel and
-# method, per pixel and posterior chain.
-_MEMORY_BASE = 2**30
-_MEMORY_PER_PIXEL = 250
-_MEMORY_PER_PIXEL_METHOD = {'ks': 0, 'wiener': 1100, 'tv': 900, 'sparse': 4500,
-                            'mcalens': 5600, 'posterior': 1000}
-_MEMORY_PER_PIXEL_CHAIN = {'learned': 1000, 'gaussian': 250}
 
 # Files of the output folder; and those that versions without a manifest
 # wrote, so that such a folder may be replaced.
@@ -314,30 +305,16 @@ def _check_numbers(methods):
       schedules.GeometricSchedule(0.1, 1e-3, FLAGS.num_levels)
 
 
-def memory_need_bytes(npix, methods, num_samples, prior):
-  """Estimated peak memory of a run in bytes (formula: module docstring).
-
-  Args:
-    npix: map side N in pixels.
-    methods: the estimators run.
-    num_samples: posterior samples S (ignored without the posterior).
-    prior: 'learned' or 'gaussian'.
-  """
-  per_pixel = _MEMORY_PER_PIXEL + sum(_MEMORY_PER_PIXEL_METHOD[m] for m in methods)
-  if 'posterior' in methods:
-    per_pixel += num_samples * _MEMORY_PER_PIXEL_CHAIN[prior]
-  return _MEMORY_BASE + float(npix)**2 * per_pixel
-
-
 def _physical_memory_bytes():
   return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
 
 
 def _check_memory(methods):
   from tfp_massmap import demo  # pylint: disable=g-import-not-at-top
+  from tfp_massmap import pipeline  # pylint: disable=g-import-not-at-top
   npix = FLAGS.npix if FLAGS.catalog else demo.DEMO_MAP_SIZE
   prior = 'gaussian' if FLAGS.prior == 'gaussian' and not FLAGS.prior_path else 'learned'
-  need = memory_need_bytes(npix, methods, FLAGS.num_samples, prior)
+  need = pipeline.memory_need_bytes(npix, methods, FLAGS.num_samples, prior)
   have = _physical_memory_bytes()
   if need > have:
     raise InputError(
@@ -444,167 +421,68 @@ def _validate():
   return _Plan(methods, folder, shear_map, truth, description, clusters, prior)
 
 
-def _sample_posterior(plan):
-  """Posterior samples under the divergence policy (module docstring)."""
+def _run_methods(plan):
+  """Runs the estimators (`tfp_massmap.pipeline`) under the divergence policy."""
+  from tfp_massmap import pipeline  # pylint: disable=g-import-not-at-top
   from tfp_massmap import posterior  # pylint: disable=g-import-not-at-top
   from tfp_massmap.mcmc import schedules  # pylint: disable=g-import-not-at-top
-  result = posterior.sample_posterior(
-      plan.shear_map, plan.prior, num_samples=FLAGS.num_samples,
+  options = pipeline.EstimatorOptions(
+      ks_smoothing_arcmin=FLAGS.ks_smoothing_arcmin,
+      sparse_threshold_sigma=FLAGS.sparse_threshold_sigma,
+      tv_regularisation=FLAGS.tv_regularisation,
+      prior=plan.prior, num_samples=FLAGS.num_samples,
       schedule=schedules.GeometricSchedule(
           posterior.DEFAULT_SIGMA_MAX, posterior.DEFAULT_SIGMA_MIN,
           FLAGS.num_levels),
       num_leapfrog_steps=FLAGS.num_leapfrog_steps,
       step_size_factor=FLAGS.step_size_factor, seed=(FLAGS.seed, 1),
-      allow_pixel_scale_mismatch=FLAGS.allow_prior_pixel_scale_mismatch)
-  diverged = int(result.diagnostics['num_diverged_chains'])
-  diverged_chains = list(result.diagnostics['diverged_chains'])
-  if diverged:
-    message = (f'{diverged} of {FLAGS.num_samples} posterior chains diverged '
+      allow_pixel_scale_mismatch=FLAGS.allow_prior_pixel_scale_mismatch,
+      drop_diverged_chains=FLAGS.drop_diverged_chains, progress=True)
+  try:
+    return pipeline.run_estimators(
+        plan.shear_map, plan.methods, options,
+        callback=lambda name, result: logging.info('%s done in %.2f s', name,
+                                                   result.seconds))
+  except pipeline.DivergenceError as e:
+    message = (f'{e.num_diverged} of {e.num_samples} posterior chains diverged '
                f'(non-finite or runaway states) at --step_size_factor='
                f'{FLAGS.step_size_factor}; try a smaller --step_size_factor '
                '(e.g. half of it)')
-    if not FLAGS.drop_diverged_chains:
-      raise DivergenceError(f'{message}. Nothing was written; pass '
-                            '--drop_diverged_chains to keep the other chains.')
-    kept = FLAGS.num_samples - diverged
-    if kept < 2:
-      raise DivergenceError(f'{message}. Only {kept} chain(s) would remain, too '
-                            'few for a posterior std; nothing was written.')
-    logging.warning('DROPPING DIVERGED CHAINS: %s. The posterior summaries use '
-                    'the remaining %d chains.', message, kept)
-    result = result.drop_diverged()
-  # Counts of the run as sampled (drop_diverged resets the first two).
-  report = {key: _jsonable(value) for key, value in result.diagnostics.items()}
-  report.update(num_diverged_chains=diverged, diverged_chains=diverged_chains,
-                num_samples_kept=int(result.samples.shape[0]))
-  return result, report
+    if e.dropping:
+      raise DivergenceError(
+          f'{message}. Only {e.num_samples - e.num_diverged} chain(s) would '
+          'remain, too few for a posterior std; nothing was written.') from e
+    raise DivergenceError(f'{message}. Nothing was written; pass '
+                          '--drop_diverged_chains to keep the other chains.'
+                         ) from e
 
 
-def _run_methods(plan):
-  """Runs the requested estimators; returns {name: (map, seconds, report)}."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tfp_massmap import gaussian_prior  # pylint: disable=g-import-not-at-top
-  from tfp_massmap import lensing  # pylint: disable=g-import-not-at-top
-  from tfp_massmap import lognormal  # pylint: disable=g-import-not-at-top
-  from tfp_massmap import sparse  # pylint: disable=g-import-not-at-top
-  from tfp_massmap import wiener  # pylint: disable=g-import-not-at-top
-
-  shear_map = plan.shear_map
-  n = shear_map.shear.shape[0]
-  pix = shear_map.pixel_scale_arcmin
-  shear = tf.constant(shear_map.shear, tf.float64)
-  noise_std = tf.constant(shear_map.noise_std, tf.float64)
-  mask = tf.constant(shear_map.mask, tf.float64)
-  ell, cl = lognormal.cosmos_convergence_cl()
-  prior = gaussian_prior.GaussianPrior.from_power_spectrum(ell, cl, n, pix,
-                                                           dtype=tf.float64)
-
-  def solver_report(info):
-    return {'iterations': int(np.max(info.iterations)),
-            'converged': bool(np.all(info.converged))}
-
-  results = {}
-  extras = {}
-  for method in plan.methods:
-    start = time.perf_counter()
-    if method == 'ks':
-      kappa, _ = lensing.kaiser_squires(
-          shear_map.shear, smoothing_arcmin=FLAGS.ks_smoothing_arcmin or None,
-          pixel_scale_arcmin=pix)
-      report = {'smoothing_arcmin': FLAGS.ks_smoothing_arcmin}
-    elif method == 'wiener':
-      kappa, info = wiener.wiener_filter(shear, noise_std, mask, prior)
-      report = {**solver_report(info),
-                'relative_residual': float(np.max(info.relative_residual))}
-    elif method == 'sparse':
-      kappa, info = sparse.sparse_map(
-          shear, noise_std, mask, threshold_sigma=FLAGS.sparse_threshold_sigma)
-      report = {**solver_report(info), 'threshold_sigma': FLAGS.sparse_threshold_sigma}
-    elif method == 'tv':
-      kappa, info = sparse.tv_map(shear, noise_std, mask,
-                                  regularisation=FLAGS.tv_regularisation)
-      report = {**solver_report(info), 'regularisation': FLAGS.tv_regularisation}
-    elif method == 'posterior':
-      result, report = _sample_posterior(plan)
-      kappa = result.mean
-      extras['posterior'] = result
-    else:
-      kappa, info = sparse.mcalens_map(
-          shear, noise_std, mask, prior, threshold_sigma=FLAGS.sparse_threshold_sigma)
-      report = {**solver_report(info), 'threshold_sigma': FLAGS.sparse_threshold_sigma}
-    out = np.asarray(kappa)
-    results[method] = (out.astype(np.float32), time.perf_counter() - start, report)
-    logging.info('%s done in %.2f s', method, results[method][1])
-  return results, extras
-
-
-def _jsonable(value):
-  """A JSON-serialisable form of a diagnostic value."""
-  if hasattr(value, 'parameters'):  # a noise schedule
-    return {'type': type(value).__name__, **value.parameters}
-  if isinstance(value, (np.ndarray, np.generic)) or hasattr(value, 'numpy'):
-    return np.asarray(value).tolist()
-  return value
-
-
-def _strict_json(value):
-  """``value`` with non-finite floats as None and tuples as lists."""
-  if isinstance(value, dict):
-    return {str(k): _strict_json(v) for k, v in value.items()}
-  if isinstance(value, (list, tuple)):
-    return [_strict_json(v) for v in value]
-  if isinstance(value, (np.ndarray, np.generic)):
-    return _strict_json(value.tolist())
-  if isinstance(value, float) and not math.isfinite(value):
-    return None
-  return value
-
-
-def _products(plan, results, extras):
+def _products(plan, results):
   """(maps {name: array}, summary dict, figure panels) of a finished run."""
-  from tfp_massmap import metrics  # pylint: disable=g-import-not-at-top
-  mask = plan.shear_map.mask
+  from tfp_massmap import pipeline  # pylint: disable=g-import-not-at-top
   truth = plan.truth
-  summary = {'run_id': plan.folder.run_id,
-             'input': plan.description,
-             'map_size': int(mask.shape[0]),
-             'pixel_scale_arcmin': float(plan.shear_map.pixel_scale_arcmin),
-             'unmasked_fraction': float(mask.mean()),
-             'methods': {}}
-  for name, (kappa, seconds, report) in results.items():
-    entry = {'seconds': seconds, **report}
-    if truth is not None:
-      entry['rmse'] = float(metrics.rmse(truth, kappa, mask))
-      entry['pearson_r'] = float(metrics.pearson_r(truth, kappa, mask))
-    summary['methods'][name] = entry
-
-  maps = {f'kappa_{name}': r[0] for name, r in results.items()}
-  labels = {'ks': 'Kaiser-Squires', 'wiener': 'Wiener filter',
-            'posterior': 'Posterior mean', 'sparse': 'Sparse (starlet)',
-            'tv': 'Total variation', 'mcalens': 'MCALens-like'}
+  summary = pipeline.summarise(plan.shear_map, results, truth,
+                               run_id=plan.folder.run_id,
+                               input=plan.description)
+  maps = {f'kappa_{name}': result.kappa for name, result in results.items()}
   panels = {}
   if truth is not None:
     panels['Truth'] = truth
-  for name, (kappa, _, _) in results.items():
-    panels[labels[name]] = kappa
-  if 'posterior' in extras:
-    post = extras['posterior']
+  for name, result in results.items():
+    panels[pipeline.ESTIMATORS[name].label] = result.kappa
+  if 'posterior' in results:
+    post = results['posterior'].posterior
     samples = np.asarray(post.samples, np.float32)
     maps['kappa_posterior_std'] = np.asarray(post.std, np.float32)
     maps['kappa_posterior_samples'] = samples
     panels['Posterior std'] = np.asarray(post.std)
     for i in range(min(2, len(samples))):
       panels[f'Posterior sample {i + 1}'] = samples[i]
-    if truth is not None:
-      entry = summary['methods']['posterior']
-      for level in ('68', '95'):
-        lower, upper = (np.asarray(v) for v in getattr(post, f'interval_{level}'))
-        entry[f'coverage_{level}'] = metrics.coverage(truth, lower, upper, mask)
-  maps['mask'] = mask
+  maps['mask'] = plan.shear_map.mask
   maps['noise_std'] = plan.shear_map.noise_std[..., 0]
   if truth is not None:
     maps['kappa_truth'] = truth
-  return maps, _strict_json(summary), panels
+  return maps, pipeline.strict_json(summary), panels
 
 
 def _write(plan, maps, summary, panels):
@@ -632,8 +510,8 @@ def main(argv):
   if len(argv) > 1:
     raise InputError(f'unexpected arguments: {argv[1:]}')
   plan = _validate()
-  results, extras = _run_methods(plan)
-  maps, summary, panels = _products(plan, results, extras)
+  results = _run_methods(plan)
+  maps, summary, panels = _products(plan, results)
   summary_text = _write(plan, maps, summary, panels)
   print(summary_text)
   print(f'wrote {len(maps)} FITS maps, maps.png and summary.json to '

@@ -190,14 +190,6 @@ def test_allow_prior_pixel_scale_mismatch_passes_validation(
          f'--output_dir={tmp_path / "out"}')
 
 
-def test_memory_estimate_formula(map_shear):
-  need = map_shear.memory_need_bytes(360, ['ks', 'wiener', 'posterior'], 40,
-                                     'learned')
-  assert need == 2**30 + 360**2 * (250 + 0 + 1100 + 1000 + 40 * 1000)
-  assert map_shear.memory_need_bytes(64, ['ks'], 40, 'learned') == (
-      2**30 + 64**2 * 250)
-
-
 def _diverging(monkeypatch, num_diverged):
   """Makes sample_posterior report its first ``num_diverged`` chains diverged."""
   from tfp_massmap import posterior  # pylint: disable=g-import-not-at-top

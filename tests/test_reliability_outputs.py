@@ -28,6 +28,7 @@ import PIL.Image
 import pytest
 
 from tfp_massmap import outputs
+from tfp_massmap import pipeline
 
 _ROOT = pathlib.Path(__file__).resolve().parents[1]
 _SCRIPT = _ROOT / 'examples' / 'map_shear.py'
@@ -211,7 +212,7 @@ def test_summary_is_strict_json_when_a_solver_reports_nan(map_shear, catalogue,
   assert 'NaN' not in text and 'Infinity' not in text
   summary = json.loads(text, parse_constant=lambda c: pytest.fail(c))
   assert summary['methods']['wiener']['relative_residual'] is None
-  assert map_shear._strict_json(  # pylint: disable=protected-access
+  assert pipeline.strict_json(
       {'a': (np.float32(np.inf), -np.inf, [np.nan, 1.5]), 'b': np.arange(2)}) == {
           'a': [None, None, [None, 1.5]], 'b': [0, 1]}
 
