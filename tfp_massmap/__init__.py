@@ -4,9 +4,21 @@ Shear γ = Aκ + n from a galaxy catalogue, an explicit Gaussian likelihood
 (`ShearLikelihood`), classical baselines (Kaiser-Squires, Wiener filter) and
 posterior sampling under learned or analytic priors. Importing the package
 registers its TFDS datasets (`massivenus`, `kappatng`, `lognormal_kappa`).
+
+The builders live in the top-level ``datasets/`` folder, installed as
+``tfp_massmap.datasets`` (``pip install -e .``); from a checkout that is not
+installed, that folder is loaded under the same name, so ``import
+tfp_massmap`` works with the repository root on ``sys.path``.
 """
 
+import importlib
+import importlib.util
+import os
+import sys
+
 from tfp_massmap import catalog
+from tfp_massmap import cosmology
+from tfp_massmap import demo
 from tfp_massmap import lensing
 from tfp_massmap import likelihood
 from tfp_massmap import lognormal
@@ -42,7 +54,36 @@ from tfp_massmap.sparse import tv_map
 from tfp_massmap.training import train_score_network
 from tfp_massmap.wiener import gaussian_posterior_samples
 from tfp_massmap.wiener import wiener_filter
-from tfp_massmap import datasets  # Registers the TFDS builders; after lognormal.
-from tfp_massmap import demo  # Uses the lognormal_kappa builder; after datasets.
+
+
+def _import_datasets():
+  """``tfp_massmap.datasets``, installed or from the checkout's ``datasets/``."""
+  try:
+    return importlib.import_module('tfp_massmap.datasets')
+  except ModuleNotFoundError as exc:
+    if exc.name != 'tfp_massmap.datasets':
+      raise
+  folder = os.path.join(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))), 'datasets')
+  init = os.path.join(folder, '__init__.py')
+  if not os.path.isfile(init):
+    raise ImportError(
+        'tfp_massmap.datasets is not installed and there is no datasets/ '
+        f'folder next to {os.path.dirname(os.path.abspath(__file__))}: '
+        'install the package with `pip install -e .` (or `pip install .`) '
+        'from the repository root.')
+  spec = importlib.util.spec_from_file_location(
+      'tfp_massmap.datasets', init, submodule_search_locations=[folder])
+  module = importlib.util.module_from_spec(spec)
+  sys.modules['tfp_massmap.datasets'] = module
+  try:
+    spec.loader.exec_module(module)
+  except BaseException:
+    del sys.modules['tfp_massmap.datasets']
+    raise
+  return module
+
+
+datasets = _import_datasets()  # Registers the TFDS builders.
 
 __version__ = '0.1.0'

@@ -5,18 +5,19 @@ demo setting (128² pixels of 0.8 arcmin, 1.7 deg on a side, config
 ``lognormal_128``), regenerated here from its seed without building the
 dataset. The survey is ``survey.cosmos_like_survey`` (1.64 deg² tilted
 footprint with star holes, 64 galaxies/arcmin², σ_e = 0.30), and the observed
-shear is e = Aκ + n on the unmasked pixels (0 elsewhere), DESIGN.md §1.
+shear e = Aκ + n on the unmasked pixels (0 elsewhere) is drawn by
+`likelihood.ShearLikelihood.sample` (docs/design.md).
 """
 
 import astropy.wcs
 import numpy as np
 import tensorflow as tf
 
-from tfp_massmap import catalog
-from tfp_massmap import lensing
+from tfp_massmap import cosmology
+from tfp_massmap import likelihood
 from tfp_massmap import lognormal
+from tfp_massmap import shear_map as shear_map_lib
 from tfp_massmap import survey
-from tfp_massmap.datasets import lognormal_kappa
 
 __all__ = ['DEMO_MAP_SIZE', 'DEMO_PIXEL_SCALE_ARCMIN', 'demo_problem']
 
@@ -49,29 +50,28 @@ def demo_problem(index=0, gaussian=False, noise_seed=0, survey_seed=0):
     index: which test-split map (0-based) of ``lognormal_kappa/lognormal_128``
       (or ``gaussian_128`` when ``gaussian``) is the truth.
     gaussian: use the Gaussian field with the same power spectrum instead.
-    noise_seed: seed of the shape-noise draw.
+    noise_seed: integer seed of the shape-noise draw (the stateless seed
+      ``(noise_seed, 0)`` of `ShearLikelihood.sample`).
     survey_seed: seed of the footprint (star holes) and galaxy counts.
 
   Returns:
-    (shear_map, truth): a ``catalog.ShearMap`` (shear, noise_std, mask,
-    counts, wcs, pixel_scale_arcmin) and the true κ ``[N, N]`` float32.
+    (shear_map, truth): a `shear_map.ShearMap` of float32 numpy arrays
+    (shear, noise_std, mask, counts, wcs, pixel_scale_arcmin) and the true κ
+    ``[N, N]`` float32.
   """
   if int(index) < 0:
     raise ValueError(f'index must be >= 0, got {index!r}.')
   n, pix = DEMO_MAP_SIZE, DEMO_PIXEL_SCALE_ARCMIN
-  config = lognormal_kappa.Builder.builder_configs[
-      f'{"gaussian" if gaussian else "lognormal"}_{n}']
-  n_train, n_val, _ = config.split_sizes
+  n_train, n_val, _ = cosmology.lognormal_kappa_setting(n).split_sizes
   field = lognormal.LognormalField(None if gaussian else lognormal.COSMOS_SHIFT,
                                    n, pix, dtype=tf.float64)
   truth = field.maps_from_seeds([n_train + n_val + int(index)])[0]
   obs = survey.cosmos_like_survey(n, pix, seed=survey_seed)
-  rng = np.random.default_rng(noise_seed)
-  clean = lensing.shear_from_convergence(truth.astype(np.float64)).numpy()
-  shear = (clean + obs['noise_std'] * rng.standard_normal(clean.shape))
-  shear *= obs['mask'][..., None]
-  shear_map = catalog.ShearMap(
-      shear=shear.astype(np.float32), noise_std=obs['noise_std'],
+  shear = likelihood.ShearLikelihood(
+      truth.astype(np.float64), obs['noise_std'].astype(np.float64),
+      obs['mask']).sample(seed=(int(noise_seed), 0))
+  shear_map = shear_map_lib.ShearMap(
+      shear=shear.numpy().astype(np.float32), noise_std=obs['noise_std'],
       mask=obs['mask'], counts=obs['counts'], wcs=demo_wcs(n, pix),
       pixel_scale_arcmin=pix)
   return shear_map, truth

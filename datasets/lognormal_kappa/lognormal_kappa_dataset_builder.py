@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from tfp_massmap import cosmology
 from tfp_massmap import lognormal
 
 _BATCH_PIXELS = 2**20  # maps are generated in batches of about this many pixels
@@ -59,15 +60,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  # Map sizes, pixel scales and split sizes: `tfp_massmap.cosmology`.
   BUILDER_CONFIGS = [
-      # The demo setting (1.7 deg on a side), the benchmark setting of Remy et
-      # al. 2023 (1.74 deg), and a tiny one for tests.
-      _config('lognormal', 128, 0.8, (4096, 512, 512)),
-      _config('lognormal', 360, 0.29, (1024, 128, 128)),
-      _config('lognormal', 32, 0.8, (64, 16, 16)),
-      _config('gaussian', 128, 0.8, (4096, 512, 512)),
-      _config('gaussian', 360, 0.29, (1024, 128, 128)),
-      _config('gaussian', 32, 0.8, (64, 16, 16)),
+      _config(kind, *setting) for kind in ('lognormal', 'gaussian')
+      for setting in cosmology.LOGNORMAL_KAPPA_SETTINGS
   ]
 
   # TFDS derives these paths from the module name, which points into
