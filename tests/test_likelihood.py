@@ -301,3 +301,45 @@ def test_copy_and_tf_function_argument():
 
   np.testing.assert_allclose(log_prob(dist).numpy(),
                              dist.log_prob(shear).numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize('value', [0.5, 2., -1.])
+def test_mask_is_the_zero_one_indicator(value):
+  kappa, noise, mask, shear = _problem()
+  # bool, int and float 0/1 masks are the same likelihood.
+  expected = ShearLikelihood(kappa, noise, mask).log_prob(shear)
+  for same in (mask.astype(bool), mask.astype(np.int32)):
+    np.testing.assert_allclose(
+        ShearLikelihood(kappa, noise, same).log_prob(shear), expected,
+        rtol=1e-12)
+  weighted = mask.copy()
+  weighted[np.argwhere(mask > 0)[0][0], np.argwhere(mask > 0)[0][1]] = value
+  first = tuple(int(i) for i in np.argwhere(mask > 0)[0])
+  with pytest.raises(ValueError, match=(
+      rf'mask holds 1 value\(s\) other than 0 and 1; the first, '
+      rf'{value}, at index \({first[0]}, {first[1]}\).*not a weight')):
+    ShearLikelihood(kappa, noise, weighted)
+  # A mask held in a variable is checked at run time with validate_args.
+  dist = ShearLikelihood(kappa, noise, tf.Variable(weighted),
+                         validate_args=True)
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=r'mask holds values other than 0 and 1'):
+    dist.log_prob(shear)
+
+
+def test_operator_may_close_over_eager_tensors():
+  # The channel count is read by tracing the operator with tf.function, which
+  # captures eager tensors (a scratch tf.Graph cannot).
+  kappa, noise, _, _ = _problem(n=8)
+  gain = np.linspace(0.5, 1.5, 64).reshape(8, 8)
+  eager_gain = tf.constant(gain)
+  data = np.random.default_rng(3).normal(0., 0.1, [8, 8, 1])
+  dist = ShearLikelihood(kappa, noise[..., 0],
+                         operator=lambda k: (eager_gain * k)[..., tf.newaxis])
+  assert dist.event_shape == (8, 8, 1)
+  expected = _scipy_log_prob(data, (gain * kappa)[..., None],
+                             noise[..., :1]**2, np.ones([8, 8]))
+  np.testing.assert_allclose(dist.log_prob(data), expected, rtol=1e-12)
+  with pytest.raises(ValueError, match=r'static channel count C, got output '
+                     r'shape \(8, 8\)'):
+    ShearLikelihood(kappa, noise[..., 0], operator=lambda k: eager_gain * k)

@@ -37,14 +37,11 @@ def _prior(n=N, dtype=tf.float32, pixel_scale_arcmin=PIX):
 
 def _data(n=N, dtype=np.float32, seed=0):
   """(shear, noise_std, mask): shear of a prior draw plus noise, a hole."""
-  rng = np.random.default_rng(seed)
-  kappa = _prior(n, tf.float64).sample(seed=(seed, 1)).numpy()
+  kappa = _prior(n, tf.float64).sample(seed=(seed, 1))
   noise_std = np.full([n, n], 0.02)
   mask = np.ones([n, n])
   mask[:n // 4, :n // 4] = 0.
-  shear = (lensing.shear_from_convergence(kappa).numpy() +
-           noise_std[..., None] * rng.standard_normal([n, n, 2]))
-  shear *= mask[..., None]
+  shear = ShearLikelihood(kappa, noise_std, mask).sample(seed=(seed, 2)).numpy()
   return shear.astype(dtype), noise_std.astype(dtype), mask.astype(dtype)
 
 

@@ -8,6 +8,7 @@ from astropy import cosmology
 from astropy import units
 
 from tfp_massmap import lensing
+from tfp_massmap import likelihood
 from tfp_massmap import sparse
 from tfp_massmap import starlet
 from tfp_massmap import wiener
@@ -72,10 +73,8 @@ def _survey(n, pixel_scale_arcmin, seed, holes=((12, 44, 5),), density=64.0,
 
 
 def _observe(kappa, mask, std, seed):
-  rng = np.random.default_rng(seed)
-  shear = lensing.shear_from_convergence(tf.constant(kappa, tf.float64)).numpy()
-  noise = std[..., None] * rng.standard_normal(shear.shape)
-  return (shear + noise) * mask[..., None]
+  return likelihood.ShearLikelihood(
+      tf.constant(kappa, tf.float64), std, mask).sample(seed=(seed, 0)).numpy()
 
 
 def _chi2(kappa, shear, std, mask):

@@ -6,7 +6,10 @@ import tensorflow as tf
 
 from tfp_massmap import lensing
 from tfp_massmap import power_spectrum
+from tfp_massmap import testing
+from tfp_massmap.likelihood import ShearLikelihood
 from tfp_massmap.priors import GaussianPrior
+from tfp_massmap.shear_map import ShearMap
 from tfp_massmap.wiener import gaussian_posterior_samples
 from tfp_massmap.wiener import wiener_filter
 
@@ -54,38 +57,24 @@ def _problem(n, pixel_std, seed):
   mask[rng.random((n, n)) < 0.15] = 0.  # and scattered empty pixels.
   noise_std = np.where(mask[..., None] > 0,
                        rng.uniform(0.05, 0.3, (n, n, 2)), 0.)
-  shear = lensing.shear_from_convergence(kappa).numpy()
-  shear = np.where(mask[..., None] > 0,
-                   shear + noise_std * rng.normal(size=(n, n, 2)), 0.)
+  shear = ShearLikelihood(kappa, noise_std, mask).sample(
+      seed=(seed, 1)).numpy()
   return shear, noise_std, mask, prior
 
 
 def _dense_posterior(shear, noise_std, mask, prior):
   """Posterior mean and covariance from dense matrices (numpy)."""
-  n = mask.shape[-1]
-  basis = np.eye(n * n).reshape(n * n, n, n)
-  a = lensing.shear_from_convergence(tf.constant(basis)).numpy()
-  a = a.reshape(n * n, 2 * n * n).T  # Column j = A e_j, in (pixel, comp).
-  dft = np.fft.fft2(basis, norm='ortho').reshape(n * n, n * n).T
-  sqrt_s = (dft.conj().T @ np.diag(np.sqrt(prior.spectrum.numpy().ravel()))
-            @ dft).real
-  inv_noise = np.where(mask[..., None] > 0,
-                       1. / np.where(noise_std > 0, noise_std, 1.)**2, 0.).ravel()
-  # Whitened, regular on the degenerate mean mode: Σ = S½ (I + S½AᵀN⁻¹AS½)⁻¹ S½.
-  hessian = sqrt_s @ a.T @ (inv_noise[:, None] * a) @ sqrt_s
-  cov = sqrt_s @ np.linalg.solve(np.eye(n * n) + hessian, sqrt_s)
-  mean = cov @ a.T @ (inv_noise * shear.ravel())
-  return mean.reshape(n, n), cov
+  return testing.exact_gaussian_posterior(ShearMap(shear, noise_std, mask),
+                                          prior)
 
 
 def test_uniform_noise_no_mask_matches_fourier_closed_form():
   n = 64
   prior = _prior(n, 0.02)
-  rng = np.random.default_rng(0)
   kappa = prior.sample(seed=(1, 2))
   sigma_n = 0.03
-  shear = lensing.shear_from_convergence(kappa).numpy() + rng.normal(
-      0., sigma_n, (n, n, 2))
+  shear = ShearLikelihood(kappa, np.full((n, n), sigma_n)).sample(
+      seed=(0, 1)).numpy()
   kappa_wf, info = wiener_filter(shear, np.full((n, n), sigma_n), np.ones((n, n)),
                                  prior)
   kappa_e = lensing.kaiser_squires(shear)[0].numpy()
@@ -153,10 +142,7 @@ def test_cosmos_mask_and_noise_converge(cosmos_dir):
   mask = (std[..., 0] > 0).astype(np.float64)
   prior = _prior(360, 0.02)
   kappa = prior.sample(seed=(4, 5))
-  rng = np.random.default_rng(4)
-  shear = np.where(mask[..., None] > 0,
-                   lensing.shear_from_convergence(kappa).numpy() +
-                   std * rng.normal(size=std.shape), 0.)
+  shear = ShearLikelihood(kappa, std, mask).sample(seed=(4, 6)).numpy()
   kappa_wf, info = wiener_filter(shear, std, mask, prior, tol=1e-6)
   assert bool(info.converged), info
   assert float(info.relative_residual) <= 1e-6
