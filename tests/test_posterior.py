@@ -108,6 +108,24 @@ def test_mala_matches_exact_gaussian_posterior(problem):
   assert d['score_evaluations_per_sample'] == 1 + 60 + 59 + 1
 
 
+def test_mala_adapts_its_step_to_a_target_acceptance(problem):
+  """At σ = 0.01 a fixed factor 1.3 accepts few MALA proposals on this map;
+  with target_accept_prob the factor shrinks until about that many are."""
+  kwargs = dict(num_samples=16, method='mala', step_size_factor=1.3,
+                schedule=ConstantSchedule(0.01, num_steps=40), seed=(4, 4),
+                progress=False, tweedie=False)
+  fixed = sample_posterior(problem['data'], problem['prior'], **kwargs)
+  adapted = sample_posterior(problem['data'], problem['prior'],
+                             target_accept_prob=0.6, **kwargs)
+  assert fixed.diagnostics['acceptance_rate'] < 0.3
+  assert fixed.diagnostics['final_step_size_factor'] == pytest.approx(
+      [1.3] * 16)
+  assert 0.45 < adapted.diagnostics['acceptance_rate'] < 0.75
+  factors = adapted.diagnostics['final_step_size_factor']
+  assert len(set(factors)) == 1 and factors[0] < 1.3
+  assert adapted.diagnostics['target_accept_prob'] == 0.6
+
+
 def test_summaries_seeds_and_batches(problem):
   kwargs = dict(num_samples=12, batch_size=6,
                 schedule=GeometricSchedule(0.05, 1e-3, num_levels=3),

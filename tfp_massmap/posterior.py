@@ -261,6 +261,7 @@ class PosteriorSampler:
                num_leapfrog_steps=None,
                step_size_factor=DEFAULT_STEP_SIZE_FACTOR,
                metropolis_correction=None,
+               target_accept_prob=None,
                tweedie=True,
                jit_compile=None):
     """Builds the sampler; checks every setting.
@@ -285,14 +286,21 @@ class PosteriorSampler:
         prior score).
       metropolis_correction: bool; default False for 'hmc' (accept every
         proposal), fixed by 'mala' and 'ula'.
+      target_accept_prob: None (the step size factor stays fixed), or a
+        mean acceptance probability in (0, 1) the kernel adapts the factor
+        to, transition by transition, starting from ``step_size_factor``
+        (all chains of a batch share it; see
+        `AnnealedHamiltonianMonteCarlo`): this makes the Metropolis-corrected
+        methods usable at small σ. Without correction it needs 2 or more
+        leapfrog steps.
       tweedie: whether to denoise the final states at σ_min with the prior
         (``prior.denoise`` if it has one, else x + σ² score).
       jit_compile: compile with XLA; default True when a GPU is visible.
 
     Raises:
       ValueError: for a prior without a score or with malformed members, a
-        bad schedule, method, leapfrog count or step_size_factor (outside
-        (0, √2)).
+        bad schedule, method, leapfrog count, step_size_factor (outside
+        (0, √2)) or target_accept_prob.
     """
     priors.prior_properties(prior)
     self._prior = prior
@@ -302,6 +310,9 @@ class PosteriorSampler:
         method, num_leapfrog_steps, metropolis_correction)
     self._step_size_factor = _checks.positive_scalar(step_size_factor,
                                                      'step_size_factor')
+    self._target_accept_prob = (
+        None if target_accept_prob is None else
+        _checks.positive_scalar(target_accept_prob, 'target_accept_prob'))
     self._tweedie = bool(tweedie)
     self._jit_compile = driver.default_jit_compile(jit_compile)
     # Checks the kernel settings (e.g. step_size_factor < √2) now.
@@ -335,6 +346,7 @@ class PosteriorSampler:
                 num_leapfrog_steps=self._num_leapfrog_steps,
                 step_size_factor=self._step_size_factor,
                 metropolis_correction=self._metropolis_correction,
+                target_accept_prob=self._target_accept_prob,
                 tweedie=self._tweedie, jit_compile=self._jit_compile)
 
   def tracing_count(self):
@@ -349,7 +361,8 @@ class PosteriorSampler:
         schedule=self._schedule,
         step_size_factor=self._step_size_factor,
         num_leapfrog_steps=self._num_leapfrog_steps,
-        metropolis_correction=self._metropolis_correction)
+        metropolis_correction=self._metropolis_correction,
+        target_accept_prob=self._target_accept_prob)
 
   def _start_fn(self, maps, seed, shear, noise_std, mask):
     sigma = tf.cast(self._schedule.sigma(0), maps.dtype)
@@ -434,7 +447,9 @@ class PosteriorSampler:
         ``prior_pixel_scale_arcmin``, None where unknown). These describe
         the whole run, dropped chains included.
       * per chain (lists in the order of ``samples``):
-        ``acceptance_per_chain``; ``max_abs_kappa``, the largest |κ| of the
+        ``acceptance_per_chain``; ``final_step_size_factor``, the step size
+        factor of the chain's last transition (``step_size_factor`` unless
+        adapted to ``target_accept_prob``); ``max_abs_kappa``, the largest |κ| of the
         chain's states over the whole run (before the Tweedie step; None
         where non-finite); ``would_be_acceptance``, the mean over
         transitions of the Metropolis acceptance probability
@@ -551,6 +566,9 @@ class PosteriorSampler:
     per_chain = lambda field: np.concatenate(
         [np.asarray(getattr(r, field), np.float64) for r in finals])
     accepted = per_chain('num_accepted') / num_steps
+    final_factor = np.concatenate([
+        np.broadcast_to(np.asarray(r.step_size, np.float64).ravel(),
+                        np.shape(r.num_accepted)) for r in finals])
     max_abs = per_chain('max_abs_state')
     finite_samples = np.all(np.isfinite(samples.numpy()), axis=(1, 2))
     diverged = np.flatnonzero(~(max_abs <= divergence_bound) |
@@ -570,6 +588,7 @@ class PosteriorSampler:
         **self.settings,
         divergence_bound=divergence_bound,
         acceptance_per_chain=accepted.tolist(),
+        final_step_size_factor=final_factor.tolist(),
         num_diverged_chains=len(diverged),
         diverged_chains=diverged.tolist(),
         max_abs_kappa=[float(v) if np.isfinite(v) else None for v in max_abs],
@@ -609,6 +628,7 @@ def sample_posterior(shear_map,
                      num_leapfrog_steps=None,
                      step_size_factor=DEFAULT_STEP_SIZE_FACTOR,
                      metropolis_correction=None,
+                     target_accept_prob=None,
                      tweedie=True,
                      initial_state=None,
                      batch_size=None,
@@ -637,8 +657,8 @@ def sample_posterior(shear_map,
       divergence_bound, allow_pixel_scale_mismatch, progress: as in
       `PosteriorSampler.sample`.
     schedule, method, num_leapfrog_steps, step_size_factor,
-      metropolis_correction, tweedie, jit_compile: as in `PosteriorSampler`
-      (default schedule: `default_schedule()`).
+      metropolis_correction, target_accept_prob, tweedie, jit_compile: as
+      in `PosteriorSampler` (default schedule: `default_schedule()`).
 
   Returns:
     A `PosteriorSamples` (see `PosteriorSampler.sample`).
@@ -654,7 +674,8 @@ def sample_posterior(shear_map,
       prior, _checked_schedule(schedule), dict(
           method=method, num_leapfrog_steps=num_leapfrog_steps,
           step_size_factor=step_size_factor,
-          metropolis_correction=metropolis_correction, tweedie=bool(tweedie),
+          metropolis_correction=metropolis_correction,
+          target_accept_prob=target_accept_prob, tweedie=bool(tweedie),
           jit_compile=driver.default_jit_compile(jit_compile)))
   return sampler.sample(
       shear_map, num_samples=num_samples, initial_state=initial_state,

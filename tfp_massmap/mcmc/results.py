@@ -29,7 +29,7 @@ __all__ = [
 # Diagnostics with one entry per chain, in the order of the chains; what
 # `PosteriorSamples.drop_diverged` keeps of the surviving chains.
 PER_CHAIN_DIAGNOSTICS = ('max_abs_kappa', 'would_be_acceptance',
-                         'acceptance_per_chain')
+                         'acceptance_per_chain', 'final_step_size_factor')
 
 
 class ChainTrace(
