@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from tfp_massmap import lensing
 from tfp_massmap import power_spectrum
-from tfp_massmap.gaussian_prior import GaussianPrior
+from tfp_massmap.priors import GaussianPrior
 from tfp_massmap.wiener import wiener_filter
 
 _DEFAULT_COSMOS = pathlib.Path(
@@ -87,10 +87,9 @@ class NumpyWiener:
                                        else np.complex128)
     self.half = slice(0, n // 2 + 1)
     self.sqrt_s = np.sqrt(spectrum).astype(dtype)[:, self.half]
-    observed = (mask > 0)[..., None]
+    observed = (mask > 0)[..., None]  # The 0/1 mask of tfp_massmap.shear_map.
     safe = np.where(observed, noise_std, 1.)
-    self.inverse_noise = np.where(observed, mask[..., None] / safe**2,
-                                  0.).astype(dtype)
+    self.inverse_noise = np.where(observed, 1. / safe**2, 0.).astype(dtype)
     flipped = np.roll(self.kernel[::-1, ::-1], 1, axis=(0, 1))
     w1sq = np.abs(self.kernel + flipped.conj())**2 / 4.
     w2sq = np.abs(self.kernel - flipped.conj())**2 / 4.

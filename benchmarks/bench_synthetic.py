@@ -26,6 +26,7 @@ from absl import flags
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from tfp_massmap import cosmology
 from tfp_massmap import lognormal
 from tfp_massmap.datasets.lognormal_kappa import lognormal_kappa_dataset_builder as lkb
 
@@ -35,7 +36,9 @@ flags.DEFINE_multi_integer('num_maps', [1024, 256], 'Training maps written for t
 flags.DEFINE_integer('batch_size', 32, 'Maps per batch for sampling and reading.')
 flags.DEFINE_integer('repeats', 10, 'Timed batches (sampling) after one warm-up batch.')
 
-SETTINGS = ((128, 0.8), (360, 0.29))  # (pixels per side, arcmin per pixel)
+# (pixels per side, arcmin per pixel): the demo and the benchmark settings.
+SETTINGS = tuple((s.map_size, s.pixel_scale_arcmin)
+                 for s in cosmology.LOGNORMAL_KAPPA_SETTINGS[:2])
 
 
 def _rate(num, seconds):
