@@ -8,6 +8,8 @@ from tfp_massmap import lensing
 from tfp_massmap import power_spectrum
 from tfp_massmap import testing
 from tfp_massmap.likelihood import ShearLikelihood
+from tfp_massmap.mcmc import PosteriorSamples
+from tfp_massmap.mcmc import credible_interval
 from tfp_massmap.priors import GaussianPrior
 from tfp_massmap.shear_map import ShearMap
 from tfp_massmap.wiener import gaussian_posterior_samples
@@ -158,8 +160,9 @@ def test_posterior_samples_match_dense_posterior():
   n, num = 16, 4000
   shear, noise_std, mask, prior = _problem(n, 0.05, seed=5)
   mean, cov = _dense_posterior(shear, noise_std, mask, prior)
-  samples, info = gaussian_posterior_samples(shear, noise_std, mask, prior, num,
-                                             seed=(6, 7), tol=1e-10)
+  result = gaussian_posterior_samples(shear, noise_std, mask, prior, num,
+                                      seed=(6, 7), tol=1e-10)
+  samples, info = result.samples, result.diagnostics['solver_info']
   assert samples.shape == (num, n, n) and np.all(info.converged.numpy())
   x = samples.numpy().reshape(num, n * n)
   np.testing.assert_allclose(x.mean(axis=1), 0., atol=1e-12)  # Map means.
@@ -190,12 +193,25 @@ def test_posterior_samples_match_dense_posterior():
 def test_posterior_sample_mean_is_wiener_filter_batched():
   shear, noise_std, mask, prior = _problem(16, 0.05, seed=8)
   shears = np.stack([shear, -shear])
-  samples, info = gaussian_posterior_samples(shears, noise_std, mask, prior, 3,
-                                             seed=(1, 2))
+  result = gaussian_posterior_samples(shears, noise_std, mask, prior, 3,
+                                      seed=(1, 2))
+  samples, info = result.samples, result.diagnostics['solver_info']
   assert samples.shape == (3, 2, 16, 16) and info.converged.shape == (3, 2)
-  again, _ = gaussian_posterior_samples(shears, noise_std, mask, prior, 3,
-                                        seed=(1, 2))
+  again = gaussian_posterior_samples(shears, noise_std, mask, prior, 3,
+                                     seed=(1, 2)).samples
   np.testing.assert_array_equal(samples.numpy(), again.numpy())
+  # The summaries of every sampler: sample mean and std, credible_interval.
+  assert isinstance(result, PosteriorSamples) and result.trace is None
+  assert result.diagnostics['num_samples'] == 3
+  np.testing.assert_allclose(result.mean, samples.numpy().mean(axis=0),
+                             rtol=1e-12)
+  np.testing.assert_allclose(result.std, samples.numpy().std(axis=0),
+                             rtol=1e-12)
+  np.testing.assert_array_equal(result.interval_68,
+                                credible_interval(samples, 0.68))
+  one = gaussian_posterior_samples(shears, noise_std, mask, prior, 1,
+                                   seed=(1, 2))
+  assert one.std is None and one.interval_68 is None
 
 
 def test_invalid_inputs_raise():

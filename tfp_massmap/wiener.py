@@ -47,6 +47,7 @@ from tensorflow_probability.python.mcmc.internal import util as mcmc_util
 from tfp_massmap import _checks
 from tfp_massmap import lensing
 from tfp_massmap import shear_map as shear_map_lib
+from tfp_massmap.mcmc import results
 from tfp_massmap.priors import gaussian as gaussian_prior_lib
 
 __all__ = [
@@ -356,7 +357,9 @@ def gaussian_posterior_samples(shear, noise_std=None, mask=None, prior=None,
   distribution is ``N(Q⁻¹ Aᵀ N⁻¹ e, Q⁻¹)`` exactly (up to the CG tolerance).
   In whitened variables the prior term is a white map w ~ N(0, I). The map
   mean (a degenerate prior direction) is zero in every sample. Like
-  ``wiener_filter``, warns (eagerly) when a solve ends above ``tol``.
+  ``wiener_filter``, warns (eagerly) when a solve ends above ``tol``. The
+  result is the `mcmc.PosteriorSamples` every sampler of the package returns
+  (same summaries, same `credible_interval`).
 
   Args:
     shear, noise_std, mask, prior: as in ``wiener_filter`` (a ShearMap-like
@@ -369,8 +372,11 @@ def gaussian_posterior_samples(shear, noise_std=None, mask=None, prior=None,
     name: optional name scope.
 
   Returns:
-    (samples, info): ``samples`` ``[num_samples, ..., N, N]``, ``info`` a
-    ``WienerFilterInfo`` with shape ``[num_samples, ...]``.
+    A `mcmc.PosteriorSamples`: ``samples`` ``[num_samples, ..., N, N]``
+    (independent), their mean, std and 68 % / 95 % credible intervals
+    (None for one sample), no trace, and ``diagnostics`` holding
+    ``'solver_info'``, the ``WienerFilterInfo`` of the solves (shape
+    ``[num_samples, ...]``), and ``'num_samples'``.
 
   Raises:
     ValueError: as ``wiener_filter``, and for a missing seed or a
@@ -405,4 +411,6 @@ def gaussian_posterior_samples(shear, noise_std=None, mask=None, prior=None,
                                    tf.constant(max_iterations))
     _warn_if_not_converged('gaussian_posterior_samples', info, tol,
                            max_iterations)
-    return gaussian_prior_lib.fourier_filter(z, system.sqrt_spectrum), info
+    return results.from_samples(
+        gaussian_prior_lib.fourier_filter(z, system.sqrt_spectrum),
+        dict(solver_info=info, num_samples=num_samples))
