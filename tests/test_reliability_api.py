@@ -164,7 +164,8 @@ def test_wiener_filter_shear_map_errors():
   with pytest.raises(ValueError, match=r'seed is required'):
     tm.gaussian_posterior_samples(shear_map, prior=_prior(), num_samples=1)
   with pytest.raises(ValueError, match=(
-      r'pixels of 0\.29 arcmin but the prior was made for 0\.8 arcmin')):
+      r'the data have 0\.29 arcmin pixels but the prior is valid at 0\.8 '
+      r'arcmin pixels')):
     tm.wiener_filter(shear_map._replace(pixel_scale_arcmin=0.29),
                      prior=_prior())
   # A prior of unknown pixel scale is not checked.
@@ -197,7 +198,7 @@ def test_mcalens_map_takes_a_shear_map():
   np.testing.assert_array_equal(kappa, expected)
   with pytest.raises(ValueError, match=r'prior is required'):
     tm.mcalens_map(shear_map, prior, **settings)
-  with pytest.raises(ValueError, match=r'pixels of 0\.5 arcmin'):
+  with pytest.raises(ValueError, match=r'the data have 0\.5 arcmin pixels'):
     tm.mcalens_map(shear_map._replace(pixel_scale_arcmin=0.5), prior=prior,
                    **settings)
 

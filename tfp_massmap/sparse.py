@@ -67,6 +67,7 @@ from tensorflow_probability.python.mcmc.internal import util as mcmc_util
 
 from tfp_massmap import _checks
 from tfp_massmap import lensing
+from tfp_massmap import priors
 from tfp_massmap import shear_map as shear_map_lib
 from tfp_massmap import starlet
 from tfp_massmap import wiener
@@ -580,8 +581,9 @@ def mcalens_map(shear, noise_std=None, mask=None, prior=None, num_scales=5,
     shear, noise_std, mask: as in `sparse_map` (a ShearMap-like ``shear``
       included; pass ``prior`` by keyword then).
     prior: a `priors.GaussianPrior` with event shape ``[N, N]`` and
-      the dtype of ``shear`` (required); with a ShearMap, its pixel scale
-      must match the map's when both are known.
+      the dtype of ``shear`` (required), checked by `priors.check_prior`
+      (with a ShearMap, its pixel scale must match the prior's when both are
+      known).
     num_scales: starlet wavelet scales of the sparse component.
     threshold_sigma: k of the sparse component's thresholds k σ_j, a number
       or one per plane (J wavelet planes, then the coarse plane).
@@ -606,16 +608,9 @@ def mcalens_map(shear, noise_std=None, mask=None, prior=None, num_scales=5,
   with tf.name_scope(name or 'mcalens_map'):
     wiener._check_prior(prior, noise_std, 'mcalens_map')  # pylint: disable=protected-access
     data, problem = _set_up(shear, noise_std, mask)
-    wiener._check_pixel_scale(data, prior)  # pylint: disable=protected-access
     dtype = problem.data.dtype
-    if prior.dtype != dtype:
-      raise ValueError(
-          f'prior has dtype {prior.dtype.name} but shear has {dtype.name}; '
-          f'cast shear and noise_std to {prior.dtype.name}, or build the prior '
-          f'in {dtype.name} (GaussianPrior.from_power_spectrum(..., '
-          f'dtype=tf.{dtype.name})).')
-    _checks.same_map_shape(problem.data.shape[:-1], prior.event_shape,
-                           'shear', 'prior event')
+    priors.check_prior(prior, data, dtype=dtype,
+                       allow_pixel_scale_mismatch=None)
     max_iterations, tol, inner_iterations = _check_solver_args(
         max_iterations, tol, inner_iterations)
     sparse_iterations = _checks.positive_int(sparse_iterations, 'sparse_iterations')

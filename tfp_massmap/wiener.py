@@ -46,6 +46,7 @@ from tensorflow_probability.python.mcmc.internal import util as mcmc_util
 
 from tfp_massmap import _checks
 from tfp_massmap import lensing
+from tfp_massmap import priors
 from tfp_massmap import shear_map as shear_map_lib
 from tfp_massmap.mcmc import results
 from tfp_massmap.priors import gaussian as gaussian_prior_lib
@@ -90,19 +91,6 @@ def _check_dtype(x, dtype, name):
                 f'from_power_spectrum(..., dtype=tf.{declared.name}))'))
 
 
-def _check_pixel_scale(data, prior):
-  """Raises if the data and a GaussianPrior both know different pixel sizes."""
-  map_scale = data.pixel_scale_arcmin
-  prior_scale = prior.pixel_scale_arcmin
-  if (map_scale is not None and prior_scale is not None and
-      not np.isclose(map_scale, prior_scale, rtol=1e-6, atol=0.)):
-    raise ValueError(
-        f'the shear map has pixels of {map_scale} arcmin but the prior was '
-        f'made for {prior_scale} arcmin; build the prior for the map '
-        '(GaussianPrior.from_power_spectrum(ell, cl, n, '
-        f'pixel_scale_arcmin={map_scale})).')
-
-
 def _check_prior(prior, noise_std, caller):
   """Raises unless ``prior`` is a GaussianPrior given by keyword."""
   if prior is None or isinstance(noise_std, gaussian_prior_lib.GaussianPrior):
@@ -118,16 +106,17 @@ def _check_prior(prior, noise_std, caller):
 def _shear_data(shear, noise_std, mask, prior, caller):
   """The checked `ShearMap` of the data, in the prior's dtype.
 
-  A ShearMap-like ``shear`` is cast to the prior's dtype, after checking its
-  pixel scale against the prior's when both are known; separate arrays must
-  already have the prior's float dtype (`shear_map.as_shear_map`).
+  A ShearMap-like ``shear`` is cast to the prior's dtype; separate arrays
+  must already have the prior's float dtype (`shear_map.as_shear_map`). The
+  prior must fit the data (`priors.check_prior`: map size, and pixel scale
+  when both know theirs).
   """
   _check_prior(prior, noise_std, caller)
   if not shear_map_lib.is_shear_map(shear):
     _check_dtype(shear, prior.dtype, 'shear')
     _check_dtype(noise_std, prior.dtype, 'noise_std')
   data = shear_map_lib.as_shear_map(shear, noise_std, mask, dtype=prior.dtype)
-  _check_pixel_scale(data, prior)
+  priors.check_prior(prior, data, allow_pixel_scale_mismatch=None)
   return data
 
 
@@ -135,8 +124,6 @@ def _set_up(data, prior):
   """The whitened system's pieces, from checked data and a GaussianPrior."""
   dtype = prior.dtype
   n = data.shear.shape[-2]
-  _checks.same_map_shape(data.shear.shape[:-1], prior.spectrum.shape, 'shear',
-                         'prior.spectrum')
   noise_std = data.noise_std
   inverse_noise = shear_map_lib.inverse_variance(data)
   try:
@@ -286,7 +273,8 @@ def wiener_filter(shear, noise_std=None, mask=None, prior=None, tol=1e-6,
       ``noise_std``, ``mask``, optionally ``pixel_scale_arcmin``), then leave
       ``noise_std`` and ``mask`` None and pass ``prior`` by keyword; its
       arrays are cast to the prior's dtype, and its pixel scale must match
-      the prior's when both are known.
+      the prior's within `priors.PIXEL_SCALE_TOLERANCE` when both are known
+      (`priors.check_prior`).
     noise_std: per-pixel noise standard deviation of the shear, ``[..., N, N]``
       (both components) or ``[..., N, N, 2]`` (per component, like COSMOS
       std1/std2); > 0 on observed pixels, ignored (any value) where mask = 0.
