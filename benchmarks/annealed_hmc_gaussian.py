@@ -26,14 +26,11 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
-
-from tfp_massmap import gaussian_prior
-from tfp_massmap import lensing
-from tfp_massmap import lognormal
 from tfp_massmap import posterior
-from tfp_massmap import power_spectrum
-from tfp_massmap import survey
+from tfp_massmap import priors
+from tfp_massmap import testing
 from tfp_massmap import wiener
+from tfp_massmap.mcmc import GeometricSchedule
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer('npix', 32, 'Map side in pixels.')
@@ -57,53 +54,29 @@ flags.DEFINE_integer('seed', 0, 'Seed of the problem and of the sampler.')
 
 def gaussian_problem(npix, pixel_scale_arcmin, seed, reference='dense',
                      reference_samples=1024):
-  """COSMOS-like data and the exact Gaussian posterior.
+  """COSMOS-like data (`testing.gaussian_problem`) and the exact posterior.
 
   Returns:
-    dict with shear [N, N, 2], noise_std [N, N, 2], mask [N, N], the
-    GaussianPrior (float32), exact mean [N, N] and std [N, N].
+    dict with the ShearMap ``data`` (float32), its ``mask``, the
+    GaussianPrior ``prior`` (float32), the exact ``mean`` [N, N] and
+    ``std`` [N, N]: by dense solve (`testing.exact_gaussian_posterior`), or
+    the Wiener filter and the std of exact perturb-and-solve samples.
   """
-  ell, cl = lognormal.cosmos_convergence_cl()
-  spectrum = power_spectrum.power_spectrum_grid(
-      ell, cl, npix, pixel_scale_arcmin, tf.float64).numpy()
-  data = survey.cosmos_like_survey(npix, pixel_scale_arcmin, seed=seed)
-  mask = data['mask']
-  # Non-uniform noise: a smooth gradient on top of the Poisson counts.
-  ramp = np.linspace(0.7, 2.0, npix)[None, :, None]
-  noise_std = (data['noise_std'] * ramp).astype(np.float32)
-  rng = np.random.default_rng(seed)
-  kappa = gaussian_prior.fourier_filter(
-      rng.standard_normal((npix, npix)), np.sqrt(spectrum)).numpy()
-  shear = lensing.shear_from_convergence(kappa).numpy()
-  shear = np.where(mask[..., None] > 0,
-                   shear + noise_std * rng.standard_normal(shear.shape), 0.)
-  shear = shear.astype(np.float32)
-  prior = gaussian_prior.GaussianPrior(tf.constant(spectrum, tf.float32))
-  problem = dict(shear=shear, noise_std=noise_std, mask=mask, prior=prior)
+  data, _, prior = testing.gaussian_problem(npix, pixel_scale_arcmin, seed)
+  problem = dict(data=data, mask=data.mask, prior=prior)
+  prior64 = priors.GaussianPrior(tf.cast(prior.spectrum, tf.float64),
+                                 pixel_scale_arcmin=pixel_scale_arcmin)
   if reference == 'sampled':
-    prior64 = gaussian_prior.GaussianPrior(tf.constant(spectrum))
-    args = (shear.astype(np.float64), noise_std.astype(np.float64), mask,
-            prior64)
-    mean, _ = wiener.wiener_filter(*args, tol=1e-8, max_iterations=5000)
+    mean, _ = wiener.wiener_filter(data, prior=prior64, tol=1e-8,
+                                   max_iterations=5000)
     samples, _ = wiener.gaussian_posterior_samples(
-        *args, num_samples=reference_samples, seed=(seed, 2), tol=1e-8,
-        max_iterations=5000)
+        data, prior=prior64, num_samples=reference_samples, seed=(seed, 2),
+        tol=1e-8, max_iterations=5000)
     problem.update(mean=mean.numpy(), std=np.std(samples.numpy(), axis=0))
     return problem
-  eye = np.eye(npix * npix).reshape(-1, npix, npix)
-  a = lensing.shear_from_convergence(eye).numpy().reshape(npix * npix, -1).T
-  s = gaussian_prior.fourier_filter(eye, spectrum).numpy().reshape(
-      npix * npix, -1)
-  observed = np.broadcast_to(mask[..., None] > 0, shear.shape).ravel()
-  a_obs = a[observed]
-  s_at = s @ a_obs.T
-  noise_var = noise_std.astype(np.float64).ravel()[observed]**2
-  gram = a_obs @ s_at + np.diag(noise_var)
-  mean = s_at @ np.linalg.solve(gram, shear.ravel()[observed])
-  cov = s - s_at @ np.linalg.solve(gram, s_at.T)
-  problem.update(
-      mean=mean.reshape(npix, npix),
-      std=np.sqrt(np.clip(np.diag(cov), 0, None)).reshape(npix, npix))
+  mean, covariance = testing.exact_gaussian_posterior(data, prior64)
+  problem.update(mean=mean, std=np.sqrt(np.clip(np.diag(covariance), 0, None)
+                                        ).reshape(npix, npix))
   return problem
 
 
@@ -140,9 +113,8 @@ def main(argv):
       FLAGS.factor):
     began = time.perf_counter()
     result = posterior.sample_posterior(
-        problem['shear'], problem['noise_std'], problem['mask'],
-        problem['prior'], num_samples=FLAGS.chains, sigma_max=float(smax),
-        sigma_min=float(smin), num_levels=int(levels),
+        problem['data'], problem['prior'], num_samples=FLAGS.chains,
+        schedule=GeometricSchedule(float(smax), float(smin), int(levels)),
         num_leapfrog_steps=int(leapfrog), step_size_factor=float(factor),
         method=FLAGS.method, seed=(FLAGS.seed, 1),
         metropolis_correction=(FLAGS.correction if FLAGS.method == 'hmc'

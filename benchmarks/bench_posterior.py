@@ -14,14 +14,16 @@ the COSMOS-like survey (`demo.demo_problem`), RMSE and Pearson r on the mask
   ``--prior_path``): mean, 68/95% coverage, score evaluations and seconds per
   sample.
 
+The estimators run through `tfp_massmap.pipeline` (the main job's registry).
+
 Example:
 
   python benchmarks/bench_posterior.py --num_maps=20 --num_samples=16 \
       --exact_chains=2 --output=out/bench_posterior.json
 """
 
+import dataclasses
 import json
-import time
 
 from absl import app
 from absl import flags
@@ -29,15 +31,10 @@ import numpy as np
 import tensorflow as tf
 
 from tfp_massmap import demo
-from tfp_massmap import gaussian_prior
-from tfp_massmap import lensing
 from tfp_massmap import lognormal
-from tfp_massmap import metrics
-from tfp_massmap import posterior
+from tfp_massmap import pipeline
 from tfp_massmap import priors
-from tfp_massmap import score_network
-from tfp_massmap import sparse
-from tfp_massmap import wiener
+from tfp_massmap.mcmc import GeometricSchedule
 
 flags.DEFINE_integer('num_maps', 20, 'Held-out test maps.')
 flags.DEFINE_integer('first_map', 0, 'Index of the first test map.')
@@ -59,62 +56,53 @@ flags.DEFINE_string('output', None, 'Optional JSON file for per-map results.')
 
 FLAGS = flags.FLAGS
 
+# Row names of the pipeline's estimators (those of earlier --output files).
+_ROW_NAMES = {'posterior': 'learned_posterior'}
 
-def _timed(fn):
-  start = time.perf_counter()
-  out = fn()
-  return np.asarray(out), time.perf_counter() - start
+
+def _options(prior, field, gauss):
+  """The pipeline's options for the flags (per-map seeds set in main)."""
+  options = dict(gaussian_prior=gauss, prior=prior, num_samples=FLAGS.num_samples,
+                 num_leapfrog_steps=FLAGS.num_leapfrog_steps,
+                 lognormal_field=field, exact_chains=FLAGS.exact_chains,
+                 exact_results=FLAGS.exact_results,
+                 exact_burnin=FLAGS.exact_burnin)
+  if FLAGS.num_levels is not None:
+    options['schedule'] = GeometricSchedule(0.1, 1e-3, FLAGS.num_levels)
+  if FLAGS.step_size_factor is not None:
+    options['step_size_factor'] = FLAGS.step_size_factor
+  return pipeline.EstimatorOptions(**options)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  prior = (score_network.load_score_network(FLAGS.prior_path) if FLAGS.prior_path
-           else priors.load_prior())
+  prior = priors.load_prior(FLAGS.prior_path or 'lognormal_128')
   n, pix = demo.DEMO_MAP_SIZE, demo.DEMO_PIXEL_SCALE_ARCMIN
   field = lognormal.LognormalField(lognormal.COSMOS_SHIFT, n, pix, dtype=tf.float64)
-  gauss = gaussian_prior.GaussianPrior(tf.constant(field.power_grid, tf.float64))
+  gauss = priors.GaussianPrior(tf.constant(field.power_grid, tf.float64),
+                               pixel_scale_arcmin=pix)
+  methods = ['ks', 'wiener']
+  if FLAGS.classical:
+    methods += ['sparse', 'tv', 'mcalens']
+  if FLAGS.exact_chains:
+    methods.append('exact_lognormal')
+  if FLAGS.learned:
+    methods.append('posterior')
+  options = _options(prior, field, gauss)
   rows = []
   for index in range(FLAGS.first_map, FLAGS.first_map + FLAGS.num_maps):
     shear_map, truth = demo.demo_problem(index=index, noise_seed=index)
-    mask = shear_map.mask
-    shear64 = tf.constant(shear_map.shear, tf.float64)
-    noise64 = tf.constant(shear_map.noise_std, tf.float64)
-    mask64 = tf.constant(mask, tf.float64)
-    maps, seconds = {}, {}
-    maps['ks'], seconds['ks'] = _timed(lambda: lensing.kaiser_squires(
-        shear_map.shear, smoothing_arcmin=1.0, pixel_scale_arcmin=pix)[0])
-    maps['wiener'], seconds['wiener'] = _timed(
-        lambda: wiener.wiener_filter(shear64, noise64, mask64, gauss)[0])
-    if FLAGS.classical:
-      maps['sparse'], seconds['sparse'] = _timed(
-          lambda: sparse.sparse_map(shear64, noise64, mask64)[0])
-      maps['tv'], seconds['tv'] = _timed(
-          lambda: sparse.tv_map(shear64, noise64, mask64)[0])
-      maps['mcalens'], seconds['mcalens'] = _timed(
-          lambda: sparse.mcalens_map(shear64, noise64, mask64, gauss)[0])
+    mask = np.asarray(shear_map.mask)
+    results = pipeline.run_estimators(
+        shear_map, methods, dataclasses.replace(
+            options, seed=(index, 3), exact_seed=(index, 7)))
+    summary = pipeline.summarise(shear_map, results, truth)['methods']
     row = {'index': index}
-    if FLAGS.exact_chains:
-      from tfp_massmap import lognormal_posterior  # pylint: disable=g-import-not-at-top
-      start = time.perf_counter()
-      exact = lognormal_posterior.lognormal_posterior(
-          shear64, noise64, mask64, field, num_chains=FLAGS.exact_chains,
-          num_results=FLAGS.exact_results, num_burnin_steps=FLAGS.exact_burnin,
-          seed=(index, 7), progress=False)
-      maps['exact_lognormal'] = np.asarray(exact.mean)
-      seconds['exact_lognormal'] = time.perf_counter() - start
-    if FLAGS.learned:
-      options = {} if FLAGS.step_size_factor is None else {
-          'step_size_factor': FLAGS.step_size_factor}
-      result = posterior.sample_posterior(
-          shear_map, prior=prior, num_samples=FLAGS.num_samples,
-          num_levels=FLAGS.num_levels, num_leapfrog_steps=FLAGS.num_leapfrog_steps,
-          seed=(index, 3), progress=False, **options)
-      maps['learned_posterior'] = np.asarray(result.mean)
-      seconds['learned_posterior'] = result.diagnostics['wall_time_s']
+    if 'posterior' in results:
+      result = results['posterior'].posterior
       for level in ('68', '95'):
-        lower, upper = (np.asarray(v) for v in getattr(result, f'interval_{level}'))
-        row[f'coverage_{level}'] = metrics.coverage(truth, lower, upper, mask)
+        row[f'coverage_{level}'] = summary['posterior'][f'coverage_{level}']
       row['score_evaluations_per_sample'] = int(
           result.diagnostics['score_evaluations_per_sample'])
       row['seconds_per_sample'] = float(result.diagnostics['wall_time_per_sample_s'])
@@ -123,10 +111,14 @@ def main(argv):
       variance = np.var(np.asarray(result.samples, np.float64), axis=0, ddof=1)
       row['finite_sample_mse'] = float(variance[mask > 0].mean() / FLAGS.num_samples)
       row['posterior_std_learned'] = float(np.sqrt(variance[mask > 0].mean()))
-    for name, kappa in maps.items():
-      row[f'rmse_{name}'] = float(metrics.rmse(truth, kappa, mask))
-      row[f'r_{name}'] = float(metrics.pearson_r(truth, kappa, mask))
-      row[f'seconds_{name}'] = float(seconds[name])
+    for name, entry in summary.items():
+      key = _ROW_NAMES.get(name, name)
+      row[f'rmse_{key}'] = entry['rmse']
+      row[f'r_{key}'] = entry['pearson_r']
+      # The sampler's own wall time for the learned posterior, as before.
+      row[f'seconds_{key}'] = float(
+          results[name].posterior.diagnostics['wall_time_s']
+          if name == 'posterior' else entry['seconds'])
     rows.append(row)
     print(json.dumps(row), flush=True)
     if FLAGS.output:  # After each map: a stopped run keeps its maps.

@@ -29,8 +29,10 @@ from tfp_massmap import lognormal
 from tfp_massmap import posterior
 from tfp_massmap import priors
 from tfp_massmap import score_network
+from tfp_massmap import shear_map
 from tfp_massmap.mcmc import AnnealedHamiltonianMonteCarlo
 from tfp_massmap.mcmc import ConstantSchedule
+from tfp_massmap.mcmc import GeometricSchedule
 
 flags.DEFINE_string('prior_path', None, '.keras score network (default: the shipped prior).')
 flags.DEFINE_list('settings', ['20x3x1.0', '40x5x1.0', '30x3x0.5'],
@@ -74,12 +76,14 @@ def main(argv):
   reference = _statistics(truth)
   results = {'reference': reference, 'prior_draws': [], 'fixed_sigma': []}
   print('reference maps:', json.dumps(reference))
-  no_data = (np.zeros([n, n, 2], np.float32), np.full([n, n], 1e3, np.float32),
-             np.ones([n, n], np.float32))
+  no_data = shear_map.ShearMap(np.zeros([n, n, 2], np.float32),
+                               np.full([n, n], 1e3, np.float32),
+                               pixel_scale_arcmin=pix)
   for setting in FLAGS.settings:
     levels, leapfrog, factor = setting.split('x')
     result = posterior.sample_posterior(
-        *no_data, prior=prior, num_samples=FLAGS.num_draws, num_levels=int(levels),
+        no_data, prior, num_samples=FLAGS.num_draws,
+        schedule=GeometricSchedule(0.1, 1e-3, int(levels)),
         num_leapfrog_steps=int(leapfrog), step_size_factor=float(factor),
         seed=(5, 5), progress=False)
     stats = _statistics(result.samples)
