@@ -307,7 +307,10 @@ class AnnealedHamiltonianMonteCarlo(kernel_base.TransitionKernel):
     not change with σ. Without correction ``log_accept_ratio`` is 0 (every
     proposal is accepted) and the wrappers would only grow the step: pass
     ``log_accept_prob_getter_fn=annealed_hmc.log_accept_prob_getter_fn``
-    (the would-be acceptance). Per-chain factors (``step_size_factor`` of
+    (the would-be acceptance), and prefer `SimpleStepSizeAdaptation`: dual
+    averaging tries steps up to 10 times the initial one, and an
+    uncorrected kernel cannot reject the trajectories that explode.
+    Per-chain factors (``step_size_factor`` of
     shape ``[..., 1, 1]``) work as for `tfp.mcmc.HamiltonianMonteCarlo`.
 
   #### Metropolis correction
@@ -416,8 +419,8 @@ class AnnealedHamiltonianMonteCarlo(kernel_base.TransitionKernel):
         √2 = `MAX_STABLE_STEP_SIZE_FACTOR` on (see the class docstring;
         1 is a good value for an exact prior score). A float tensor
         broadcasting against the state (e.g. ``[..., 1, 1]``: one factor per
-        chain) is used as given, unchecked; so is a list with one factor
-        per state part.
+        chain) is used as given, unchecked. For a list of state parts, one
+        factor for all or a list of one per part.
       num_leapfrog_steps: leapfrog steps per transition: a Python int >= 1,
         or an integer scalar tensor (unchecked).
       metropolis_correction: Python bool; accept or reject each proposal
@@ -462,7 +465,8 @@ class AnnealedHamiltonianMonteCarlo(kernel_base.TransitionKernel):
       if value >= 1.:
         raise ValueError('target_accept_prob must be in (0, 1), got '
                          f'{target_accept_prob!r}.')
-      if not metropolis_correction and num_leapfrog_steps == 1:
+      if (not metropolis_correction and not tf.is_tensor(num_leapfrog_steps)
+          and num_leapfrog_steps == 1):
         raise ValueError(
             'target_accept_prob needs metropolis_correction=True or '
             'num_leapfrog_steps >= 2: without correction the energy error of '
@@ -532,8 +536,10 @@ class AnnealedHamiltonianMonteCarlo(kernel_base.TransitionKernel):
     score_parts = list(score) if returned_list else [score]
     if returned_list != is_list or len(score_parts) != len(parts):
       wanted = f'a list of {len(parts)} tensors' if is_list else 'one tensor'
-      got = (f'a list of {len(score_parts)}' if returned_list else
-             type(score).__name__)
+      if returned_list:
+        got = f'a list of {len(score_parts)}'
+      else:
+        got = 'a tensor' if tf.is_tensor(score) else type(score).__name__
       raise ValueError('target_score_fn must return a score of the structure '
                        f'of the state, {wanted}; got {got}.')
     checked = []

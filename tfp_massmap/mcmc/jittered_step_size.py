@@ -5,9 +5,12 @@ one HMC frequency, and a fixed trajectory length near a multiple of π would
 leave them (nearly) unmoved. Multiplying the step size by an independent
 U(1 − j, 1 + j) factor per transition and chain breaks that resonance, and
 is still a valid HMC kernel (a mixture of reversible kernels).
-`JitteredStepSize` does it for any kernel whose results hold a
-``step_size`` (`tfp.mcmc.HamiltonianMonteCarlo` with
-``store_parameters_in_results=True``, `AnnealedHamiltonianMonteCarlo`).
+`JitteredStepSize` does it for a kernel whose results hold the step size
+in ``step_size`` fields and nowhere else, like
+`tfp.mcmc.HamiltonianMonteCarlo` with ``store_parameters_in_results=True``.
+(`AnnealedHamiltonianMonteCarlo` also reports the step it took, so its
+results would change shape; give it a per-chain ``step_size_factor``
+instead.)
 """
 
 import collections
