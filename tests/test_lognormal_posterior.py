@@ -243,12 +243,6 @@ def test_shear_map_object_and_same_seed_same_result():
   np.testing.assert_array_equal(a.samples.numpy(), b.samples.numpy())
 
 
-@pytest.mark.xfail(
-    strict=True, raises=RuntimeError,
-    reason='likelihood._operator_channels traces the operator in a scratch '
-    'tf.Graph, which cannot capture the eager tensors an operator closes over '
-    '(issue 12, item 7); tracing it with tf.function(...).get_concrete_function '
-    'fixes it. Remove this mark with that fix.')
 def test_operator_closing_over_eager_tensors():
   # A per-pixel response built as an eager tensor must give the same chain as
   # the same response held in numpy (same seed).
