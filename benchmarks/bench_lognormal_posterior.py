@@ -157,9 +157,9 @@ def run_batch(shift, seeds, mask, noise_std):
   began = time.perf_counter()
   wf, info = wiener.wiener_filter(shear, noise_std.astype(np.float32),
                                   mask.astype(np.float32), prior)
-  samples, _ = wiener.gaussian_posterior_samples(
+  samples = wiener.gaussian_posterior_samples(
       shear, noise_std.astype(np.float32), mask.astype(np.float32), prior,
-      _WIENER_SAMPLES.value, seed=(7, seeds[0]))
+      _WIENER_SAMPLES.value, seed=(7, seeds[0])).samples
   out['wiener_time'] = time.perf_counter() - began
   out['wiener'] = wf.numpy()
   assert bool(np.all(info.converged.numpy())), info
