@@ -15,35 +15,13 @@ from tfp_massmap import lensing
 from tfp_massmap import likelihood
 from tfp_massmap import lognormal
 from tfp_massmap import metrics
+from tfp_massmap import testing
 from tfp_massmap.lognormal_posterior import lognormal_posterior
+from tfp_massmap.mcmc import PosteriorSamples
+from tfp_massmap.mcmc import credible_interval
+from tfp_massmap.shear_map import ShearMap
 
 F64 = tf.float64
-
-
-def _dense(linear_map, n):
-  """The matrix of a linear map on [N, N] maps, columns = images of pixels."""
-  basis = np.eye(n * n).reshape(n * n, n, n)
-  images = np.asarray(linear_map(tf.constant(basis)))
-  return images.reshape(n * n, -1).T
-
-
-def _exact_gaussian_posterior(field, operator, noise_std, mask, data):
-  """Dense posterior mean and pixel std of κ for the Gaussian field.
-
-  Whitened: κ = C^{1/2} z, z ~ N(0, I), precision I + C^{1/2} Aᵀ N⁻¹ A C^{1/2}.
-  """
-  n = field.map_size
-  sqrt_c = _dense(field.latent_from_white, n)  # C^{1/2}, symmetric
-  a = _dense(operator, n)  # [N²·C, N²]
-  channels = a.shape[0] // (n * n)
-  inverse_noise = (mask[..., None] / noise_std**2 *
-                   np.ones(channels)).reshape(-1)
-  b = a @ sqrt_c
-  precision = np.eye(n * n) + b.T @ (inverse_noise[:, None] * b)
-  cov_z = np.linalg.inv(precision)
-  mean = sqrt_c @ cov_z @ (b.T @ (inverse_noise * data.reshape(-1)))
-  cov = sqrt_c @ cov_z @ sqrt_c.T
-  return mean.reshape(n, n), np.sqrt(np.diag(cov)).reshape(n, n)
 
 
 def _pixel_ess(result):
@@ -73,8 +51,9 @@ def test_gaussian_field_matches_dense_posterior(case):
   clean = np.asarray(operator(tf.constant(truth)))
   data = (clean + noise_std.reshape(n, n, -1) *
           rng.standard_normal(clean.shape)) * mask[..., None]
-  exact_mean, exact_std = _exact_gaussian_posterior(
-      field, operator, noise_std.reshape(n, n, -1), mask, data)
+  exact_mean, covariance = testing.exact_gaussian_posterior(
+      ShearMap(data, noise_std, mask), field, operator)
+  exact_std = np.sqrt(np.diag(covariance)).reshape(n, n)
 
   result = lognormal_posterior(
       data, noise_std, mask, field=field, num_chains=8, num_results=300,
@@ -227,7 +206,7 @@ def test_batch_of_maps_and_float32():
   assert np.all(np.isfinite(result.std.numpy()))
 
 
-def test_shear_map_object_and_same_seed_same_result():
+def test_shear_map_object_same_seed_and_the_result_type():
   n = 8
   field = lognormal.LognormalField(0.035, n, 4.0, dtype=F64)
 
@@ -236,11 +215,28 @@ def test_shear_map_object_and_same_seed_same_result():
     noise_std = np.full([n, n, 2], 0.05)
     mask = np.ones([n, n])
 
-  kwargs = dict(field=field, num_chains=2, num_results=4, num_burnin_steps=5,
+  kwargs = dict(field=field, num_chains=3, num_results=8, num_burnin_steps=5,
                 num_leapfrog_steps=2, seed=(2, 3), progress=False)
   a = lognormal_posterior(Data(), **kwargs)
   b = lognormal_posterior(Data.shear, Data.noise_std, Data.mask, **kwargs)
   np.testing.assert_array_equal(a.samples.numpy(), b.samples.numpy())
+  # The one result type of the samplers, its interval method, and a trace
+  # with the chain axis second, as TFP's diagnostics read it.
+  assert isinstance(a, PosteriorSamples)
+  np.testing.assert_array_equal(a.interval_68.numpy(),
+                                credible_interval(a.samples, 0.68).numpy())
+  trace = a.trace
+  assert trace.states.shape == (8, 3, n, n)
+  np.testing.assert_array_equal(
+      trace.states.numpy(), a.samples.numpy().reshape(8, 3, n, n))
+  np.testing.assert_array_equal(trace.sigma.numpy(), np.zeros(8))
+  accept = trace.accept_probability.numpy()
+  assert accept.shape == (8, 3) and np.all((accept >= 0) & (accept <= 1))
+  r_hat = tfp.mcmc.potential_scale_reduction(trace.states, split_chains=True)
+  assert np.max(r_hat) == pytest.approx(a.diagnostics['r_hat_max'])
+  per_chain = a.diagnostics['acceptance_per_chain']
+  assert len(per_chain) == 3
+  assert np.mean(per_chain) == pytest.approx(a.diagnostics['acceptance_rate'])
 
 
 def test_operator_closing_over_eager_tensors():

@@ -59,8 +59,6 @@ credible intervals, split R-hat and effective sample size
 computed from those. Shear, convergence and noise are dimensionless.
 """
 
-import collections
-import math
 import time
 
 import numpy as np
@@ -68,19 +66,19 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tqdm
 
-from tensorflow_probability.python.internal import prefer_static as ps
 from tensorflow_probability.python.internal import samplers
-from tensorflow_probability.python.mcmc import kernel as kernel_base
-from tensorflow_probability.python.mcmc import simple_step_size_adaptation
-from tensorflow_probability.python.mcmc.internal import util as mcmc_util
+from tensorflow_probability.python.internal import unnest
 
 from tfp_massmap import _checks
 from tfp_massmap import lensing
 from tfp_massmap import likelihood as likelihood_lib
 from tfp_massmap import lognormal
+from tfp_massmap import shear_map as shear_map_lib
+from tfp_massmap.mcmc import driver
+from tfp_massmap.mcmc import jittered_step_size
+from tfp_massmap.mcmc import results as results_lib
 
 __all__ = [
-    'LognormalPosteriorSamples',
     'lognormal_posterior',
 ]
 
@@ -88,176 +86,36 @@ __all__ = [
 # chunk lengths are tensors, so each sampler is traced once).
 _MAX_CHUNK_STEPS = 50
 _COMPLEX = {tf.float32: tf.complex64, tf.float64: tf.complex128}
-_get_step_size = simple_step_size_adaptation.hmc_like_step_size_getter_fn
-_set_step_size = simple_step_size_adaptation.hmc_like_step_size_setter_fn
-
-
-class LognormalPosteriorSamples(
-    collections.namedtuple('LognormalPosteriorSamples', [
-        'samples', 'mean', 'std', 'interval_68', 'interval_95',
-        'diagnostics'])):
-  """Posterior samples of convergence maps and their per-pixel summaries.
-
-  The fields are those of `posterior.PosteriorSamples`; ``[...]`` below is
-  the batch shape of the data (empty for one map).
-
-  Attributes:
-    samples: ``[num_results * num_chains, ..., N, N]`` kept MCMC states,
-      result-major (reshape to ``[num_results, num_chains, ..., N, N]`` for
-      chain-wise work); dimensionless convergence. Successive samples of a
-      chain are correlated: see the effective sample sizes.
-    mean: ``[..., N, N]`` posterior mean, averaged over every post-warm-up
-      transition of every chain.
-    std: ``[..., N, N]`` posterior standard deviation, likewise.
-    interval_68: ``[2, ..., N, N]`` lower and upper bounds of the central
-      68 % per-pixel credible interval (16th and 84th percentiles of
-      ``samples``).
-    interval_95: ``[2, ..., N, N]``, the same for 95 % (2.5th and 97.5th).
-    diagnostics: `dict`. Per map (numpy arrays of the batch shape, floats for
-      one map): ``acceptance_rate`` (mean over post-warm-up transitions and
-      chains), ``step_size`` (adapted step size in w, before jitter),
-      ``r_hat_max`` and ``r_hat_median`` (split R-hat of κ over pixels),
-      ``ess_min`` and ``ess_median`` (effective sample size of κ over
-      pixels, all chains together, in kept samples),
-      ``ess_target_log_prob`` (of the log posterior at the kept states).
-      Totals: ``gradient_evaluations_per_chain``, ``gradient_evaluations``
-      (over all chains and maps), ``wall_time_s``, ``warmup_wall_time_s``,
-      ``sampling_wall_time_s`` (seconds, compilation included), and the
-      settings used.
-  """
-  __slots__ = ()
-
-
-class _JitteredStepSizeResults(
-    mcmc_util.PrettyNamedTupleMixin,
-    collections.namedtuple('_JitteredStepSizeResults',
-                           ['inner_results', 'step_size'])):
-  """Inner HMC results and the step size before jitter."""
-  __slots__ = ()
-
-
-class _JitteredStepSize(kernel_base.TransitionKernel):
-  """HMC whose step size is multiplied by U(1 − j, 1 + j) per transition.
-
-  The factor is drawn independently per chain (the state's leading axes);
-  ``step_size`` in the results is the un-jittered step, which a step-size
-  adaptation kernel reads and sets (see ``_adaptation_fns``).
-  """
-
-  def __init__(self, inner_kernel, jitter, name=None):
-    self._parameters = dict(inner_kernel=inner_kernel, jitter=jitter,
-                            name=name or 'jittered_step_size')
-
-  @property
-  def inner_kernel(self):
-    return self._parameters['inner_kernel']
-
-  @property
-  def jitter(self):
-    return self._parameters['jitter']
-
-  @property
-  def name(self):
-    return self._parameters['name']
-
-  @property
-  def parameters(self):
-    return self._parameters
-
-  @property
-  def is_calibrated(self):
-    return self.inner_kernel.is_calibrated
-
-  def one_step(self, current_state, previous_kernel_results, seed=None):
-    with tf.name_scope(mcmc_util.make_name(self.name, 'jittered_step_size',
-                                           'one_step')):
-      jitter_seed, inner_seed = samplers.split_seed(seed, n=2)
-      step_size = previous_kernel_results.step_size
-      shape = ps.concat([ps.shape(current_state)[:-2], [1, 1]], axis=0)
-      jitter = tf.constant(self.jitter, step_size.dtype)
-      factor = samplers.uniform(shape, minval=1. - jitter, maxval=1. + jitter,
-                                dtype=step_size.dtype, seed=jitter_seed)
-      inner_results = _set_step_size(previous_kernel_results.inner_results,
-                                     step_size * factor)
-      new_state, inner_results = self.inner_kernel.one_step(
-          current_state, inner_results, seed=inner_seed)
-      # Store the un-jittered step, keeping the results' shapes fixed.
-      inner_results = inner_results._replace(
-          accepted_results=inner_results.accepted_results._replace(
-              step_size=step_size),
-          proposed_results=inner_results.proposed_results._replace(
-              step_size=step_size))
-      return new_state, _JitteredStepSizeResults(inner_results, step_size)
-
-  def bootstrap_results(self, init_state):
-    with tf.name_scope(mcmc_util.make_name(self.name, 'jittered_step_size',
-                                           'bootstrap_results')):
-      inner_results = self.inner_kernel.bootstrap_results(init_state)
-      return _JitteredStepSizeResults(
-          inner_results, tf.convert_to_tensor(_get_step_size(inner_results)))
-
-
-def _adaptation_fns():
-  """Step-size setter, getter and log-acceptance getter for the wrapper."""
-  return dict(
-      step_size_setter_fn=lambda results, s: results._replace(step_size=s),
-      step_size_getter_fn=lambda results: results.step_size,
-      log_accept_prob_getter_fn=lambda results: tf.minimum(
-          tf.zeros([], results.inner_results.log_accept_ratio.dtype),
-          results.inner_results.log_accept_ratio))
 
 
 def _prepare_data(shear, noise_std, mask, n, channels, dtype):
-  """Validates the data; numpy arrays with safe values off the mask.
+  """Validates the data (`as_shear_map`, in ``dtype``); numpy arrays.
 
   Returns (shear [..., N, N, C], noise_std [..., N, N, C], mask [..., N, N],
   batch shape). The mask may be empty (then the posterior is the prior).
   """
-  np_dtype = dtype.as_numpy_dtype
-  shear = np.asarray(shear, np_dtype)
-  _checks.square_map_shape(shear.shape, 'shear', channels=channels)
-  if shear.shape[-2] != n:
+  if all(hasattr(shear, a) for a in ('shear', 'noise_std', 'mask')):
+    given = shear.shear
+  else:  # Arrays are converted to the field's dtype, as a ShearMap is.
+    given = shear = np.asarray(shear, dtype.as_numpy_dtype)
+    if noise_std is not None:
+      noise_std = np.asarray(noise_std, dtype.as_numpy_dtype)
+  if _checks.square_map_shape(np.shape(given), 'shear', channels) != n:
     raise ValueError(f'shear must have shape [..., {n}, {n}, {channels}] (the '
                      f"field's map_size and the operator's channels), got "
-                     f'{shear.shape}.')
-  noise_std = np.asarray(noise_std, np_dtype)
-  if noise_std.ndim >= 2 and noise_std.shape[-2:] == (n, n):
+                     f'{np.shape(given)}.')
+  data = shear_map_lib.as_shear_map(shear, noise_std, mask, dtype=dtype,
+                                    channels=channels, allow_empty_mask=True)
+  shear = data.shear.numpy()
+  noise_std = data.noise_std.numpy()
+  if noise_std.shape[-2:] == (n, n):
     noise_std = noise_std[..., np.newaxis]
-  elif not (noise_std.ndim >= 3 and noise_std.shape[-3:] == (n, n, channels)):
-    raise ValueError(f'noise_std must have shape [..., {n}, {n}] or [..., {n}, '
-                     f'{n}, {channels}], got {noise_std.shape}.')
-  if mask is None:
-    mask = np.ones([n, n], np_dtype)
-  mask = np.asarray(mask)
-  if mask.ndim < 2 or mask.shape[-2:] != (n, n):
-    raise ValueError(f'mask must have shape [..., {n}, {n}], got {mask.shape}.')
-  _checks.non_negative(mask.astype(np.float64), 'mask')
-  try:
-    batch_shape = np.broadcast_shapes(shear.shape[:-3], noise_std.shape[:-3],
-                                      mask.shape[:-2])
-  except ValueError:
-    raise ValueError(
-        'the leading (batch) axes of shear, noise_std and mask must '
-        f'broadcast; got shear {shear.shape}, noise_std {noise_std.shape}, '
-        f'mask {mask.shape}.') from None
-  observed = np.broadcast_to(mask > 0, batch_shape + (n, n))[..., np.newaxis]
-  shear = np.broadcast_to(shear, batch_shape + (n, n, channels))
-  noise_std = np.broadcast_to(noise_std, batch_shape + (n, n, channels))
-  bad = observed & ~np.isfinite(shear)
-  if bad.any():
-    raise ValueError(f'shear holds {int(bad.sum())} non-finite value(s) (NaN '
-                     'or inf) on observed pixels (mask > 0); expected finite '
-                     'values there.')
-  bad = observed & ~(np.isfinite(noise_std) & (noise_std > 0))
-  if bad.any():
-    first = noise_std[np.broadcast_to(bad, noise_std.shape)].ravel()[0]
-    raise ValueError(f'noise_std holds {int(bad.sum())} value(s) that are not '
-                     f'finite and > 0 on observed pixels (mask > 0) (first: '
-                     f'{first!r}).')
-  shear = np.where(observed, shear, 0).astype(np_dtype)
-  noise_std = np.where(observed, noise_std, 1).astype(np_dtype)
-  mask = observed[..., 0].astype(np_dtype)
-  return shear, noise_std, mask, batch_shape
+  mask = data.mask.numpy()
+  batch_shape = np.broadcast_shapes(shear.shape[:-3], noise_std.shape[:-3],
+                                    mask.shape[:-2])
+  return (np.broadcast_to(shear, batch_shape + (n, n, channels)),
+          np.broadcast_to(noise_std, batch_shape + (n, n, channels)),
+          np.broadcast_to(mask, batch_shape + (n, n)), batch_shape)
 
 
 def _operator_power(operator, n, dtype):
@@ -293,22 +151,6 @@ def _preconditioner(field, operator, noise_std, mask, enabled):
   return 1. + jacobian_sq * latent * data
 
 
-def _default_jit_compile(jit_compile):
-  if jit_compile is None:
-    return bool(tf.config.list_physical_devices('GPU'))
-  return bool(jit_compile)
-
-
-def _chunks(num_steps, unit=1):
-  """Splits num_steps (a multiple of unit) into at most two chunk lengths."""
-  units = num_steps // unit
-  per_chunk = max(1, _MAX_CHUNK_STEPS // unit)
-  num_chunks = math.ceil(units / per_chunk)
-  size = math.ceil(units / num_chunks)
-  sizes = [size] * (num_chunks - 1) + [units - size * (num_chunks - 1)]
-  return [s * unit for s in sizes]
-
-
 def _per_map(x):
   """A numpy array of the batch shape, or a float for one map."""
   x = np.asarray(x)
@@ -319,6 +161,7 @@ def lognormal_posterior(shear,
                         noise_std=None,
                         mask=None,
                         field=None,
+                        *,
                         num_chains=4,
                         num_results=200,
                         num_burnin_steps=300,
@@ -340,19 +183,21 @@ def lognormal_posterior(shear,
   ``num_burnin_steps`` transitions
   (`tfp.mcmc.DualAveragingStepSizeAdaptation`), then runs
   ``num_results * (num_steps_between_results + 1)`` transitions at the
-  adapted (jittered) step size, in chunks of at most 50 transitions (one
-  progress-bar update each).
+  adapted (jittered) step size (`tfp_massmap.mcmc.JitteredStepSize`), in
+  chunks of at most 50 transitions (one progress-bar update each,
+  `tfp_massmap.mcmc.driver`).
 
   Args:
     shear: observed data ``[..., N, N, C]`` (dimensionless; C = 2 for the
       default shear operator, the operator's channel count otherwise), or a
-      ShearMap-like object with attributes ``shear``, ``noise_std`` and
-      ``mask`` (then leave ``noise_std`` and ``mask`` None). Values off the
-      mask are ignored.
+      `tfp_massmap.ShearMap` (then leave ``noise_std`` and ``mask`` None);
+      checked by `tfp_massmap.as_shear_map` in the field's dtype. Values off
+      the mask are ignored.
     noise_std: noise standard deviation per pixel, ``[..., N, N]`` or
       ``[..., N, N, C]``; finite and > 0 on observed pixels.
-    mask: ``[..., N, N]``, nonzero where the pixel has data; default: all
-      pixels. An all-zero mask is allowed: the posterior is then the prior.
+    mask: ``[..., N, N]``, the 0/1 indicator of observed pixels; default:
+      all pixels. An all-zero mask is allowed: the posterior is then the
+      prior.
     field: the prior, a `lognormal.LognormalField` with ``map_size`` N (its
       ``shift`` None gives the Gaussian field); its dtype is the dtype of
       the computation and of the results.
@@ -377,12 +222,38 @@ def lognormal_posterior(shear,
     progress: show a tqdm progress bar.
 
   Returns:
-    A `LognormalPosteriorSamples`.
+    A `tfp_massmap.mcmc.PosteriorSamples`, ``[...]`` being the batch shape
+    of the data (empty for one map):
+
+    * ``samples``: ``[num_results * num_chains, ..., N, N]`` kept MCMC
+      states, result-major; successive samples of a chain are correlated
+      (see the effective sample sizes).
+    * ``mean``, ``std``: ``[..., N, N]``, over every post-warm-up transition
+      of every chain (not only the kept ones).
+    * ``interval_68``, ``interval_95``: ``[2, ..., N, N]``,
+      `credible_interval` of ``samples``.
+    * ``trace``: a `ChainTrace` of the kept states ``[num_results,
+      num_chains, ..., N, N]`` (chain axis second, as
+      `tfp.mcmc.potential_scale_reduction` reads it), ``sigma`` 0 (the exact
+      posterior) and each kept transition's acceptance probability.
+    * ``diagnostics``: per map (numpy arrays of the batch shape, floats for
+      one map): ``acceptance_rate`` (mean over post-warm-up transitions and
+      chains), ``step_size`` (adapted step size in w, before jitter),
+      ``r_hat_max`` and ``r_hat_median`` (split R-hat of κ over pixels),
+      ``ess_min`` and ``ess_median`` (effective sample size of κ over
+      pixels, all chains together, in kept samples), ``ess_target_log_prob``
+      (of the log posterior at the kept states); per chain,
+      ``acceptance_per_chain`` (``[num_chains, ...]`` as nested lists).
+      Totals: ``gradient_evaluations_per_chain``, ``gradient_evaluations``
+      (over all chains and maps), ``wall_time_s``, ``warmup_wall_time_s``,
+      ``sampling_wall_time_s`` (seconds, compilation included), and the
+      settings used.
 
   Raises:
     ValueError: for a missing or mismatched field, shapes that do not match
-      or broadcast, non-finite data or non-positive noise on observed pixels,
-      a negative mask, or bad sampler settings.
+      or broadcast, data of another dtype than the field's, non-finite data
+      or non-positive noise on observed pixels, a mask value other than 0
+      and 1, or bad sampler settings.
   """
   if not isinstance(field, lognormal.LognormalField):
     raise ValueError('field must be a tfp_massmap.LognormalField (the prior), '
@@ -412,10 +283,9 @@ def lognormal_posterior(shear,
   channels = likelihood_lib.ShearLikelihood(
       tf.zeros([n, n], dtype), tf.ones([n, n], dtype),
       operator=operator).event_shape[-1]
-  shear, noise_std, mask = _checks.unpack_shear_data(shear, noise_std, mask)
   shear, noise_std, mask, batch_shape = _prepare_data(
       shear, noise_std, mask, n, channels, dtype)
-  jit_compile = _default_jit_compile(jit_compile)
+  jit_compile = driver.default_jit_compile(jit_compile)
 
   # Fourier-space constants on the rfft half-plane: g = irfft(a · rfft(w)),
   # ‖z‖² = Σ_half weight · |rfft(w)|² (Parseval, half-plane multiplicity).
@@ -456,7 +326,7 @@ def lognormal_posterior(shear,
   initial_step = float(n)**-0.5
 
   def hmc(step_size):
-    return _JitteredStepSize(
+    return jittered_step_size.JitteredStepSize(
         tfp.mcmc.HamiltonianMonteCarlo(
             target_log_prob_fn, step_size=step_size,
             num_leapfrog_steps=num_leapfrog_steps,
@@ -467,7 +337,9 @@ def lognormal_posterior(shear,
       hmc(tf.fill(step_shape, tf.constant(initial_step, dtype))),
       num_adaptation_steps=num_burnin_steps,
       target_accept_prob=tf.constant(target_accept_prob, dtype),
-      **_adaptation_fns())
+      step_size_setter_fn=jittered_step_size.step_size_setter_fn,
+      step_size_getter_fn=jittered_step_size.step_size_getter_fn,
+      log_accept_prob_getter_fn=jittered_step_size.log_accept_prob_getter_fn)
 
   # Streams E[κ], E[κ²] and the acceptance over every transition.
   reducer = tfp.experimental.mcmc.ExpectationsReducer(transform_fn=dict(
@@ -487,58 +359,47 @@ def lognormal_posterior(shear,
                           fft_length=[n, n])
     return w, adaptive_kernel.bootstrap_results(w)
 
-  @tf.function(jit_compile=jit_compile, autograph=False)
-  def warm_up(state, results, seed, steps):
-    out = tfp.mcmc.sample_chain(
-        num_results=1, num_burnin_steps=steps - 1, current_state=state,
-        previous_kernel_results=results, kernel=adaptive_kernel,
-        trace_fn=None, return_final_kernel_results=True, seed=seed)
-    return out.all_states[-1], out.final_kernel_results
+  def trace_fn(w, results):
+    log_accept_ratio = unnest.get_innermost(results, 'log_accept_ratio')
+    return (convergence(w),
+            unnest.get_innermost(results, 'target_log_prob'),
+            tf.exp(tf.minimum(log_accept_ratio, 0.)))
+
+  warm_up = driver.compile_chain(lambda: adaptive_kernel,
+                                 jit_compile=jit_compile)
+  sample = driver.compile_chain(sampling_kernel, jit_compile=jit_compile,
+                                trace_fn=trace_fn,
+                                num_steps_between_results=thinning - 1)
 
   @tf.function(jit_compile=jit_compile, autograph=False)
   def begin_sampling(state, step_size):
     return sampling_kernel(step_size).bootstrap_results(state)
 
-  @tf.function(jit_compile=jit_compile, autograph=False)
-  def sample(state, results, seed, kept):
-    kernel = sampling_kernel(results.inner_results.step_size)
-    out = tfp.mcmc.sample_chain(
-        num_results=kept, num_steps_between_results=thinning - 1,
-        current_state=state, previous_kernel_results=results, kernel=kernel,
-        trace_fn=lambda w, r: (convergence(w), r.inner_results.inner_results.
-                               accepted_results.target_log_prob),
-        return_final_kernel_results=True, seed=seed)
-    return out.all_states[-1], out.final_kernel_results, out.trace
-
   seed = samplers.sanitize_seed(seed, salt='lognormal_posterior')
   start_seed, warm_seed, sample_seed = samplers.split_seed(seed, n=3)
-  warm_chunks = _chunks(num_burnin_steps)
-  sample_chunks = _chunks(num_results * thinning, unit=thinning)
   began = time.perf_counter()
-  kept_kappa, kept_log_prob = [], []
   with tqdm.tqdm(total=num_burnin_steps + num_results * thinning,
                  disable=not progress, unit='step',
                  desc='lognormal posterior HMC') as bar:
     state, results = start(start_seed)
-    for steps, chunk_seed in zip(
-        warm_chunks, samplers.split_seed(warm_seed, n=len(warm_chunks))):
-      state, results = warm_up(state, results, chunk_seed, tf.constant(steps))
-      bar.update(steps)
+    state, results, _ = driver.run_chunks(
+        warm_up, state, results,
+        driver.chunk_lengths(num_burnin_steps, _MAX_CHUNK_STEPS), warm_seed,
+        progress_bar=bar)
     # After adaptation the kernel's step size is the dual-averaging average.
     step_size = results.new_step_size
     warmed = time.perf_counter()
     results = begin_sampling(state, step_size)
-    for steps, chunk_seed in zip(
-        sample_chunks, samplers.split_seed(sample_seed, n=len(sample_chunks))):
-      state, results, (kappa, log_prob) = sample(
-          state, results, chunk_seed, tf.constant(steps // thinning))
-      kept_kappa.append(kappa)
-      kept_log_prob.append(log_prob)
-      bar.update(steps)
+    state, results, traces = driver.run_chunks(
+        sample, state, results,
+        driver.chunk_lengths(num_results * thinning, _MAX_CHUNK_STEPS,
+                             unit=thinning),
+        sample_seed, step_size, unit=thinning, progress_bar=bar)
   finished = time.perf_counter()
 
-  kept_kappa = tf.concat(kept_kappa, axis=0)  # [R, C, ..., N, N]
-  kept_log_prob = tf.concat(kept_log_prob, axis=0)  # [R, C, ...]
+  # [R, C, ..., N, N], [R, C, ...] and [R, C, ...].
+  kept_kappa, kept_log_prob, kept_accept = (
+      tf.concat(part, axis=0) for part in zip(*traces))
   moments = reducer.finalize(results.reduction_results)
   mean = moments['kappa']  # [C, ..., N, N]
   chain_mean = lambda x: tf.reduce_mean(x, axis=0)
@@ -558,6 +419,7 @@ def lognormal_posterior(shear,
   num_maps = int(np.prod(batch_shape, dtype=np.int64))
   diagnostics = dict(
       acceptance_rate=_per_map(chain_mean(moments['accepted'])),
+      acceptance_per_chain=np.asarray(moments['accepted']).tolist(),
       step_size=_per_map(tf.reshape(step_size, batch_shape)),
       r_hat_max=_per_map(tf.reduce_max(pixels(r_hat), axis=-1)),
       r_hat_median=_per_map(tfp.stats.percentile(pixels(r_hat), 50., axis=-1)),
@@ -579,14 +441,11 @@ def lognormal_posterior(shear,
       preconditioner=bool(preconditioner),
       jit_compile=jit_compile)
 
-  samples = tf.reshape(kept_kappa, [-1, *batch_shape, n, n])
-  q = tfp.stats.percentile(samples, tf.constant([2.5, 16., 84., 97.5], dtype),
-                           axis=0, interpolation='linear')
-  return LognormalPosteriorSamples(
-      samples=samples,
+  return results_lib.from_samples(
+      tf.reshape(kept_kappa, [-1, *batch_shape, n, n]), diagnostics,
       mean=chain_mean(mean),
       std=tf.sqrt(tf.nn.relu(chain_mean(moments['kappa_squared']) -
                              tf.square(chain_mean(mean)))),
-      interval_68=tf.stack([q[1], q[2]]),
-      interval_95=tf.stack([q[0], q[3]]),
-      diagnostics=diagnostics)
+      trace=results_lib.ChainTrace(
+          states=kept_kappa, sigma=tf.zeros([num_results], dtype),
+          accept_probability=kept_accept))
