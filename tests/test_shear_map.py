@@ -73,8 +73,8 @@ def test_dtype_policy():
   assert cast.mask.dtype == tf.float64
   # Separate arrays must declare it, or agree with each other.
   with pytest.raises(ValueError, match=(
-      r'shear has dtype float32 but dtype has dtype float64; cast shear to '
-      r'float64')):
+      r'shear has dtype float32 but the requested dtype= has dtype float64; '
+      r'cast shear to float64')):
     as_shear_map(shear, noise_std, mask, dtype=tf.float64)
   with pytest.raises(ValueError, match=(
       r'noise_std has dtype float64 but shear has dtype float32; cast '

@@ -132,7 +132,7 @@ def _data_dtype(shear, noise_std, dtype, is_map):
     dtype = _checks.float_dtype(dtype, 'dtype')
     if not is_map:
       for name, x in (('shear', shear), ('noise_std', noise_std)):
-        _checks.same_float_dtype(x, dtype, name, 'dtype')
+        _checks.same_float_dtype(x, dtype, name, 'the requested dtype=')
     return dtype
   shear_dtype = _checks.declared_float_dtype(shear)
   if is_map:
