@@ -51,10 +51,10 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_massmap import gaussian_prior
 from tfp_massmap import lensing
 from tfp_massmap import lognormal
 from tfp_massmap import metrics
+from tfp_massmap import priors
 from tfp_massmap import survey
 from tfp_massmap import wiener
 from tfp_massmap.datasets import lognormal_kappa
@@ -153,7 +153,7 @@ def run_batch(shift, seeds, mask, noise_std):
                                  pixel_scale_arcmin=PIXEL_ARCMIN)
   out['ks'] = ks.numpy()
 
-  prior = gaussian_prior.GaussianPrior(field.power_grid)
+  prior = priors.GaussianPrior(field.power_grid)
   began = time.perf_counter()
   wf, info = wiener.wiener_filter(shear, noise_std.astype(np.float32),
                                   mask.astype(np.float32), prior)
@@ -183,7 +183,7 @@ def run_batch(shift, seeds, mask, noise_std):
   # Slow directions: the κ map mean and the lowest Fourier mode, and the
   # per-pixel ESS (for the Monte-Carlo error of the posterior mean).
   chains = _NUM_CHAINS.value
-  kept = result.samples.numpy().reshape(-1, chains, len(seeds), N, N)
+  kept = result.trace.states.numpy()  # [results, chains, maps, N, N]
   ess = lambda x: tfp.mcmc.effective_sample_size(
       tf.constant(x), cross_chain_dims=1 if chains > 1 else None,
       filter_beyond_positive_pairs=True).numpy()

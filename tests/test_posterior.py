@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_massmap import gaussian_prior
+from tfp_massmap import priors
 from tfp_massmap import shear_map as shear_map_lib
 from tfp_massmap import testing
 from tfp_massmap.mcmc import ConstantSchedule
@@ -331,7 +331,7 @@ class _DividedPrior:
     (dict(noise_std=np.ones([3, NPIX, NPIX], np.float32)),
      'noise_std must have shape .N, N. or .N, N, 2. with N = 32 .one map.'),
     (dict(mask=np.ones([16, 16], np.float32)), 'mask must have shape'),
-    (dict(prior=gaussian_prior.GaussianPrior(tf.ones([16, 16]))),
+    (dict(prior=priors.GaussianPrior(tf.ones([16, 16]))),
      'defined on 16x16 maps but the shear map is 32x32'),
     (dict(prior=object()), 'score'),
     (dict(kwargs=dict(method='nuts')), 'method must be one of'),

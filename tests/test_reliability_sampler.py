@@ -17,8 +17,8 @@ import tensorflow as tf
 
 from astropy.io import fits
 
-from tfp_massmap import gaussian_prior
 from tfp_massmap import posterior
+from tfp_massmap import priors
 from tfp_massmap.mcmc import AnnealedHamiltonianMonteCarlo
 from tfp_massmap.mcmc import ConstantSchedule
 from tfp_massmap.mcmc import GeometricSchedule
@@ -244,7 +244,7 @@ def test_data_and_prior_dtypes_must_agree(prior_dtype, data_dtype):
 def test_float64_data_with_a_float32_network_or_gaussian_prior():
   data = _data(np.float64)
   network = ScoreNetwork(depth=1, base_channels=4, embedding_dim=8, seed=0)
-  gaussian = gaussian_prior.GaussianPrior(tf.ones([N, N]))  # float32
+  gaussian = priors.GaussianPrior(tf.ones([N, N]))  # float32
   for prior in (network, gaussian):
     with pytest.raises(ValueError, match='pass float32 shear.*or a float64 '
                        'prior'):
