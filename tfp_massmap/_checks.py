@@ -123,26 +123,6 @@ def float_dtype(dtype, name):
   return dtype
 
 
-def unpack_shear_data(shear, noise_std, mask):
-  """Accepts a ShearMap-like object in place of (shear, noise_std, mask).
-
-  Returns (shear, noise_std, mask) as given (mask may be None); raises when
-  a ShearMap-like object comes with a second noise_std or mask, or when
-  noise_std is missing.
-  """
-  if all(hasattr(shear, a) for a in ('shear', 'noise_std', 'mask')):
-    if noise_std is not None or mask is not None:
-      raise ValueError('shear is a ShearMap-like object that carries its own '
-                       'noise_std and mask; do not pass them again (got '
-                       f'noise_std={type(noise_std).__name__}, '
-                       f'mask={type(mask).__name__}).')
-    return shear.shear, shear.noise_std, shear.mask
-  if noise_std is None:
-    raise ValueError('noise_std is required: the per-pixel noise standard '
-                     'deviation of the data, [..., N, N] or [..., N, N, C].')
-  return shear, noise_std, mask
-
-
 def declared_float_dtype(x):
   """The float dtype an input declares (tensor, variable, numpy array), or None.
 
