@@ -32,10 +32,9 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
-from tfp_massmap import gaussian_prior
+from tfp_massmap.priors import gaussian as gaussian_prior
 from tfp_massmap import lognormal
 from tfp_massmap import priors
-from tfp_massmap import score_network
 from tfp_massmap.datasets.lognormal_kappa import lognormal_kappa_dataset_builder as lkb
 
 flags.DEFINE_string('prior_path', None, '.keras score network (default: the shipped prior).')
@@ -69,8 +68,7 @@ def _held_out(kind, num_maps):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  net = (score_network.load_score_network(FLAGS.prior_path) if FLAGS.prior_path
-         else priors.load_prior())
+  net = priors.load_prior(FLAGS.prior_path or 'lognormal_128')
   sigmas = [float(s) for s in FLAGS.sigmas]
   rng = np.random.default_rng(FLAGS.seed)
   maps, field = _held_out('lognormal', FLAGS.num_maps)
@@ -114,7 +112,7 @@ def main(argv):
 
   gaussian_maps, gfield = _held_out('gaussian', FLAGS.num_maps)
   analytic = gaussian_prior.GaussianPrior(tf.cast(gfield.power_grid, tf.float32))
-  gnet = (score_network.load_score_network(FLAGS.gaussian_prior_path)
+  gnet = (priors.load_prior(FLAGS.gaussian_prior_path)
           if FLAGS.gaussian_prior_path else net)
   inner = slice(FLAGS.border, n - FLAGS.border)
   score_rows = []
