@@ -18,7 +18,6 @@ For each noise level σ it reports, on maps of the validation split of
   analytic score knows and a zero-padded network cannot.
 
 Example:
-
   python benchmarks/bench_prior_validation.py --sigmas=0.005,0.02,0.08 \
       --num_maps=32 --mmse_maps=2 \
       --gaussian_prior_path=/work/runs/prior_gaussian_128/score_network.keras

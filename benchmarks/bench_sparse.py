@@ -5,10 +5,10 @@ lognormal convergence field with the shipped COSMOS-like C_ℓ
 (`tfp_massmap.lognormal`; ``--field=gaussian`` for the Gaussian field with the
 same spectrum), a COSMOS-like mask and per-pixel noise
 (`survey.cosmos_like_survey`, σ_e = 0.3, 64 galaxies/arcmin²) and shear
-e = Aκ + n drawn by `ShearLikelihood.sample`. Each method maps the same data; RMSE and Pearson r are computed
-on the mask with means removed (DESIGN.md §5, `tfp_massmap.metrics`). Wall
-times exclude tf.function tracing (every method runs once on the first field
-before timing). The Wiener filter and MCALens use the exact power spectrum of
+e = Aκ + n drawn by `ShearLikelihood.sample`. Each method maps the same
+data; RMSE and Pearson r are computed on the mask with means removed
+(docs/design.md §1, `tfp_massmap.metrics`). Wall times exclude tf.function
+tracing (every method runs once on the first field before timing). The Wiener filter and MCALens use the exact power spectrum of
 the simulated field (an oracle prior).
 
   python benchmarks/bench_sparse.py --num_fields=4

@@ -15,7 +15,7 @@ are in ``<output_dir>/logs``.
 from absl import app
 from absl import flags
 
-import tfp_massmap  # pylint: disable=unused-import  # registers the TFDS builders
+import tfp_massmap  # noqa: F401  # pylint: disable=unused-import  # registers the TFDS builders
 from tfp_massmap import training
 
 _DATASET = flags.DEFINE_string(
@@ -74,6 +74,7 @@ _JIT_COMPILE = flags.DEFINE_enum(
 
 
 def main(argv):
+  """Trains a score network with the flags' settings and saves it."""
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected command-line arguments: {argv[1:]}')
   network = dict(

@@ -56,6 +56,7 @@ def smail_nz(z, z_median, alpha, beta):
 
 
 def main(argv):
+  """Computes the C_ell table with pyccl and writes it with its provenance."""
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   import pyccl as ccl  # pylint: disable=g-import-not-at-top

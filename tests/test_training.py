@@ -130,7 +130,7 @@ def test_two_replica_step_equals_single_device_step(tmp_path):
                         capture_output=True, text=True, env=env, timeout=300,
                         cwd=pathlib.Path(__file__).resolve().parents[1])
   assert proc.returncode == 0, proc.stderr[-3000:]
-  line = [l for l in proc.stdout.splitlines() if l.startswith('RESULT')][-1]
+  line = [row for row in proc.stdout.splitlines() if row.startswith('RESULT')][-1]
   results = json.loads(line[len('RESULT'):])
   assert results['replicas'] == 2
   np.testing.assert_allclose(results['loss'], [results['expected_loss']], rtol=1e-6)
@@ -170,7 +170,8 @@ def test_bad_datasets_raise(tmp_path):
   with pytest.raises(ValueError, match='square map'):
     training.train_score_network(np.zeros((4, 16, 8), np.float32), str(tmp_path),
                                  network=TINY)
-  with pytest.raises(ValueError, match="keys \\['image'\\]; expected the maps under feature='kappa'"):
+  with pytest.raises(ValueError,
+                     match="keys \\['image'\\]; expected the maps under feature='kappa'"):
     training.map_dataset(tf.data.Dataset.from_tensor_slices({'image': np.zeros((2, 4, 4))}))
   with pytest.raises(ValueError, match='tf.data.Dataset, a numpy array'):
     training.map_dataset([np.zeros((4, 4))])

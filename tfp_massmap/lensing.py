@@ -25,8 +25,9 @@ Nyquist lines; on the held-out 128² lognormal maps of 0.8 arcmin
 (``lognormal_kappa/lognormal_128``, test seeds 4608-4615) their γ1 differ by
 up to 2.9e-3 to 4.2e-3 (about 3 % of the largest shear), made only of
 Nyquist-line modes: with those modes removed the difference is float
-rounding (1e-8 in float32, 1e-16 in float64; tests/test_lensing.py). Convergence and shear are dimensionless; angles are
-in arcmin. All functions are plain TF ops: they work eagerly, inside
+rounding (1e-8 in float32, 1e-16 in float64; tests/test_lensing.py).
+Convergence and shear are dimensionless; angles are in arcmin. All
+functions are plain TF ops: they work eagerly, inside
 ``tf.function`` and under XLA, in float32 and float64, batched over leading
 axes.
 """

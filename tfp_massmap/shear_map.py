@@ -84,7 +84,7 @@ def _first_index(bad):
 
 
 def _to_tensor(x, dtype, name):
-  """x as a ``dtype`` tensor; complex or non-numeric input raises."""
+  """Converts x to a ``dtype`` tensor; complex or non-numeric input raises."""
   try:
     x = tf.convert_to_tensor(x, name=name)
   except (TypeError, ValueError) as exc:

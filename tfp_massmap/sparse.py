@@ -210,7 +210,7 @@ def _threshold_sigma(threshold_sigma, num_planes, dtype):
 
 def _sparse_thresholds(inverse_variance, lipschitz, num_scales, threshold_sigma,
                        coarse=False):
-  """k σ_j (p) in convergence units, ``[..., P, N, N]``; see the docstring."""
+  """Thresholds k σ_j (p) in convergence units, ``[..., P, N, N]``; see the docstring."""
   num_planes = num_scales + 1 if coarse else num_scales
   k = _threshold_sigma(threshold_sigma, num_planes, inverse_variance.dtype)
   std = _adjoint_noise_std(_gap_filled(inverse_variance),

@@ -17,7 +17,6 @@ from tfp_massmap import _checks
 from tfp_massmap import lensing
 from tfp_massmap import likelihood
 from tfp_massmap import lognormal
-from tfp_massmap import power_spectrum
 from tfp_massmap import shear_map as shear_map_lib
 from tfp_massmap import survey
 from tfp_massmap.priors import gaussian as gaussian_prior_lib

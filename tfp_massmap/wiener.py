@@ -302,7 +302,8 @@ def wiener_filter(shear, noise_std=None, mask=None, prior=None, tol=1e-6,
       non-broadcasting batch axes, a mask value other than 0 and 1, a
       noise_std that is not finite and > 0 or a non-finite shear on an
       observed pixel, a map with no observed pixel (`shear_map.as_shear_map`
-      gives these checks and messages), or bad tol / max_iterations. Value checks run eagerly only; inside
+      gives these checks and messages), or bad tol / max_iterations. Value
+      checks run eagerly only; inside
       ``tf.function`` only shapes and dtypes are checked.
 
   Warns:

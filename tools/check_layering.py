@@ -111,6 +111,7 @@ def find_problems():
 
 
 def main():
+  """Prints every layering problem of BUILD; exits 1 if there is one."""
   problems = find_problems()
   for problem in problems:
     print(problem)
