@@ -8,8 +8,9 @@ same spectrum), a COSMOS-like mask and per-pixel noise
 e = Aκ + n drawn by `ShearLikelihood.sample`. Each method maps the same
 data; RMSE and Pearson r are computed on the mask with means removed
 (docs/design.md §1, `tfp_massmap.metrics`). Wall times exclude tf.function
-tracing (every method runs once on the first field before timing). The Wiener filter and MCALens use the exact power spectrum of
-the simulated field (an oracle prior).
+tracing (every method runs once on the first field before timing). The
+Wiener filter and MCALens use the exact power spectrum of the simulated
+field (an oracle prior).
 
   python benchmarks/bench_sparse.py --num_fields=4
 """
