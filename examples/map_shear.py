@@ -61,7 +61,6 @@ it an upper bound. The default run (128², ks + wiener + posterior, S = 40)
 needs about 1.7 GiB; the COSMOS grid (360², S = 40) about 6.1 GiB.
 
 Examples:
-
   python examples/map_shear.py --output_dir=out/demo
   python examples/map_shear.py \
       --catalog=../shared/data/cosmos/cosmos_shear_cat.fits \
@@ -75,6 +74,7 @@ import contextlib
 import json
 import math
 import os
+import pathlib
 import sys
 
 from absl import app
@@ -379,17 +379,15 @@ def _load_clusters(shear_map):
 
 def _posterior_prior(shear_map):
   """The float32 prior chosen by --prior / --prior_path, checked against the map."""
-  from tfp_massmap import gaussian_prior  # pylint: disable=g-import-not-at-top
   from tfp_massmap import lognormal  # pylint: disable=g-import-not-at-top
   from tfp_massmap import priors  # pylint: disable=g-import-not-at-top
-  from tfp_massmap import score_network  # pylint: disable=g-import-not-at-top
   n = shear_map.shear.shape[0]
   if FLAGS.prior_path:
     with _input_errors(f'--prior_path={FLAGS.prior_path}'):
-      prior = score_network.load_score_network(FLAGS.prior_path)
+      prior = priors.load_prior(pathlib.Path(FLAGS.prior_path))
   elif FLAGS.prior == 'gaussian':
     ell, cl = lognormal.cosmos_convergence_cl()
-    prior = gaussian_prior.GaussianPrior.from_power_spectrum(
+    prior = priors.GaussianPrior.from_power_spectrum(
         ell, cl, n, shear_map.pixel_scale_arcmin)
   else:
     prior = priors.load_prior()
@@ -532,7 +530,7 @@ def _exit_code_main(argv):
 
 
 def _parse_flags(argv):
-  """absl's flag parsing, with exit code 2 for a malformed flag."""
+  """Absl's flag parsing, with exit code 2 for a malformed flag."""
   try:
     return FLAGS(argv)
   except flags.Error as e:
