@@ -1,7 +1,7 @@
 """Input validation shared by the public functions.
 
 Every check raises ``ValueError`` naming the offending value and what was
-expected (DESIGN.md §2). Checks run on concrete (eager or numpy) values; on
+expected (docs/design.md §4). Checks run on concrete (eager or numpy) values; on
 symbolic tensors inside ``tf.function`` they check only static shapes.
 """
 

@@ -9,7 +9,7 @@ mask of pixels holding galaxies and a celestial WCS; also importable as
 ``catalog.ShearMap``), and `write_map_fits` / `read_map_fits` store maps and
 stacks of maps with their WCS.
 
-Grid conventions (DESIGN.md §2): arrays are ``[N, N]`` with row index along
+Grid conventions (docs/design.md §4): arrays are ``[N, N]`` with row index along
 Dec (y) and column index along RA (x); both increase with the index, so a map
 drawn with ``origin='lower'`` has north up and RA growing to the right.
 Catalogues give each ellipticity in the galaxy's local frame (e1 along

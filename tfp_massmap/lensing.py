@@ -1,6 +1,6 @@
 """Flat-sky weak-lensing operators: convergence <-> shear.
 
-Conventions (DESIGN.md §1-2): maps are ``[..., N, N]`` with row = y (Dec)
+Conventions (docs/design.md §1, §4): maps are ``[..., N, N]`` with row = y (Dec)
 and column = x (RA); shear is ``[..., N, N, 2]`` with channels (γ1, γ2).
 Wavenumber k1 runs along x (columns), k2 along y (rows). With
 ``D = (k1² − k2² + 2i k1 k2) / k²`` (and D = 0 at k = 0):

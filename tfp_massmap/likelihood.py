@@ -1,6 +1,6 @@
 """The Gaussian likelihood of observed shear given a convergence map.
 
-The data model of DESIGN.md §1: the mean ellipticity of the galaxies in a
+The data model of docs/design.md §1: the mean ellipticity of the galaxies in a
 pixel is e = Aκ + n with n ~ N(0, σ_pix²) independently per pixel and shear
 component, where A is the shear operator (`lensing.shear_from_convergence`).
 Pixels without galaxies carry no information (mask = 0). Adding a variance

@@ -1,4 +1,4 @@
-"""Map-quality metrics of the benchmark protocol (DESIGN.md §5).
+"""Map-quality metrics of the benchmark protocol (docs/design.md §6).
 
 All metrics are computed over the pixels where ``mask`` is 1 (the whole map
 when mask is None), after removing each map's mean over those pixels, since

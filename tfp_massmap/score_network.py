@@ -2,7 +2,7 @@
 
 A denoiser r(x', σ) trained to minimise E‖x − r(x + σu, σ)‖², u ~ N(0, I),
 reaches r(x', σ) = x' + σ² ∇log p_σ(x') at its optimum, where p_σ is the map
-prior convolved with N(0, σ² I) (Tweedie's formula, DESIGN.md §1). So one
+prior convolved with N(0, σ² I) (Tweedie's formula, docs/design.md §1). So one
 network gives both the posterior-mean denoiser and the score of every
 smoothed prior along an annealing schedule.
 

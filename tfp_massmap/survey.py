@@ -6,7 +6,7 @@ square footprint of 1.64 deg² (the HST/ACS COSMOS mosaic) centred in the map,
 circular holes where bright stars are masked, and galaxy counts per pixel from
 a Poisson law with the COSMOS density (about 64 galaxies per arcmin²), so that
 the noise std of the mean ellipticity is σ_e / sqrt(N_gal) per pixel
-(DESIGN.md §1) with σ_e ≈ 0.30 per component.
+(docs/design.md §1) with σ_e ≈ 0.30 per component.
 """
 
 import math

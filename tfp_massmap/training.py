@@ -12,7 +12,7 @@ The loss of one example is the EDM-weighted denoising error
 c_out = σ σ_d / sqrt(σ² + σ_d²) (see ``score_network``), which is ≈ 1 for
 the untrained network (the white-prior Wiener filter) and lower for a useful
 one, at every σ. The optimum of E[L] is the posterior-mean denoiser, i.e. the
-score of the σ-smoothed prior (DESIGN.md §1).
+score of the σ-smoothed prior (docs/design.md §1).
 
 Reproducibility: every random draw (crop, symmetry, σ, u) is a stateless
 function of (seed, index of the example in the stream), computed in the

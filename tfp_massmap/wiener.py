@@ -1,6 +1,6 @@
 """Wiener filter and exact Gaussian-posterior samples for masked shear data.
 
-Model (DESIGN.md §1): shear data ``e = A κ + n`` with A the shear operator
+Model (docs/design.md §1): shear data ``e = A κ + n`` with A the shear operator
 (``lensing.shear_from_convergence``, periodic), per-pixel, per-component
 Gaussian noise ``n ~ N(0, N)`` with ``N⁻¹ = 1 / noise_std²`` on the observed
 pixels and 0 elsewhere (the 0/1 mask of `shear_map`), and a stationary

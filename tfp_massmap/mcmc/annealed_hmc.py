@@ -3,7 +3,7 @@
 The prior of a mass map is known only through a score s_σ(x) = ∇log p_σ(x)
 of the prior convolved with N(0, σ²) (a trained denoiser, or the analytic
 Gaussian prior), so the annealed posterior is known only through its score
-∇log p_σ(κ|γ) (DESIGN.md §1). `AnnealedHamiltonianMonteCarlo` runs HMC on
+∇log p_σ(κ|γ) (docs/design.md §1). `AnnealedHamiltonianMonteCarlo` runs HMC on
 that target while a schedule lowers σ from step to step: many chains start
 at large σ, take a few HMC steps per noise level, and the final states are
 independent posterior samples.

@@ -1,7 +1,7 @@
 """Noise-level schedules σ(step) for the annealed samplers.
 
 An annealed sampler targets, at its step k, the posterior of the prior
-convolved with N(0, σ_k²) (DESIGN.md §1). A schedule says which σ_k: it is any
+convolved with N(0, σ_k²) (docs/design.md §1). A schedule says which σ_k: it is any
 object with
 
 * ``sigma(step)``: the noise level σ (dimensionless, like the convergence) of
