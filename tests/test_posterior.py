@@ -342,6 +342,10 @@ class _DividedPrior:
     (dict(kwargs=dict(schedule=object())), 'schedule must have a sigma'),
     (dict(kwargs=dict(num_samples=0)), 'num_samples'),
     (dict(kwargs=dict(num_trace_steps=-1)), 'num_trace_steps'),
+    (dict(kwargs=dict(step_size_factor=[0.5])),
+     'step_size_factor must be a positive number'),
+    (dict(kwargs=dict(target_accept_prob=1.5)),
+     'target_accept_prob must be in .0, 1.'),
     (dict(kwargs=dict(initial_state=np.zeros([3, 3]))), 'initial_state'),
 ])
 def test_bad_inputs_raise(problem, change, match):

@@ -315,8 +315,7 @@ class PosteriorSampler:
         _checks.positive_scalar(target_accept_prob, 'target_accept_prob'))
     self._tweedie = bool(tweedie)
     self._jit_compile = driver.default_jit_compile(jit_compile)
-    # Checks the kernel settings (e.g. step_size_factor < √2) now.
-    self._kernel(tf.zeros([1, 1, 2]), tf.ones([1, 1]), tf.ones([1, 1]))
+    self._make_kernel(lambda x, sigma: x)  # Checks the kernel settings now.
     self._start = tf.function(self._start_fn, jit_compile=self._jit_compile,
                               autograph=False)
     self._advance = driver.compile_chain(self._kernel,
@@ -355,9 +354,12 @@ class PosteriorSampler:
         self._start, self._advance, self._advance_traced, self._finish))
 
   def _kernel(self, shear, noise_std, mask):
+    return self._make_kernel(annealed_posterior_score_fn(shear, noise_std,
+                                                         mask, self._prior))
+
+  def _make_kernel(self, target_score_fn):
     return annealed_hmc.AnnealedHamiltonianMonteCarlo(
-        target_score_fn=annealed_posterior_score_fn(shear, noise_std, mask,
-                                                    self._prior),
+        target_score_fn=target_score_fn,
         schedule=self._schedule,
         step_size_factor=self._step_size_factor,
         num_leapfrog_steps=self._num_leapfrog_steps,
@@ -609,6 +611,10 @@ def _schedule_key(schedule):
 def _cached_sampler(prior, schedule, settings):
   """A `PosteriorSampler` for these settings, reused from earlier calls."""
   key = (id(prior), _schedule_key(schedule), tuple(sorted(settings.items())))
+  try:
+    hash(key)
+  except TypeError:  # Settings that are not values: checked, not kept.
+    return PosteriorSampler(prior, schedule=schedule, **settings)
   sampler = _sampler_cache.get(key)
   if sampler is None or sampler.prior is not prior:
     sampler = PosteriorSampler(prior, schedule=schedule, **settings)
