@@ -20,7 +20,6 @@ pixels, without XLA; ``learned:128:xla`` on a GPU). Every run draws ``--num_samp
 the trace dominates, as in the issue that asked for this benchmark).
 
 Example:
-
   python benchmarks/bench_sampler_retrace.py --calls=4 --output=out/retrace.json
 """
 
@@ -106,6 +105,7 @@ def main(argv):
   if FLAGS.calls < 2:
     raise app.UsageError(f'--calls must be >= 2, got {FLAGS.calls}.')
   warnings.filterwarnings('ignore', message='.*samples cannot resolve')
+  tf.get_logger().setLevel('ERROR')  # TF's notes on the fresh samplers' traces.
   device = tf.config.list_physical_devices('GPU')
   machine = (f'{device[0].name}' if device else
              f'CPU ({platform.processor() or platform.machine()})')

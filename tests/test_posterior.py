@@ -21,6 +21,7 @@ from tfp_massmap import shear_map as shear_map_lib
 from tfp_massmap import testing
 from tfp_massmap.mcmc import ConstantSchedule
 from tfp_massmap.mcmc import GeometricSchedule
+from tfp_massmap.mcmc import driver
 from tfp_massmap.posterior import PosteriorSampler
 from tfp_massmap.posterior import PosteriorSamples
 from tfp_massmap.posterior import credible_interval
@@ -231,6 +232,17 @@ def test_trace_has_a_chain_axis_for_tfp_diagnostics(problem):
   with pytest.raises(ValueError, match='num_trace_steps must be at most'):
     sample_posterior(problem['data'], problem['prior'], schedule=schedule,
                      num_trace_steps=13, progress=False)
+
+
+def test_driver_chunks():
+  """At most two distinct chunk lengths, multiples of the unit, summing up."""
+  assert driver.chunk_lengths(92, 100) == [92]
+  assert driver.chunk_lengths(250, 100) == [84, 84, 82]
+  assert driver.chunk_lengths(300, 50, unit=4) == [44] * 6 + [36]
+  assert driver.chunk_lengths(8, 3, unit=4) == [4, 4]
+  assert driver.default_jit_compile(None) == bool(
+      tf.config.list_physical_devices('GPU'))
+  assert driver.default_jit_compile(0) is False
 
 
 @pytest.mark.parametrize('num_samples', [16, 40])
