@@ -20,7 +20,7 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS_REQUIRE = {
-    'tests': ['pytest', 'dill'],  # dill: tfds.testing
+    'tests': ['pytest', 'dill', 'ruff==0.17.6'],  # dill: tfds.testing; ruff: lint
     'gpu': ['tensorflow[and-cuda]==2.21.0'],
 }
 

@@ -212,7 +212,7 @@ def batch_records(shift, seeds, out, mask, elapsed):
       1 + _NUM_RESULTS.value * (_THINNING.value + 1) * _LEAPFROG.value)
   records = []
   for i, seed in enumerate(seeds):
-    coverage = lambda k, level: metrics.coverage(  # pylint: disable=cell-var-from-loop
+    coverage = lambda k, level, i=i: metrics.coverage(
         truth[i], out[f'{k}_{level}'][0][i], out[f'{k}_{level}'][1][i], mask)
     # Monte-Carlo part of the exact posterior mean's squared error.
     mc_mse = np.mean((out['exact_std'][i]**2 / out['pixel_ess'][i])[inside])
@@ -289,7 +289,7 @@ def print_tables(shifts, rows):
         'exact / Wiener (all pixels) |')
   print('| --- ' * 13 + '|')
   for shift in shifts:
-    get = lambda key: [r[key] for r in rows[shift]]  # pylint: disable=cell-var-from-loop
+    get = lambda key, shift=shift: [r[key] for r in rows[shift]]
     print(f'| {shift:g} | {rows[shift][0]["skewness"]:.2f} | {len(rows[shift])} '
           f'| {_fmt(get("rmse_ks"), 4)} | {_fmt(get("rmse_wiener"), 4)} | '
           f'{_fmt(get("rmse_exact"), 4)} | {_fmt(get("ratio"))} | '
@@ -307,7 +307,7 @@ def print_tables(shifts, rows):
         'wall time per map (s) | MC share of exact MSE |')
   print('| --- ' * 12 + '|')
   for shift in shifts:
-    get = lambda key: np.mean([r[key] for r in rows[shift]])  # pylint: disable=cell-var-from-loop
+    get = lambda key, shift=shift: np.mean([r[key] for r in rows[shift]])
     print(f'| {shift:g} | {get("acceptance_rate"):.3f} | {get("step_size"):.4f} '
           f'| {get("r_hat_median"):.3f} / '
           f'{max(r["r_hat_max"] for r in rows[shift]):.2f} | '

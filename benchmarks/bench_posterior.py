@@ -1,6 +1,6 @@
 r"""Benchmark of the mass-mapping estimators on held-out synthetic maps.
 
-The benchmark protocol of DESIGN.md §5 at the demo setting: held-out test
+The benchmark protocol of docs/design.md §6 at the demo setting: held-out test
 maps of ``lognormal_kappa/lognormal_128`` (128² pixels of 0.8 arcmin) seen by
 the COSMOS-like survey (`demo.demo_problem`), RMSE and Pearson r on the mask
 (means removed) for each estimator, all measured in one run:
@@ -17,7 +17,6 @@ the COSMOS-like survey (`demo.demo_problem`), RMSE and Pearson r on the mask
 The estimators run through `tfp_massmap.pipeline` (the main job's registry).
 
 Example:
-
   python benchmarks/bench_posterior.py --num_maps=20 --num_samples=16 \
       --exact_chains=2 --output=out/bench_posterior.json
 """
@@ -150,7 +149,8 @@ def _print_table(rows):
     rmse = np.array([r[f'rmse_{name}'] for r in rows])
     corr = np.array([r[f'r_{name}'] for r in rows])
     secs = np.mean([r[f'seconds_{name}'] for r in rows])
-    print(f'| {name} | {rmse.mean():.5f} ± {rmse.std(ddof=1) / np.sqrt(len(rmse)) if len(rmse) > 1 else 0:.5f} '
+    rmse_se = rmse.std(ddof=1) / np.sqrt(len(rmse)) if len(rmse) > 1 else 0.
+    print(f'| {name} | {rmse.mean():.5f} ± {rmse_se:.5f} '
           f'| {corr.mean():.3f} | {_mean_se(rmse / wiener_rmse)} | {secs:.2f} |')
   if 'rmse_learned_posterior' in rows[0]:
     learned = np.array([r['rmse_learned_posterior'] for r in rows])

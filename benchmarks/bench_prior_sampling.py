@@ -13,7 +13,6 @@ by default), both at the demo setting (128² pixels of 0.8 arcmin):
   transitions; the pixel std at the end should stay near √(std² + σ²).
 
 Example:
-
   python benchmarks/bench_prior_sampling.py --settings=20x3x1.0,40x5x1.0,30x3x0.5
 """
 

@@ -30,7 +30,8 @@ README = pathlib.Path(__file__).resolve().parents[1] / 'README.md'
 COSMOS_FILE = 'cosmos_shear_cat.fits'
 
 _FAST = {
-    'num_samples=40)': 'num_samples=2, num_levels=2)',
+    'num_samples=40)': ('num_samples=2, '
+                        'schedule=tm.mcmc.GeometricSchedule(0.1, 1e-3, 2))'),
     "'lognormal_kappa/lognormal_128'": "'lognormal_kappa/lognormal_32'",
 }
 

@@ -125,7 +125,7 @@ class EstimatorOptions:
   prior: typing.Any = None
   num_samples: int = 40
   schedule: typing.Any = None
-  num_leapfrog_steps: typing.Optional[int] = None
+  num_leapfrog_steps: int | None = None
   step_size_factor: float = posterior.DEFAULT_STEP_SIZE_FACTOR
   seed: typing.Any = (0, 1)
   allow_pixel_scale_mismatch: bool = False

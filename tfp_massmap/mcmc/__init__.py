@@ -1,5 +1,7 @@
-"""One inference layer: annealed MCMC kernels, noise schedules, the chunked
-driver and the result type of every posterior sampler.
+"""One inference layer: kernels, schedules, driver and the one result type.
+
+Annealed MCMC kernels, noise schedules, the chunked driver and the result
+type of every posterior sampler:
 
 * `annealed_hmc`: `AnnealedHamiltonianMonteCarlo`, HMC on a target known
   through its score while a schedule lowers the noise level.
