@@ -17,6 +17,8 @@ INSTALL_REQUIRES = [
     'matplotlib',
     'h5py',
     'tqdm',
+    'healpy==1.20.1',  # survey maps: HEALPix products, curved-sky Kaiser-Squires
+    'dask[distributed]==2026.8.0',  # survey maps: tiles as tasks
 ]
 
 EXTRAS_REQUIRE = {
