@@ -45,7 +45,7 @@ flags.DEFINE_list('configs', ['gaussian:64:graph', 'gaussian:64:xla',
 flags.DEFINE_integer('num_samples', 2, 'Chains per call.')
 flags.DEFINE_integer('num_levels', 4, 'Geometric noise levels (0.1 to 1e-3).')
 flags.DEFINE_integer('calls', 4, 'Calls per configuration (>= 2).')
-flags.DEFINE_integer('fresh_calls', 2, 'Calls with a fresh sampler each.')
+flags.DEFINE_integer('fresh_calls', 2, 'Calls with a fresh sampler each (0: none).')
 flags.DEFINE_string('output', None, 'Optional JSON file for the rows.')
 
 FLAGS = flags.FLAGS
@@ -55,6 +55,10 @@ def _timed(fn):
   began = time.perf_counter()
   fn()
   return time.perf_counter() - began
+
+
+def _seconds(value):
+  return '-' if value is None else f'{value:.2f}'
 
 
 def _run(config):
@@ -93,7 +97,7 @@ def _run(config):
       'first_call_s': first_seconds,
       'later_call_s': statistics.median(d['wall_time_s'] for d in later),
       'later_calls_s': [d['wall_time_s'] for d in later],
-      'fresh_sampler_call_s': statistics.median(fresh),
+      'fresh_sampler_call_s': statistics.median(fresh) if fresh else None,
       'tracing_count_first': first.diagnostics['tracing_count'],
       'tracing_count_last': later[-1]['tracing_count'],
   }
@@ -120,7 +124,7 @@ def main(argv):
     rows.append(row)
     print(f'| {config} | {row["score_evaluations_per_sample"]} | '
           f'{row["first_call_s"]:.2f} | {row["later_call_s"]:.2f} | '
-          f'{row["fresh_sampler_call_s"]:.2f} | {row["tracing_count_first"]} / '
+          f'{_seconds(row["fresh_sampler_call_s"])} | {row["tracing_count_first"]} / '
           f'{row["tracing_count_last"]} |', flush=True)
   if FLAGS.output:
     with open(FLAGS.output, 'w', encoding='utf-8') as f:

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The prepared GPU check: run it in one go on a machine with a GPU (the
+# device tool), from the repository root, with the venv made by
+# scripts/install.sh (`pip install -e '.[gpu]'` adds CUDA):
+#
+#   bash benchmarks/gpu_check.sh [OUT_DIR]
+#
+# It times the learned-prior posterior at the demo setting (128², 0.8 arcmin)
+# and on 360² maps of the same pixels, 40 samples of the default schedule
+# (30 levels x 3 leapfrog, 92 score evaluations per sample), with XLA off
+# (tf.function graph) and on: the first call (trace + compile + sampling)
+# and a later call on new data (sampling alone). The rows go to
+# OUT_DIR/gpu_posterior.json and the log to OUT_DIR/gpu_check.log; copy them
+# into docs/benchmarks.md with the machine and the date.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT="${1:-${OUT:-out/gpu_check}}"
+mkdir -p "$OUT"
+PY=python
+[ -x .venv/bin/python ] && PY=.venv/bin/python
+{
+  date -u
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
+  "$PY" -c 'import tensorflow as tf; print(tf.__version__, tf.config.list_physical_devices("GPU"))'
+  "$PY" benchmarks/bench_sampler_retrace.py \
+    --configs=learned:128:graph,learned:128:xla,learned:360:graph,learned:360:xla \
+    --num_samples=40 --num_levels=30 --calls=2 --fresh_calls=0 \
+    --output="$OUT/gpu_posterior.json"
+  date -u
+} 2>&1 | tee "$OUT/gpu_check.log"
