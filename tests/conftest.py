@@ -1,8 +1,12 @@
 """Shared test fixtures: paths to the optional real data in ../shared/data."""
 
+import importlib.util
 import os
 import pathlib
+import sys
 
+import astropy.table
+import numpy as np
 import pytest
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -20,3 +24,34 @@ def cosmos_dir():
     pytest.skip(f'real COSMOS data not found in {COSMOS_DIR} '
                 '(set TFP_MASSMAP_SHARED_DATA to the shared data folder)')
   return COSMOS_DIR
+
+
+_MAP_SHEAR = pathlib.Path(__file__).resolve().parents[1] / 'examples' / 'map_shear.py'
+
+
+@pytest.fixture(scope='module')
+def map_shear():
+  """examples/map_shear.py as a module (one instance for every test file)."""
+  if 'map_shear_example' not in sys.modules:
+    spec = importlib.util.spec_from_file_location('map_shear_example', _MAP_SHEAR)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules['map_shear_example'] = module
+  return sys.modules['map_shear_example']
+
+
+def write_catalogue(path, seed, upper_case=False, n_gal=20000):
+  """Writes a FITS catalogue of n_gal galaxies in 0.4° x 0.4° about (150, 2).
+
+  Shapes are pure noise (σ_e = 0.2 per component). Column names are ra, dec,
+  e1, e2, or RA, DEC, E1, E2 with ``upper_case``. Returns ``path``.
+  """
+  rng = np.random.default_rng(seed)
+  names = ('RA', 'DEC', 'E1', 'E2') if upper_case else ('ra', 'dec', 'e1', 'e2')
+  table = astropy.table.Table(dict(zip(names, (
+      150.0 + rng.uniform(-0.2, 0.2, n_gal),
+      2.0 + rng.uniform(-0.2, 0.2, n_gal),
+      0.2 * rng.standard_normal(n_gal),
+      0.2 * rng.standard_normal(n_gal)))))
+  table.write(path)
+  return path

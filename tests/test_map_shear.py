@@ -5,10 +5,7 @@ before any estimator runs) and the divergence policy (exit code 3 and
 nothing written, or --drop_diverged_chains).
 """
 
-import importlib.util
 import json
-import pathlib
-import sys
 
 from absl import app
 from absl import flags
@@ -19,18 +16,8 @@ import pytest
 
 from tfp_massmap import catalog
 
-_SCRIPT = pathlib.Path(__file__).resolve().parents[1] / 'examples' / 'map_shear.py'
+import conftest
 
-
-@pytest.fixture(scope='module')
-def map_shear():
-  """examples/map_shear.py as a module (shared with other test files)."""
-  if 'map_shear_example' not in sys.modules:
-    spec = importlib.util.spec_from_file_location('map_shear_example', _SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    sys.modules['map_shear_example'] = module
-  return sys.modules['map_shear_example']
 
 
 def _run(module, *args):
@@ -99,16 +86,8 @@ def test_catalogue_mode_and_no_partial_output(map_shear, tmp_path):
 @pytest.fixture(scope='module')
 def small_catalogue(tmp_path_factory):
   """A FITS catalogue filling a 32² grid, the flags to bin it, and its path."""
-  rng = np.random.default_rng(1)
-  n_gal = 20000
-  table = astropy.table.Table({
-      'ra': 150.0 + rng.uniform(-0.2, 0.2, n_gal),
-      'dec': 2.0 + rng.uniform(-0.2, 0.2, n_gal),
-      'e1': 0.2 * rng.standard_normal(n_gal),
-      'e2': 0.2 * rng.standard_normal(n_gal),
-  })
-  path = tmp_path_factory.mktemp('catalogue') / 'cat.fits'
-  table.write(path)
+  path = conftest.write_catalogue(
+      tmp_path_factory.mktemp('catalogue') / 'cat.fits', seed=1)
   return [f'--catalog={path}', '--npix=32', '--pixel_scale_arcmin=0.7'], path
 
 

@@ -10,7 +10,6 @@ script that commits slowly through `tfp_massmap.outputs` (many trials, no
 TensorFlow), and of ``examples/map_shear.py`` itself.
 """
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -22,13 +21,14 @@ import time
 
 from absl import flags
 from astropy.io import fits
-import astropy.table
 import numpy as np
 import PIL.Image
 import pytest
 
 from tfp_massmap import outputs
 from tfp_massmap import pipeline
+
+import conftest
 
 _ROOT = pathlib.Path(__file__).resolve().parents[1]
 _SCRIPT = _ROOT / 'examples' / 'map_shear.py'
@@ -39,29 +39,10 @@ KS_PRODUCTS = {'kappa_ks.fits', 'mask.fits', 'noise_std.fits', 'maps.png',
 
 
 @pytest.fixture(scope='module')
-def map_shear():
-  """examples/map_shear.py as a module (shared with test_map_shear.py)."""
-  if 'map_shear_example' not in sys.modules:
-    spec = importlib.util.spec_from_file_location('map_shear_example', _SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    sys.modules['map_shear_example'] = module
-  return sys.modules['map_shear_example']
-
-
-@pytest.fixture(scope='module')
 def catalogue(tmp_path_factory):
   """A FITS catalogue filling a 32² grid of 0.7 arcmin, and its flags."""
-  rng = np.random.default_rng(0)
-  n_gal = 20000
-  table = astropy.table.Table({
-      'RA': 150.0 + rng.uniform(-0.2, 0.2, n_gal),
-      'DEC': 2.0 + rng.uniform(-0.2, 0.2, n_gal),
-      'E1': 0.2 * rng.standard_normal(n_gal),
-      'E2': 0.2 * rng.standard_normal(n_gal),
-  })
-  path = tmp_path_factory.mktemp('catalogue') / 'cat.fits'
-  table.write(path)
+  path = conftest.write_catalogue(
+      tmp_path_factory.mktemp('catalogue') / 'cat.fits', seed=0, upper_case=True)
   return [f'--catalog={path}', '--ra_col=RA', '--dec_col=DEC', '--e1_col=E1',
           '--e2_col=E2', '--npix=32', '--pixel_scale_arcmin=0.7']
 
