@@ -1,0 +1,698 @@
+"""Tiles on the sphere for survey-scale maps, and stitching them back.
+
+A survey footprint is too large for one flat map. It is covered by square
+tiles, each a gnomonic (TAN) grid of ``npix`` × ``npix`` pixels of
+``pixel_scale_arcmin`` about its own centre (the grids of
+`catalog.bin_shear_catalog` with ``projection='tan'``, whose spin-2 rotation
+of the ellipticities into each tile's frame `bin_tile` shares). The maps
+estimated on the tiles are combined on a HEALPix map (`stitch_healpix`, RING
+ordering) or on one large TAN grid (`mosaic_wcs`) by a weighted mean.
+
+Tile layout (`plan_tiles`). Tile centres are the pixel centres of a coarse
+HEALPix grid (RING ordering; ``Tile.index`` is the coarse pixel). Each tile
+has a tapered band of ``margin_pix`` pixels along its edges (`edge_weight`)
+and a full-weight interior. The coarse NSIDE (`tile_nside`) is the smallest
+integer (not necessarily a power of 2) whose every pixel, projected into the
+gnomonic plane about its own centre, fits inside that interior: its
+boundary's largest |x| or |y| is at most the interior's half-width. (HEALPix
+pixels are diamonds in a north-up square, so this allows a pixel side of
+about 1/0.875 of the half-width, against 1/1.04 for the disc of
+``healpy.max_pixrad``.) So every point of the sky has weight 1 in the tile
+of its coarse pixel, the tapered band of each tile lies inside neighbouring
+tiles, and the layout works the same at the equator, at high declination
+and around a pole. The price of square north-up tiles on a diamond grid is
+redundancy: each point is covered by about (N / (0.875 · √(π/3)/NSIDE))²
+tiles' worth of pixels, 3–4 for 128² tiles with 16-pixel margins.
+
+Blending. A tile's map is read at any sky position by projecting the
+position into the tile (`sky.gnomonic`) and interpolating bilinearly between
+the four surrounding pixel centres; the interpolation exists between the
+first and last pixel centres, where the taper is defined as a continuous
+function of the pixel coordinate (0 at the outermost pixel centres, so the
+weight vanishes wherever interpolation is not available). The stitched value
+is Σ_t w_t m_t / Σ_t w_t over the tiles t covering the position.
+
+Blending samples. Stitching posterior samples tile by tile (sample k of
+every tile combined into stitched sample k) gives maps with the right
+one-point distribution in tile interiors; in the overlap bands the weighted
+mean of two independent draws has a variance smaller by up to a factor
+Σ w_t² / (Σ w_t)² (1/2 at equal weights), and the correlations across a
+seam are those of independent tiles, not of one posterior. Stitched
+posterior means and standard deviations per pixel are what is meant to be
+read; stitched samples are for display.
+"""
+
+import collections
+import functools
+
+from astropy.wcs import WCS
+import healpy as hp
+import numpy as np
+
+from tfp_massmap import _checks
+from tfp_massmap import catalog as catalog_lib
+from tfp_massmap import sky
+
+__all__ = [
+    'Tile',
+    'tile_nside',
+    'nside_for_pixel_scale',
+    'plan_tiles',
+    'bin_tile',
+    'edge_weight',
+    'stitch_healpix',
+    'mosaic_wcs',
+    'seam_band',
+    'SeamMetric',
+    'seam_metric',
+]
+
+# Keyword arguments of `catalog.bin_shear_catalog` that a tile fixes.
+_TILE_FIXED_KWARGS = ('npix', 'pixel_scale_arcmin', 'center', 'projection')
+# Largest angle (deg) between a mosaic's centre and a tile corner: the TAN
+# scale there is 1/cos²(30°) = 1.33 times that at the centre.
+_MOSAIC_MAX_RADIUS_DEG = 30.0
+
+
+class Tile(
+    collections.namedtuple('Tile', [
+        'index', 'ra_deg', 'dec_deg', 'npix', 'pixel_scale_arcmin',
+        'margin_pix'])):
+  """One square gnomonic tile of a survey.
+
+  Attributes:
+    index: the RING pixel of the coarse HEALPix grid the tile is centred on
+      (int; see `tile_nside`).
+    ra_deg, dec_deg: the tile centre (tangent point) in degrees.
+    npix: pixels N per side.
+    pixel_scale_arcmin: pixel side at the tangent point in arcmin.
+    margin_pix: width in pixels of the tapered band along each edge
+      (`edge_weight`).
+
+  Pixel (row, col) has plane coordinates ``x = (col − (N−1)/2) · s``,
+  ``y = (row − (N−1)/2) · s`` (s the pixel side in degrees) in the
+  `sky.gnomonic` projection about the centre: rows along Dec, columns along
+  RA, as in `catalog.bin_shear_catalog`.
+  """
+  __slots__ = ()
+
+  @property
+  def center(self):
+    """The tile centre ``(ra_deg, dec_deg)``."""
+    return (self.ra_deg, self.dec_deg)
+
+  @property
+  def wcs(self):
+    """The tile's celestial WCS: TAN, CDELT1 > 0, LONPOLE 180.
+
+    The same WCS as the `ShearMap` that `bin_tile` returns.
+    """
+    step = self.pixel_scale_arcmin / 60.0
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ['RA---TAN', 'DEC--TAN']
+    wcs.wcs.cunit = ['deg', 'deg']
+    wcs.wcs.crval = [self.ra_deg, self.dec_deg]
+    wcs.wcs.cdelt = [step, step]
+    wcs.wcs.crpix = [(self.npix + 1) / 2, (self.npix + 1) / 2]
+    wcs.wcs.lonpole = 180.0
+    wcs.pixel_shape = (self.npix, self.npix)
+    return wcs
+
+  def pixel_radec(self):
+    """Sky positions ``(ra, dec)`` (deg) of the pixel centres, each ``[N, N]``."""
+    offsets = (np.arange(self.npix) - (self.npix - 1) / 2) * (
+        self.pixel_scale_arcmin / 60.0)
+    x, y = np.meshgrid(offsets, offsets)
+    return sky.inverse_gnomonic(x, y, self.center)
+
+
+def _check_npix_margin(npix, margin_pix):
+  npix = _checks.positive_int(npix, 'npix', minimum=2)
+  margin_pix = _checks.positive_int(margin_pix, 'margin_pix', minimum=0)
+  if 2 * margin_pix > npix - 2:
+    raise ValueError(
+        f'margin_pix = {margin_pix} leaves no full-weight interior in a tile of '
+        f'npix = {npix}; expected 2 * margin_pix <= npix - 2 '
+        f'(margin_pix <= {(npix - 2) // 2}).')
+  return npix, margin_pix
+
+
+@functools.cache
+def _max_square_radius(nside):
+  """Largest |x| or |y| (radians) of a HEALPix pixel in its gnomonic plane.
+
+  The maximum over the boundaries (4 points per side) of the pixels of one
+  quadrant of the sphere (the grid is symmetric under 90° turns about the
+  axis). Above NSIDE 256 the value at 256 scaled by the pixel side, plus
+  0.1 %: the ratio to the pixel side falls slowly with NSIDE (0.8791 at 16,
+  0.8747 at 97).
+  """
+  if nside > 256:
+    return (_max_square_radius(256) * hp.nside2resol(nside)
+            / hp.nside2resol(256) * 1.001)
+  pix = np.arange(hp.nside2npix(nside))
+  pix = pix[hp.pix2ang(nside, pix)[1] < np.pi / 2]
+  boundary = np.moveaxis(hp.boundaries(nside, pix, step=4), 1, -1)  # [n, p, 3]
+  ra0, dec0 = (np.deg2rad(a) for a in hp.pix2ang(nside, pix, lonlat=True))
+  centre = sky.unit_vectors(np.rad2deg(ra0), np.rad2deg(dec0))
+  east = np.stack([-np.sin(ra0), np.cos(ra0), np.zeros_like(ra0)], axis=-1)
+  north = np.stack([-np.sin(dec0) * np.cos(ra0), -np.sin(dec0) * np.sin(ra0),
+                    np.cos(dec0)], axis=-1)
+  along = np.einsum('npk,nk->np', boundary, centre)
+  x = np.einsum('npk,nk->np', boundary, east) / along
+  y = np.einsum('npk,nk->np', boundary, north) / along
+  return float(np.maximum(np.abs(x), np.abs(y)).max())
+
+
+def tile_nside(npix, pixel_scale_arcmin, margin_pix):
+  """NSIDE of the coarse HEALPix grid whose pixel centres are tile centres.
+
+  The smallest integer NSIDE whose every pixel fits inside the full-weight
+  interior of a tile centred on it (module docstring): in the gnomonic plane
+  about its centre the pixel's boundary stays within
+  h = ((N − 1)/2 − margin_pix) pixels of the centre along x and along y.
+
+  Args:
+    npix: pixels N per tile side (int >= 2).
+    pixel_scale_arcmin: pixel side in arcmin (> 0).
+    margin_pix: width of the tapered band in pixels (int >= 0,
+      2 · margin_pix <= N − 2).
+
+  Returns:
+    NSIDE (int >= 1).
+
+  Raises:
+    ValueError: on invalid arguments.
+  """
+  npix, margin_pix = _check_npix_margin(npix, margin_pix)
+  pixel_scale_arcmin = _checks.positive_scalar(
+      pixel_scale_arcmin, 'pixel_scale_arcmin', 'arcmin')
+  half_width = np.deg2rad(((npix - 1) / 2 - margin_pix) * pixel_scale_arcmin / 60.0)
+  # The square radius is about 0.875 pixel sides, √(π/3)/NSIDE radians.
+  nside = max(1, int(0.87 * np.sqrt(np.pi / 3) / half_width))
+  while _max_square_radius(nside) > half_width:
+    nside += 1
+  return nside
+
+
+def nside_for_pixel_scale(pixel_scale_arcmin):
+  """The power-of-2 NSIDE whose pixel side is closest to a pixel scale.
+
+  The pixel side of NSIDE is the square root of its pixel area,
+  ``healpy.nside2resol``; the closest is in ratio (log scale). For 0.8′
+  this is 4096 (0.86′).
+
+  Args:
+    pixel_scale_arcmin: pixel side in arcmin (> 0).
+
+  Returns:
+    NSIDE, a power of 2 between 1 and 2**29.
+  """
+  pixel_scale_arcmin = _checks.positive_scalar(
+      pixel_scale_arcmin, 'pixel_scale_arcmin', 'arcmin')
+  orders = np.arange(30)
+  resolutions = np.array([hp.nside2resol(2**o, arcmin=True) for o in orders])
+  best = np.argmin(np.abs(np.log(resolutions / pixel_scale_arcmin)))
+  return int(2**orders[best])
+
+
+def _as_positions(ra_deg, dec_deg):
+  ra = np.asarray(ra_deg, dtype=np.float64)
+  dec = np.asarray(dec_deg, dtype=np.float64)
+  if ra.ndim != 1 or ra.shape != dec.shape:
+    raise ValueError(f'ra_deg and dec_deg must be 1-D arrays of one shape, got '
+                     f'shapes {ra.shape} and {dec.shape}.')
+  if ra.size == 0:
+    raise ValueError('plan_tiles needs at least one galaxy position, got none.')
+  _checks.finite(ra, 'ra_deg')
+  _checks.finite(dec, 'dec_deg')
+  if (np.abs(dec) > 90).any():
+    raise ValueError(f'dec_deg spans {dec.min()}..{dec.max()} deg; expected '
+                     'values in [-90, 90].')
+  return ra, dec
+
+
+def _tile_pixel_coords(tile, ra, dec):
+  """Zero-based (column, row) coordinates of positions in a tile; NaN far."""
+  x, y = sky.gnomonic(ra, dec, tile.center)
+  step = tile.pixel_scale_arcmin / 60.0
+  centre = (tile.npix - 1) / 2
+  return x / step + centre, y / step + centre
+
+
+def _corner_radius(tile):
+  """Angle (rad) from a tile's centre to the outer corner of its pixels."""
+  half = np.deg2rad(tile.npix / 2 * tile.pixel_scale_arcmin / 60.0)
+  return np.arctan(np.sqrt(2.0) * half)
+
+
+def plan_tiles(ra_deg, dec_deg, *, npix, pixel_scale_arcmin, overlap_pix,
+               min_fill=0.25):
+  """Tiles covering the footprint of a set of galaxy positions.
+
+  Tiles are centred on the pixels of the coarse HEALPix grid of
+  `tile_nside` (``margin_pix = overlap_pix``) that hold at least one galaxy;
+  every galaxy lies in the full-weight interior of its coarse pixel's tile.
+  A tile in which fewer than ``min_fill`` of the N² pixels hold a galaxy is
+  skipped (its galaxies then count only where neighbouring tiles reach
+  them: footprint edges and stray galaxies are given up, not mapped from a
+  mostly empty tile).
+
+  Args:
+    ra_deg, dec_deg: 1-D arrays of galaxy positions in degrees.
+    npix: pixels N per tile side (int >= 2; the prior's size, e.g. 128).
+    pixel_scale_arcmin: pixel side in arcmin (> 0; the prior's, e.g. 0.8).
+    overlap_pix: width in pixels of the tapered band along each tile edge,
+      which lies inside neighbouring tiles (int >= 0, 2 · overlap_pix <=
+      N − 2); ``Tile.margin_pix``.
+    min_fill: smallest fraction of a tile's pixels holding galaxies for it
+      to be kept, in [0, 1].
+
+  Returns:
+    A list of `Tile`, ordered by coarse pixel index, with ``index`` the
+    coarse RING pixel.
+
+  Raises:
+    ValueError: on invalid arguments or positions.
+  """
+  npix, margin_pix = _check_npix_margin(npix, overlap_pix)
+  pixel_scale_arcmin = _checks.positive_scalar(
+      pixel_scale_arcmin, 'pixel_scale_arcmin', 'arcmin')
+  try:
+    min_fill = float(min_fill)
+  except (TypeError, ValueError):
+    raise ValueError(f'min_fill must be a number in [0, 1], got {min_fill!r}.'
+                     ) from None
+  if not 0.0 <= min_fill <= 1.0:
+    raise ValueError(f'min_fill must be a number in [0, 1], got {min_fill!r}.')
+  ra, dec = _as_positions(ra_deg, dec_deg)
+  nside = tile_nside(npix, pixel_scale_arcmin, margin_pix)
+  coarse = hp.ang2pix(nside, ra, dec, lonlat=True)
+  order = np.argsort(coarse, kind='stable')
+  sorted_coarse = coarse[order]
+  occupied, starts = np.unique(sorted_coarse, return_index=True)
+  stops = np.append(starts[1:], sorted_coarse.size)
+
+  def galaxies_in(pixels):
+    """Indices of the galaxies in the given coarse pixels."""
+    where = np.minimum(np.searchsorted(occupied, pixels), occupied.size - 1)
+    where = where[occupied[where] == pixels]
+    return np.concatenate([order[starts[w]:stops[w]] for w in where])
+
+  tiles = []
+  for index in occupied:
+    ra0, dec0 = hp.pix2ang(nside, int(index), lonlat=True)
+    tile = Tile(index=int(index), ra_deg=float(ra0) % 360.0, dec_deg=float(dec0),
+                npix=npix, pixel_scale_arcmin=pixel_scale_arcmin,
+                margin_pix=margin_pix)
+    if min_fill > 0:
+      near = hp.query_disc(nside, hp.ang2vec(ra0, dec0, lonlat=True),
+                           _corner_radius(tile), inclusive=True)
+      members = galaxies_in(near)
+      cols, rows = _tile_pixel_coords(tile, ra[members], dec[members])
+      cols, rows = np.floor(cols + 0.5), np.floor(rows + 0.5)
+      inside = (cols >= 0) & (cols < npix) & (rows >= 0) & (rows < npix)
+      filled = np.unique(rows[inside] * npix + cols[inside]).size
+      if filled < min_fill * npix * npix:
+        continue
+    tiles.append(tile)
+  return tiles
+
+
+def bin_tile(catalog, tile, **bin_kwargs):
+  """The shear map of a catalogue on a tile's grid.
+
+  `catalog.bin_shear_catalog` with the tile's ``npix``, pixel scale and
+  centre and ``projection='tan'``, so each ellipticity is rotated from its
+  local RA/Dec frame into the tile frame (`sky.to_grid_frame`). Only the
+  galaxies within the tile's corner radius are passed on (the others fall
+  outside the grid anyway), so a large catalogue costs one dot product per
+  galaxy and tile.
+
+  Args:
+    catalog: a `catalog.Catalog`, or a mapping with 1-D arrays ``ra``,
+      ``dec`` (deg), ``e1``, ``e2`` (local frames) and optionally ``weight``.
+    tile: a `Tile`.
+    **bin_kwargs: other arguments of `catalog.bin_shear_catalog`
+      (``sigma_e``, ``noise_model``); pass ``sigma_e`` for a survey, or each
+      tile estimates its own from its galaxies.
+
+  Returns:
+    A `ShearMap` on the tile grid, with WCS ``tile.wcs``.
+
+  Raises:
+    ValueError: if ``bin_kwargs`` sets what the tile fixes (npix,
+      pixel_scale_arcmin, center, projection), or as
+      `catalog.bin_shear_catalog` (e.g. no galaxy inside the tile).
+  """
+  if not isinstance(tile, Tile):
+    raise ValueError(f'tile must be a tiling.Tile, got {type(tile).__name__}.')
+  fixed = sorted(set(bin_kwargs) & set(_TILE_FIXED_KWARGS))
+  if fixed:
+    raise ValueError(f'bin_tile got {fixed}, which the tile fixes; expected only '
+                     'other arguments of catalog.bin_shear_catalog (sigma_e, '
+                     'noise_model).')
+  if hasattr(catalog, '_asdict'):
+    catalog = catalog._asdict()
+  if not hasattr(catalog, 'keys') or 'ra' not in catalog or 'dec' not in catalog:
+    raise ValueError('catalog must be a Catalog or a mapping with keys ra, dec, '
+                     f'e1, e2 (and optionally weight), got {type(catalog).__name__}.')
+  ra = np.asarray(catalog['ra'], dtype=np.float64)
+  dec = np.asarray(catalog['dec'], dtype=np.float64)
+  cos_distance = (sky.unit_vectors(ra, dec)
+                  @ sky.unit_vectors(tile.ra_deg, tile.dec_deg))
+  near = cos_distance >= np.cos(_corner_radius(tile) * (1 + 1e-6))
+  subset = {key: (None if values is None else np.asarray(values)[near])
+            for key, values in catalog.items()}
+  return catalog_lib.bin_shear_catalog(
+      subset, tile.npix, tile.pixel_scale_arcmin, center=tile.center,
+      projection='tan', **bin_kwargs)
+
+
+def _taper(u, npix, margin_pix):
+  """Taper of continuous pixel coordinates u along one axis (module docstring).
+
+  sin²(π/2 · d/margin_pix), d the distance in pixels from the nearer
+  outermost pixel centre, is 0 there and 1 from d = margin_pix on; 0 outside
+  the pixel centres (where bilinear interpolation has no neighbours).
+  """
+  u = np.asarray(u, dtype=np.float64)
+  inside = (u >= 0) & (u <= npix - 1)
+  if margin_pix == 0:
+    return inside.astype(np.float64)
+  d = np.clip(np.minimum(u, npix - 1 - u) / margin_pix, 0.0, 1.0)
+  return np.where(inside, np.sin(0.5 * np.pi * d)**2, 0.0)
+
+
+def edge_weight(npix, margin_pix):
+  """The blending weight of a tile's pixels, ``[N, N]``.
+
+  The product of one taper per axis: sin²(π/2 · d/margin_pix), d the
+  distance in pixels from the outermost pixel centre, so 0 on the edge
+  pixels, rising smoothly (zero slope at both ends) to 1 at ``margin_pix``
+  pixels from the edge and 1 in the interior. ``margin_pix = 0`` gives 1
+  everywhere.
+
+  Args:
+    npix: pixels N per side (int >= 2).
+    margin_pix: width of the tapered band in pixels (int >= 0,
+      2 · margin_pix <= N − 2).
+
+  Returns:
+    float64 ``[N, N]`` in [0, 1].
+
+  Raises:
+    ValueError: on invalid arguments.
+  """
+  npix, margin_pix = _check_npix_margin(npix, margin_pix)
+  w = _taper(np.arange(npix), npix, margin_pix)
+  return np.outer(w, w)
+
+
+def _bilinear(image, cols, rows):
+  """Bilinear interpolation of ``image [..., N, N]`` at pixel coordinates."""
+  n = image.shape[-1]
+  c0 = np.clip(np.floor(cols).astype(np.int64), 0, n - 2)
+  r0 = np.clip(np.floor(rows).astype(np.int64), 0, n - 2)
+  fc, fr = cols - c0, rows - r0
+  return ((1 - fr) * ((1 - fc) * image[..., r0, c0] + fc * image[..., r0, c0 + 1])
+          + fr * ((1 - fc) * image[..., r0 + 1, c0] + fc * image[..., r0 + 1, c0 + 1]))
+
+
+def _tile_weight_at(tile, ra, dec):
+  """Pixel coordinates and taper weight of sky positions in a tile."""
+  cols, rows = _tile_pixel_coords(tile, ra, dec)
+  cols, rows = np.nan_to_num(cols, nan=-1.0), np.nan_to_num(rows, nan=-1.0)
+  w = (_taper(cols, tile.npix, tile.margin_pix)
+       * _taper(rows, tile.npix, tile.margin_pix))
+  return cols, rows, w
+
+
+def _tile_corners(tile):
+  """Sky positions (ra, dec) of the outermost pixel centres of a tile."""
+  half = (tile.npix - 1) / 2 * tile.pixel_scale_arcmin / 60.0
+  return sky.inverse_gnomonic(np.array([-half, half, half, -half]),
+                              np.array([-half, -half, half, half]), tile.center)
+
+
+def _tile_healpix(tile, nside):
+  """HEALPix pixels with positive weight in a tile: pix, cols, rows, weight."""
+  corners = hp.ang2vec(*_tile_corners(tile), lonlat=True)
+  pix = hp.query_polygon(nside, corners, inclusive=False)
+  ra, dec = hp.pix2ang(nside, pix, lonlat=True)
+  cols, rows, w = _tile_weight_at(tile, ra, dec)
+  keep = w > 0
+  return pix[keep], cols[keep], rows[keep], w[keep]
+
+
+def _check_tiles_maps(tiles, maps, weights):
+  """Validates tiles, their maps [T, ..., N, N] and optional weights [T, N, N]."""
+  tiles = list(tiles)
+  if not tiles:
+    raise ValueError('tiles is empty; expected at least one Tile.')
+  for i, tile in enumerate(tiles):
+    if not isinstance(tile, Tile):
+      raise ValueError(f'tiles[{i}] must be a tiling.Tile, got '
+                       f'{type(tile).__name__}.')
+  maps = [np.asarray(m) for m in maps]
+  if len(maps) != len(tiles):
+    raise ValueError(f'got {len(maps)} maps for {len(tiles)} tiles; expected one '
+                     'map (or stack of maps) per tile.')
+  lead = maps[0].shape[:-2]
+  for i, (tile, m) in enumerate(zip(tiles, maps)):
+    if m.shape != lead + (tile.npix, tile.npix):
+      raise ValueError(f'maps[{i}] has shape {m.shape}; expected '
+                       f'{lead + (tile.npix, tile.npix)} (the leading shape of '
+                       'maps[0] and the tile size).')
+    _checks.finite(m, f'maps[{i}]')
+  if weights is not None:
+    weights = [np.asarray(w, dtype=np.float64) for w in weights]
+    if len(weights) != len(tiles):
+      raise ValueError(f'got {len(weights)} weight maps for {len(tiles)} tiles.')
+    for i, (tile, w) in enumerate(zip(tiles, weights)):
+      if w.shape != (tile.npix, tile.npix):
+        raise ValueError(f'weights[{i}] has shape {w.shape}; expected '
+                         f'{(tile.npix, tile.npix)}.')
+      _checks.finite(w, f'weights[{i}]')
+      if (w < 0).any():
+        raise ValueError(f'weights[{i}] holds {int((w < 0).sum())} negative '
+                         'value(s); expected weights >= 0.')
+  dtype = np.result_type(maps[0].dtype, np.float32)
+  return tiles, maps, weights, lead, dtype
+
+
+def _accumulate(index, w, values, size, lead):
+  """Sums of w and w·values per target index; values [..., n]."""
+  wsum = np.bincount(index, weights=w, minlength=size)
+  flat = values.reshape((-1, values.shape[-1]))
+  vsum = np.stack([np.bincount(index, weights=w * v, minlength=size)
+                   for v in flat]).reshape(lead + (size,))
+  return vsum, wsum
+
+
+def stitch_healpix(tiles, maps, nside, weights=None):
+  """Tiles' maps combined on a HEALPix map (RING) by weighted mean.
+
+  Each HEALPix pixel centre is projected into every tile
+  (`sky.gnomonic`); a tile contributes its bilinearly interpolated value
+  with weight taper × (interpolated ``weights``), the taper of
+  `edge_weight` as a continuous function of the pixel coordinates (module
+  docstring). The result is Σ w m / Σ w.
+
+  Args:
+    tiles: sequence of T `Tile`.
+    maps: T arrays ``[..., N, N]`` (one leading shape for all, e.g. samples
+      ``[S, N, N]``), or one array ``[T, ..., N, N]``, in each tile's grid.
+    nside: NSIDE of the output (int >= 1; `nside_for_pixel_scale` for the
+      one matching the tiles).
+    weights: optional T non-negative arrays ``[N, N]`` multiplying the taper
+      (e.g. inverse variances); default none.
+
+  Returns:
+    (stitched, total_weight): ``[..., 12·nside²]`` in the maps' float dtype
+    (at least float32), ``healpy.UNSEEN`` where no tile has weight; and the
+    sum of the weights ``[12·nside²]`` (float64, 0 there).
+
+  Raises:
+    ValueError: on an empty tile list, maps or weights that do not match
+      the tiles, or non-finite values.
+  """
+  tiles, maps, weights, lead, dtype = _check_tiles_maps(tiles, maps, weights)
+  nside = _checks.positive_int(nside, 'nside')
+  pixels, ws, values = [], [], []
+  for i, tile in enumerate(tiles):
+    pix, cols, rows, w = _tile_healpix(tile, nside)
+    if weights is not None:
+      w = w * _bilinear(weights[i], cols, rows)
+    pixels.append(pix)
+    ws.append(w)
+    values.append(_bilinear(maps[i].astype(np.float64), cols, rows))
+  pixels = np.concatenate(pixels)
+  unique, index = np.unique(pixels, return_inverse=True)
+  vsum, wsum = _accumulate(index, np.concatenate(ws),
+                           np.concatenate(values, axis=-1), unique.size, lead)
+  npix_sky = hp.nside2npix(nside)
+  total = np.zeros(npix_sky)
+  total[unique] = wsum
+  stitched = np.full(lead + (npix_sky,), hp.UNSEEN, dtype=dtype)
+  seen = wsum > 0
+  stitched[..., unique[seen]] = vsum[..., seen] / wsum[seen]
+  return stitched, total
+
+
+def mosaic_wcs(tiles, maps, pixel_scale_arcmin, center=None, weights=None):
+  """Tiles' maps combined on one TAN grid (for fields of a few tens of deg²).
+
+  The mosaic is a `sky.gnomonic` grid about ``center`` with square pixels of
+  ``pixel_scale_arcmin``, just large enough to hold every tile; each of its
+  pixel centres is blended from the tiles as in `stitch_healpix`.
+
+  Args:
+    tiles: sequence of T `Tile`.
+    maps: T arrays ``[..., N, N]``, or one array ``[T, ..., N, N]``.
+    pixel_scale_arcmin: mosaic pixel side in arcmin (> 0).
+    center: (ra, dec) of the mosaic's tangent point in degrees; default
+      `sky.field_center` of the tile centres.
+    weights: optional T non-negative arrays ``[N, N]`` multiplying the taper.
+
+  Returns:
+    (image, wcs): ``[..., ny, nx]`` (rows along Dec, columns along RA; NaN
+    where no tile has weight) and its TAN `astropy.wcs.WCS` (CDELT1 > 0,
+    LONPOLE 180, pixel shape (nx, ny)).
+
+  Raises:
+    ValueError: on invalid arguments, or when a tile corner is more than
+      30° from the centre (use `stitch_healpix` for such footprints).
+  """
+  tiles, maps, weights, lead, dtype = _check_tiles_maps(tiles, maps, weights)
+  pixel_scale_arcmin = _checks.positive_scalar(
+      pixel_scale_arcmin, 'pixel_scale_arcmin', 'arcmin')
+  if center is None:
+    center = sky.field_center([t.ra_deg for t in tiles], [t.dec_deg for t in tiles])
+  center = sky.as_center(center)
+  step = pixel_scale_arcmin / 60.0
+  corners = np.array([_tile_corners(t) for t in tiles])  # [T, 2, 4]
+  cos_max = np.cos(np.deg2rad(_MOSAIC_MAX_RADIUS_DEG))
+  cos_corner = (sky.unit_vectors(corners[:, 0], corners[:, 1])
+                @ sky.unit_vectors(*center))
+  if not (cos_corner >= cos_max).all():
+    far = np.rad2deg(np.arccos(np.clip(cos_corner.min(), -1, 1)))
+    raise ValueError(
+        f'a tile corner lies {far:.1f} deg from the mosaic centre {center}; a TAN '
+        f'mosaic holds tiles within {_MOSAIC_MAX_RADIUS_DEG} deg of its centre. '
+        'Use stitch_healpix for larger footprints.')
+  x, y = sky.gnomonic(corners[:, 0], corners[:, 1], center)
+  # Pixel k (zero-based) of the mosaic is at plane coordinate (k + k0)·step.
+  col0, row0 = int(np.floor(x.min() / step)), int(np.floor(y.min() / step))
+  nx = int(np.ceil(x.max() / step)) - col0 + 1
+  ny = int(np.ceil(y.max() / step)) - row0 + 1
+  wcs = WCS(naxis=2)
+  wcs.wcs.ctype = ['RA---TAN', 'DEC--TAN']
+  wcs.wcs.cunit = ['deg', 'deg']
+  wcs.wcs.crval = list(center)
+  wcs.wcs.cdelt = [step, step]
+  wcs.wcs.crpix = [1 - col0, 1 - row0]
+  wcs.wcs.lonpole = 180.0
+  wcs.pixel_shape = (nx, ny)
+
+  vsum = np.zeros(lead + (ny * nx,))
+  wsum = np.zeros(ny * nx)
+  for i, tile in enumerate(tiles):
+    # Gnomonic projections map great circles to lines, so the tile is the
+    # convex quadrilateral of its corners in the mosaic plane.
+    c_lo = max(int(np.floor(x[i].min() / step)) - col0, 0)
+    c_hi = min(int(np.ceil(x[i].max() / step)) - col0, nx - 1)
+    r_lo = max(int(np.floor(y[i].min() / step)) - row0, 0)
+    r_hi = min(int(np.ceil(y[i].max() / step)) - row0, ny - 1)
+    rr, cc = np.meshgrid(np.arange(r_lo, r_hi + 1), np.arange(c_lo, c_hi + 1),
+                         indexing='ij')
+    ra, dec = sky.inverse_gnomonic((cc + col0) * step, (rr + row0) * step, center)
+    cols, rows, w = _tile_weight_at(tile, ra.ravel(), dec.ravel())
+    keep = w > 0
+    cols, rows, w = cols[keep], rows[keep], w[keep]
+    if weights is not None:
+      w = w * _bilinear(weights[i], cols, rows)
+    flat = (rr.ravel() * nx + cc.ravel())[keep]
+    wsum[flat] += w
+    vsum[..., flat] += w * _bilinear(maps[i].astype(np.float64), cols, rows)
+  image = np.full(lead + (ny * nx,), np.nan, dtype=dtype)
+  seen = wsum > 0
+  image[..., seen] = vsum[..., seen] / wsum[seen]
+  return image.reshape(lead + (ny, nx)), wcs
+
+
+def seam_band(tiles, nside):
+  """HEALPix pixels (RING) in the tapered band of at least one tile.
+
+  The band of a tile is where its taper is strictly between 0 and 1 (within
+  ``margin_pix`` pixels of its outermost pixel centres); there the stitched
+  map mixes the edges of tiles.
+
+  Args:
+    tiles: sequence of `Tile`.
+    nside: NSIDE (int >= 1).
+
+  Returns:
+    bool ``[12·nside²]``.
+  """
+  nside = _checks.positive_int(nside, 'nside')
+  band = np.zeros(hp.nside2npix(nside), dtype=bool)
+  for tile in tiles:
+    pix, _, _, w = _tile_healpix(tile, nside)
+    band[pix[w < 1]] = True
+  return band
+
+
+class SeamMetric(
+    collections.namedtuple('SeamMetric', [
+        'ratio', 'rmse_seam', 'rmse_interior', 'n_seam', 'n_interior'])):
+  """RMSE of a stitched map in the tiles' tapered bands over that elsewhere.
+
+  Attributes:
+    ratio: rmse_seam / rmse_interior (1 when seams cost nothing).
+    rmse_seam: RMSE against the truth over the pixels of `seam_band`.
+    rmse_interior: RMSE over the other stitched pixels.
+    n_seam, n_interior: the numbers of pixels of each set.
+  """
+  __slots__ = ()
+
+
+def seam_metric(tiles, stitched, truth):
+  """The seam metric of a stitched HEALPix map against its truth.
+
+  Args:
+    tiles: the `Tile` list the map was stitched from.
+    stitched: HEALPix map ``[12·nside²]`` (RING), ``healpy.UNSEEN`` off the
+      tiles (as `stitch_healpix` returns).
+    truth: HEALPix map of the same NSIDE; pixels that are UNSEEN or not
+      finite are left out.
+
+  Returns:
+    A `SeamMetric`.
+
+  Raises:
+    ValueError: if the maps are not HEALPix maps of one NSIDE, or either set
+      of pixels is empty.
+  """
+  stitched = np.asarray(stitched, dtype=np.float64)
+  truth = np.asarray(truth, dtype=np.float64)
+  if stitched.ndim != 1 or stitched.shape != truth.shape:
+    raise ValueError(f'stitched and truth must be 1-D HEALPix maps of one shape, '
+                     f'got {stitched.shape} and {truth.shape}.')
+  if not hp.isnpixok(stitched.size):
+    raise ValueError(f'stitched has {stitched.size} pixels, not 12·nside² for '
+                     'any nside.')
+  valid = ((stitched != hp.UNSEEN) & np.isfinite(stitched) & (truth != hp.UNSEEN)
+           & np.isfinite(truth))
+  band = seam_band(tiles, hp.npix2nside(stitched.size))
+  seam, interior = valid & band, valid & ~band
+  if not seam.any() or not interior.any():
+    raise ValueError(f'the stitched map has {int(seam.sum())} pixels in tile '
+                     f'seams and {int(interior.sum())} elsewhere; the seam metric '
+                     'needs both.')
+  error = stitched - truth
+  rmse_seam = float(np.sqrt(np.mean(error[seam]**2)))
+  rmse_interior = float(np.sqrt(np.mean(error[interior]**2)))
+  return SeamMetric(ratio=rmse_seam / rmse_interior, rmse_seam=rmse_seam,
+                    rmse_interior=rmse_interior, n_seam=int(seam.sum()),
+                    n_interior=int(interior.sum()))
