@@ -1,0 +1,776 @@
+"""Survey-scale mass maps: tiles of a wide-field catalogue as Dask tasks.
+
+`map_survey` turns a shear catalogue of any size into HEALPix convergence
+maps (RING ordering, dimensionless κ):
+
+1. The catalogue (a `catalog.Catalog`, or FITS / Parquet files, or a
+   partitioned Parquet dataset read file by file, only the named columns;
+   `read_survey_catalog`) is covered by gnomonic tiles
+   (`tiling.plan_tiles`).
+2. Each tile is one task: its galaxies are binned on the tile's grid
+   (`tiling.bin_tile`, which rotates the ellipticities into the tile frame),
+   the estimators run on it by name (`pipeline.run_estimators`), and the
+   result is persisted atomically in the tile cache
+   ``<output_dir>.tiles/`` (``tile_00012.npz`` with the maps, then
+   ``tile_00012.json`` with the timings and reports; a tile is finished
+   when its JSON exists). A rerun with the same settings and catalogue
+   skips finished tiles, so a killed run resumes without recomputing any.
+3. The tiles are stitched onto HEALPix (`tiling.stitch_healpix`, weights
+   that fall to 0 at tile edges), and the products are written as one
+   transaction (`outputs.OutputFolder`): HEALPix FITS maps, the tile index
+   ``tiles.json``, ``summary.json`` and the figure ``maps.png``.
+
+Execution. ``n_workers=0`` runs the tiles one after another in this
+process. ``n_workers >= 1`` (default 1) starts a `dask.distributed`
+``LocalCluster`` of that many single-threaded worker processes, each with
+TensorFlow bounded to ``tf_threads`` threads and, when GPUs are visible,
+one GPU (worker i sees GPU i mod the GPU count). ``scheduler_address``
+connects to a running cluster instead, and ``client`` uses a given
+`distributed.Client`. On SLURM or PBS, start the workers with
+``dask-jobqueue`` and pass its client::
+
+    from dask_jobqueue import SLURMCluster
+    cluster = SLURMCluster(cores=4, memory='16GB', processes=1,
+                           job_extra_directives=['--gres=gpu:1'])
+    cluster.scale(jobs=8)
+    map_survey(cat, 'out/survey', client=distributed.Client(cluster), ...)
+
+Each worker process keeps its prior (loaded once) and, through
+`posterior.sample_posterior`'s sampler cache, one compiled
+`PosteriorSampler` per tile shape: the trace is made on a worker's first
+tile and reused for the others. The tile cache must be on a file system
+every worker can write (the output folder's parent).
+
+Determinism. Tile i's posterior uses the stateless seed ``(seed, i)`` and
+tiles are stitched in index order, so the products do not depend on the
+number of workers or on which worker ran which tile.
+
+Blending. Every product is the weighted mean over the tiles covering a
+HEALPix pixel (`tiling.stitch_healpix`). The posterior std is stitched as
+the std of that mixture: sqrt(blend(std² + mean²) − blend(mean)²). Stitched
+sample k blends sample k of every tile: inside one tile it is a posterior
+sample, but in an overlap band it averages independent draws of two tiles,
+so its variance there is below the posterior's and its correlations across
+a seam are not those of a joint sample of the whole footprint (use the
+stitched std, not the spread of stitched samples, for errors).
+"""
+
+import collections
+import contextlib
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+import warnings
+
+from distributed.diagnostics import plugin as dask_plugin
+import numpy as np
+
+from tfp_massmap import catalog as catalog_lib
+from tfp_massmap import metrics
+from tfp_massmap import outputs
+from tfp_massmap import pipeline
+from tfp_massmap import sky
+from tfp_massmap import tiling
+
+__all__ = [
+    'ESTIMATORS',
+    'SurveyResult',
+    'map_survey',
+    'read_survey_catalog',
+    'tile_cache_dir',
+]
+
+# Estimators a survey run may request (pipeline names).
+ESTIMATORS = ('ks', 'wiener', 'posterior')
+# Files of the output folder written by earlier versions of the job.
+_OWN_FILES = ('*.fits', 'tiles.json', 'summary.json', 'maps.png')
+_TILE_NAME = 'tile_{:05d}'
+_SETTINGS_NAME = 'settings.json'
+_PARQUET_SUFFIXES = ('.parquet', '.pq')
+
+
+class SurveyResult(collections.namedtuple('SurveyResult', [
+    'path', 'run_id', 'maps', 'weight', 'tiles', 'summary'])):
+  """What `map_survey` returns.
+
+  Attributes:
+    path: the output folder.
+    run_id: the run id written into every product.
+    maps: `dict` product name → HEALPix map (RING, float64; `healpy.UNSEEN`
+      where no tile covers the pixel), e.g. ``kappa_ks``,
+      ``kappa_posterior``, ``kappa_posterior_std``.
+    weight: HEALPix map of the total blending weight per pixel.
+    tiles: the `tiling.Tile`s, in index order.
+    summary: the `dict` written to ``summary.json``.
+  """
+  __slots__ = ()
+
+
+def tile_cache_dir(output_dir):
+  """The tile cache of a run writing to ``output_dir``: ``<output_dir>.tiles``."""
+  return os.path.abspath(os.fspath(output_dir)).rstrip(os.sep) + '.tiles'
+
+
+def _source_files(source):
+  """The files of one catalogue source: itself, or a Parquet dataset's files."""
+  import pyarrow.dataset as ds  # pylint: disable=g-import-not-at-top
+  path = os.fspath(source)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'catalogue {path} does not exist.')
+  if not os.path.isdir(path):
+    return [path]
+  files = sorted(ds.dataset(path, format='parquet', partitioning='hive').files)
+  if not files:
+    raise ValueError(f'catalogue folder {path} holds no Parquet file; expected '
+                     'a partitioned Parquet dataset.')
+  return files
+
+
+def _num_rows(path):
+  """Rows of a Parquet file from its metadata; None for other formats."""
+  if not path.lower().endswith(_PARQUET_SUFFIXES):
+    return None
+  import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
+  try:
+    return pq.ParquetFile(path).metadata.num_rows
+  except Exception as exc:  # pylint: disable=broad-except
+    raise ValueError(f'could not read {path} as a Parquet file ({exc}).') from exc
+
+
+def _check_catalog(cat):
+  """Checks the columns of an in-memory `Catalog`; returns float64 arrays."""
+  arrays = [np.asarray(c, dtype=np.float64) for c in cat]
+  n = arrays[0].shape
+  for name, values in zip(catalog_lib.Catalog._fields, arrays):
+    if values.ndim != 1 or values.shape != n:
+      raise ValueError(f'catalog {name} has shape {values.shape}; every column '
+                       f'must be 1-D with the shape of ra, {n}.')
+    if not np.isfinite(values).all():
+      raise ValueError(f'catalog {name} holds {int((~np.isfinite(values)).sum())}'
+                       ' non-finite value(s); expected finite values.')
+  if n[0] == 0:
+    raise ValueError('catalog is empty (0 galaxies).')
+  if (np.abs(arrays[1]) > 90).any():
+    raise ValueError(f'catalog dec spans {arrays[1].min()}..{arrays[1].max()} '
+                     'deg; expected values in [-90, 90].')
+  return catalog_lib.Catalog(*arrays)
+
+
+def read_survey_catalog(source, *, ra_col='ra', dec_col='dec', e1_col='e1',
+                        e2_col='e2', weight_col=None, flip_e2=False,
+                        keep_unphysical_ellipticities=False):
+  """Reads a survey catalogue from files, partition by partition.
+
+  Args:
+    source: a `catalog.Catalog` (checked and returned), or a path or a list
+      of paths, each a FITS or Parquet table (any format
+      `catalog.read_catalog` reads) or a folder holding a partitioned
+      Parquet dataset (hive-style or plain; every ``.parquet`` file under
+      it is one partition). Each file is read by `catalog.read_catalog`,
+      only the named columns (FITS tables memory-mapped), with its rules
+      for unusable rows; empty Parquet partitions are skipped.
+    ra_col, dec_col, e1_col, e2_col, weight_col, flip_e2,
+      keep_unphysical_ellipticities: as in `catalog.read_catalog` (RA and
+      Dec in deg, ellipticities dimensionless in the local RA/Dec frame).
+
+  Returns:
+    A `catalog.Catalog` of float64 arrays, the files in the order given
+    (partitions sorted by path).
+
+  Raises:
+    FileNotFoundError: for a path where nothing exists.
+    ValueError: for an empty list or dataset, or what `read_catalog` raises
+      for a file (the message names it).
+  """
+  if isinstance(source, catalog_lib.Catalog):
+    return _check_catalog(source)
+  sources = ([source] if isinstance(source, (str, os.PathLike)) else
+             list(source))
+  if not sources:
+    raise ValueError('the catalogue list is empty; expected at least one path.')
+  parts = []
+  for src in sources:
+    if not isinstance(src, (str, os.PathLike)):
+      raise ValueError(f'catalogue sources must be paths or one Catalog, got '
+                       f'{type(src).__name__}.')
+    for path in _source_files(src):
+      if _num_rows(path) == 0:
+        continue
+      parts.append(catalog_lib.read_catalog(
+          path, ra_col=ra_col, dec_col=dec_col, e1_col=e1_col, e2_col=e2_col,
+          weight_col=weight_col, flip_e2=flip_e2,
+          keep_unphysical_ellipticities=keep_unphysical_ellipticities))
+  if not parts:
+    raise ValueError(f'catalogue {sources} holds no rows.')
+  return catalog_lib.Catalog(*(np.concatenate(c) for c in zip(*parts)))
+
+
+def _fingerprint(cat):
+  """SHA-256 of the catalogue's columns (float64 bytes)."""
+  digest = hashlib.sha256()
+  for column in cat:
+    digest.update(np.ascontiguousarray(column, dtype=np.float64).tobytes())
+  return digest.hexdigest()
+
+
+def _sigma_e(cat):
+  """Shape noise per component: rms of the (frame-invariant) |e|² / 2."""
+  return float(np.sqrt(np.mean(cat.e1**2 + cat.e2**2) / 2))
+
+
+class _TileSettings(collections.namedtuple('_TileSettings', [
+    'estimators', 'prior', 'num_samples', 'num_levels', 'seed', 'sigma_e',
+    'ks_smoothing_arcmin', 'keep_samples', 'allow_pixel_scale_mismatch'])):
+  """What a tile task needs besides its galaxies (picklable, JSON-able)."""
+  __slots__ = ()
+
+
+# Per worker process: loaded priors, by (spec, npix, pixel scale).
+_worker_priors = {}
+
+
+def _worker_prior(spec, npix, pixel_scale_arcmin):
+  """The prior of ``spec``, loaded once per process and reused."""
+  key = (spec, npix, pixel_scale_arcmin)
+  if key not in _worker_priors:
+    from tfp_massmap import lognormal  # pylint: disable=g-import-not-at-top
+    from tfp_massmap import priors  # pylint: disable=g-import-not-at-top
+    if spec == 'gaussian':
+      ell, cl = lognormal.cosmos_convergence_cl()
+      _worker_priors[key] = priors.GaussianPrior.from_power_spectrum(
+          ell, cl, npix, pixel_scale_arcmin)
+    else:
+      _worker_priors[key] = priors.load_prior(spec)
+  return _worker_priors[key]
+
+
+def _write_atomic(path, write):
+  """Calls ``write(file)`` on a temporary file, then renames it onto ``path``."""
+  tmp = f'{path}.{os.getpid()}.tmp'
+  try:
+    with open(tmp, 'wb') as f:
+      write(f)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def _tile_paths(cache_dir, index):
+  stem = os.path.join(cache_dir, _TILE_NAME.format(index))
+  return stem + '.npz', stem + '.json'
+
+
+def _run_tile(galaxies, tile, settings, cache_dir):
+  """One task: bins, estimates and persists a tile; returns its JSON record."""
+  from tfp_massmap import posterior  # pylint: disable=g-import-not-at-top
+  from tfp_massmap.mcmc import schedules  # pylint: disable=g-import-not-at-top
+  began = time.perf_counter()
+  shear_map = tiling.bin_tile(galaxies, tile, sigma_e=settings.sigma_e)
+  prior = None
+  if 'posterior' in settings.estimators:
+    prior = _worker_prior(settings.prior, tile.npix, tile.pixel_scale_arcmin)
+  options = pipeline.EstimatorOptions(
+      ks_smoothing_arcmin=settings.ks_smoothing_arcmin, prior=prior,
+      num_samples=settings.num_samples,
+      schedule=schedules.GeometricSchedule(
+          posterior.DEFAULT_SIGMA_MAX, posterior.DEFAULT_SIGMA_MIN,
+          settings.num_levels),
+      seed=(settings.seed, tile.index),
+      allow_pixel_scale_mismatch=settings.allow_pixel_scale_mismatch)
+  results = pipeline.run_estimators(shear_map, settings.estimators, options)
+  arrays = {'mask': np.asarray(shear_map.mask, np.float32),
+            'counts': np.asarray(shear_map.counts, np.int32)}
+  for name, result in results.items():
+    arrays[f'kappa_{name}'] = result.kappa
+  if 'posterior' in results:
+    post = results['posterior'].posterior
+    arrays['kappa_posterior_std'] = np.asarray(post.std, np.float32)
+    arrays['kappa_posterior_samples'] = np.asarray(
+        post.samples, np.float32)[:settings.keep_samples]
+  record = {
+      'index': int(tile.index), 'ra_deg': float(tile.ra_deg),
+      'dec_deg': float(tile.dec_deg), 'npix': int(tile.npix),
+      'pixel_scale_arcmin': float(tile.pixel_scale_arcmin),
+      'margin_pix': int(tile.margin_pix),
+      'num_galaxies': int(np.sum(shear_map.counts)),
+      'filled_fraction': float(np.mean(shear_map.mask)),
+      'estimators': {name: {'seconds': r.seconds, **r.report}
+                     for name, r in results.items()},
+      'seconds': time.perf_counter() - began,
+      'pid': os.getpid(),
+  }
+  npz_path, json_path = _tile_paths(cache_dir, tile.index)
+  _write_atomic(npz_path, lambda f: np.savez(f, **arrays))
+  text = json.dumps(pipeline.strict_json(record), allow_nan=False)
+  _write_atomic(json_path, lambda f: f.write(text.encode('utf-8')))
+  return record
+
+
+class _TensorFlowSetup(dask_plugin.WorkerPlugin):
+  """Dask worker plugin: bounds TensorFlow's threads, gives each worker a GPU."""
+
+  name = 'tfp_massmap-tensorflow-setup'
+
+  def __init__(self, threads):
+    self.threads = threads
+
+  def setup(self, worker):
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    try:
+      tf.config.threading.set_intra_op_parallelism_threads(self.threads)
+      tf.config.threading.set_inter_op_parallelism_threads(
+          min(2, self.threads))
+      gpus = tf.config.list_physical_devices('GPU')
+      if len(gpus) > 1:
+        slot = sum(map(ord, str(worker.name)))
+        if str(worker.name).isdigit():
+          slot = int(worker.name)
+        tf.config.set_visible_devices(gpus[slot % len(gpus)], 'GPU')
+    except RuntimeError:  # TensorFlow already ran in this worker.
+      warnings.warn(f'worker {worker.name}: TensorFlow was initialised before '
+                    'the thread bound could be set.', RuntimeWarning)
+
+
+def _select_galaxies(cat, tiles):
+  """Per tile, the indices of galaxies within its circumscribed disc."""
+  import healpy as hp  # pylint: disable=g-import-not-at-top
+  half_diagonal = math.radians(
+      max(t.npix * t.pixel_scale_arcmin for t in tiles) / 60.0 / math.sqrt(2.0))
+  coarse = 1
+  while hp.nside2resol(coarse * 2) > half_diagonal / 4 and coarse < 2**13:
+    coarse *= 2
+  pix = hp.ang2pix(coarse, cat.ra, cat.dec, lonlat=True)
+  order = np.argsort(pix, kind='stable')
+  starts = np.searchsorted(pix[order], np.arange(hp.nside2npix(coarse) + 1))
+  xyz = sky.unit_vectors(cat.ra, cat.dec)
+  selections = []
+  for tile in tiles:
+    centre = sky.unit_vectors(tile.ra_deg, tile.dec_deg)
+    near = hp.query_disc(coarse, centre, half_diagonal * 1.05, inclusive=True)
+    candidates = np.concatenate(
+        [order[starts[p]:starts[p + 1]] for p in near] or [np.zeros(0, int)])
+    candidates.sort()
+    keep = xyz[candidates] @ centre >= math.cos(half_diagonal * 1.05)
+    selections.append(candidates[keep])
+  return selections
+
+
+def _subset(cat, index):
+  return catalog_lib.Catalog(*(c[index] for c in cat))
+
+
+def _prepare_cache(cache_dir, settings_record, resume):
+  """Creates or checks the tile cache; returns the finished tile indices."""
+  os.makedirs(cache_dir, exist_ok=True)
+  settings_path = os.path.join(cache_dir, _SETTINGS_NAME)
+  tile_files = [n for n in os.listdir(cache_dir) if n.startswith('tile_')]
+  if os.path.exists(settings_path):
+    with open(settings_path, encoding='utf-8') as f:
+      previous = json.load(f)
+    if previous != settings_record:
+      if resume:
+        changed = sorted(k for k in set(previous) | set(settings_record)
+                         if previous.get(k) != settings_record.get(k))
+        raise ValueError(
+            f'the tile cache {cache_dir} holds tiles of another run (its '
+            f'settings differ in {changed}); pass resume=False to recompute '
+            'every tile, or another output folder.')
+  elif tile_files:
+    raise ValueError(f'the tile cache {cache_dir} holds tile files but no '
+                     f'{_SETTINGS_NAME}; it was not written by map_survey. '
+                     'Remove it or choose another output folder.')
+  if not resume:
+    for name in tile_files:
+      os.remove(os.path.join(cache_dir, name))
+  if not resume or not os.path.exists(settings_path):
+    text = json.dumps(settings_record, indent=2, sort_keys=True)
+    _write_atomic(settings_path, lambda f: f.write(text.encode('utf-8')))
+  finished = set()
+  for name in os.listdir(cache_dir):
+    if name.startswith('tile_') and name.endswith('.json'):
+      finished.add(int(name[len('tile_'):-len('.json')]))
+  return finished
+
+
+def _format_seconds(seconds):
+  seconds = int(round(seconds))
+  return f'{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}'
+
+
+class _Progress:
+  """Tiles done / total and the estimated time left, on stderr."""
+
+  def __init__(self, total, cached, enabled):
+    self.total, self.done, self.cached = total, cached, cached
+    self.enabled = enabled
+    self.began = time.perf_counter()
+    self.report()
+
+  def tile_done(self):
+    self.done += 1
+    self.report()
+
+  def report(self):
+    if not self.enabled:
+      return
+    computed = self.done - self.cached
+    line = f'map_survey: tiles {self.done}/{self.total} done'
+    if self.cached:
+      line += f' ({self.cached} from the cache)'
+    if computed and self.done < self.total:
+      left = (time.perf_counter() - self.began) / computed * (
+          self.total - self.done)
+      line += f', about {_format_seconds(left)} left'
+    sys.stderr.write(line + '\n')
+    sys.stderr.flush()
+
+
+def _run_tiles(jobs, settings, cache_dir, client, n_workers, tf_threads,
+               scheduler_address, progress):
+  """Runs the tile tasks (in process or on Dask); returns the wall time (s)."""
+  began = time.perf_counter()
+  if not jobs:
+    return 0.0
+  if client is None and scheduler_address is None and n_workers == 0:
+    for galaxies, tile in jobs:
+      _run_tile(galaxies, tile, settings, cache_dir)
+      progress.tile_done()
+    return time.perf_counter() - began
+  import distributed  # pylint: disable=g-import-not-at-top
+  owned = []
+  try:
+    if client is None:
+      if scheduler_address is not None:
+        client = distributed.Client(scheduler_address)
+      else:
+        cluster = distributed.LocalCluster(
+            n_workers=n_workers, threads_per_worker=1, processes=True,
+            dashboard_address=':0')
+        owned.append(cluster)
+        client = distributed.Client(cluster)
+      owned.insert(0, client)
+    if tf_threads is not None:
+      client.register_plugin(_TensorFlowSetup(tf_threads))
+    futures = [client.submit(_run_tile, galaxies, tile, settings, cache_dir,
+                             key=f'tfp_massmap-tile-{tile.index}-{time.time_ns()}',
+                             pure=False)
+               for galaxies, tile in jobs]
+    for future in distributed.as_completed(futures):
+      future.result()  # Raises the task's error; finished tiles stay cached.
+      progress.tile_done()
+  finally:
+    for thing in owned:
+      thing.close()
+  return time.perf_counter() - began
+
+
+def _stitch(tiles, cache_dir, nside, estimators, keep_samples):
+  """HEALPix products from the cached tiles; returns (maps, weight)."""
+  import healpy as hp  # pylint: disable=g-import-not-at-top
+  stacks = collections.defaultdict(list)
+  for tile in tiles:
+    with np.load(_tile_paths(cache_dir, tile.index)[0]) as data:
+      for name in estimators:
+        stacks[f'kappa_{name}'].append(data[f'kappa_{name}'].astype(np.float64))
+      if 'posterior' in estimators:
+        mean = data['kappa_posterior'].astype(np.float64)
+        std = data['kappa_posterior_std'].astype(np.float64)
+        stacks['second_moment'].append(std**2 + mean**2)
+        if keep_samples:
+          stacks['kappa_posterior_samples'].append(
+              data['kappa_posterior_samples'].astype(np.float64))
+  maps, weight = {}, None
+  for name in [f'kappa_{n}' for n in estimators]:
+    maps[name], weight = tiling.stitch_healpix(tiles, stacks[name], nside)
+  if 'posterior' in estimators:
+    second, _ = tiling.stitch_healpix(tiles, stacks['second_moment'], nside)
+    mean = maps['kappa_posterior']
+    seen = mean != hp.UNSEEN
+    std = np.full_like(mean, hp.UNSEEN)
+    std[seen] = np.sqrt(np.maximum(second[seen] - mean[seen]**2, 0.0))
+    maps['kappa_posterior_std'] = std
+    if keep_samples:
+      maps['kappa_posterior_samples'], _ = tiling.stitch_healpix(
+          tiles, stacks['kappa_posterior_samples'], nside)
+  return maps, weight
+
+
+def _truth_metrics(maps, truth, footprint, tiles):
+  """RMSE, Pearson r (means removed) and seam ratio of each product."""
+  import healpy as hp  # pylint: disable=g-import-not-at-top
+  truth = np.asarray(truth, dtype=np.float64)
+  if truth.shape != footprint.shape:
+    raise ValueError(f'truth has {truth.size} pixels; expected a HEALPix map '
+                     f'of {footprint.size} pixels at the run\'s nside.')
+  out = {}
+  for name, m in maps.items():
+    if m.ndim != 1:
+      continue
+    where = (footprint > 0) & (m != hp.UNSEEN) & (truth != hp.UNSEEN)
+    mask = where[None].astype(np.float64)
+    out[name] = {'rmse': float(metrics.rmse(truth[None], m[None], mask)),
+                 'pearson_r': float(metrics.pearson_r(truth[None], m[None],
+                                                      mask))}
+    with contextlib.suppress(ValueError):  # No seam or no interior pixel.
+      out[name]['seam_ratio'] = tiling.seam_metric(
+          tiles, np.where(where, m, hp.UNSEEN), truth).ratio
+  return out
+
+
+def _plot(path, maps, footprint, tiles, nside, run_id):
+  """Gnomonic (or, beyond 20 deg, Mollweide) views of the products."""
+  import healpy as hp  # pylint: disable=g-import-not-at-top
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  ra = np.array([t.ra_deg for t in tiles])
+  dec = np.array([t.dec_deg for t in tiles])
+  ra0, dec0 = sky.field_center(ra, dec)
+  separation = np.degrees(np.arccos(np.clip(
+      sky.unit_vectors(ra, dec) @ sky.unit_vectors(ra0, dec0), -1, 1)))
+  half_side = max(t.npix * t.pixel_scale_arcmin for t in tiles) / 60 / 2
+  radius_deg = float(separation.max()) + half_side * math.sqrt(2)
+  panels = [('Footprint (galaxies per pixel)', np.where(
+      footprint > 0, footprint, hp.UNSEEN))]
+  labels = {'kappa_ks': 'Kaiser-Squires (tiled)', 'kappa_wiener': 'Wiener (tiled)',
+            'kappa_posterior': 'Posterior mean', 'kappa_posterior_std':
+            'Posterior std'}
+  panels += [(label, maps[name]) for name, label in labels.items()
+             if name in maps]
+  fig = plt.figure(figsize=(4.5 * len(panels), 4.5))
+  xsize = 400
+  for i, (title, m) in enumerate(panels):
+    seen = m[m != hp.UNSEEN]
+    lo, hi = (np.percentile(seen, [1, 99.5]) if seen.size else (0, 1))
+    common = dict(fig=fig.number, sub=(1, len(panels), i + 1), title=title,
+                  min=lo, max=hi, notext=True, cmap='magma')
+    if radius_deg < 20:
+      hp.gnomview(m, rot=(ra0, dec0), xsize=xsize,
+                  reso=2 * radius_deg * 60 / xsize, **common)
+    else:
+      hp.mollview(m, rot=(ra0, 0), **common)
+  fig.suptitle(f'nside {nside}, {len(tiles)} tiles, run {run_id}')
+  fig.savefig(path, metadata={'RunID': run_id})
+  plt.close(fig)
+
+
+def _checked_int(value, name, minimum):
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or (
+      value < minimum):
+    raise ValueError(f'{name} must be an integer >= {minimum}, got {value!r}.')
+  return int(value)
+
+
+def _checked_settings(estimators, prior, num_samples, keep_samples, n_workers,
+                      client, scheduler_address, nside):
+  """Argument checks before any work; returns the estimators and prior spec."""
+  import healpy as hp  # pylint: disable=g-import-not-at-top
+  if isinstance(estimators, str):
+    estimators = estimators.split(',')
+  estimators = tuple(estimators)
+  unknown = [e for e in estimators if e not in ESTIMATORS]
+  if unknown or not estimators:
+    raise ValueError(f'estimators must be a non-empty subset of {ESTIMATORS}, '
+                     f'got {list(estimators)}.')
+  if len(set(estimators)) != len(estimators):
+    raise ValueError(f'estimators lists a name twice: {list(estimators)}.')
+  _checked_int(num_samples, 'num_samples', 2)
+  _checked_int(keep_samples, 'keep_samples', 0)
+  if 'posterior' in estimators and keep_samples > num_samples:
+    raise ValueError(f'keep_samples={keep_samples} exceeds num_samples='
+                     f'{num_samples}.')
+  _checked_int(n_workers, 'n_workers', 0)
+  if client is not None and scheduler_address is not None:
+    raise ValueError('pass either client or scheduler_address, not both.')
+  if nside is not None and (isinstance(nside, bool) or
+                            not hp.isnsideok(nside, nest=True)):
+    raise ValueError(f'nside must be a power of 2 in [1, 2**29], got {nside!r}.')
+  if 'posterior' not in estimators:
+    return estimators, None
+  if prior is None:
+    prior = 'lognormal_128'
+  if not isinstance(prior, (str, os.PathLike)):
+    raise ValueError('prior must be None, "gaussian", the name of a shipped '
+                     'prior or the path of a .keras prior (workers load it '
+                     f'themselves), got {type(prior).__name__}.')
+  return estimators, os.fspath(prior)
+
+
+def _check_prior(spec, npix, pixel_scale_arcmin, allow_mismatch):
+  """Loads the prior here once so that a bad prior fails before any tile."""
+  from tfp_massmap import priors  # pylint: disable=g-import-not-at-top
+  prior = _worker_prior(spec, npix, pixel_scale_arcmin)
+  priors.check_prior(prior, npix, pixel_scale_arcmin=pixel_scale_arcmin,
+                     allow_pixel_scale_mismatch=allow_mismatch or None)
+
+
+def map_survey(catalog, output_dir, *, estimators=('ks', 'wiener'), npix=128,
+               pixel_scale_arcmin=0.8, overlap_pix=16, nside=None,
+               min_fill=0.25, prior=None, num_samples=40, num_levels=30,
+               keep_samples=0, sigma_e=None, ks_smoothing_arcmin=1.0, seed=0,
+               truth=None, allow_pixel_scale_mismatch=False, client=None,
+               n_workers=1, scheduler_address=None, tf_threads=None,
+               resume=True, overwrite=True, progress=True):
+  """Tiled mass maps of a survey catalogue, stitched onto HEALPix.
+
+  See the module docstring for the steps, the execution modes and how the
+  tiles are blended.
+
+  Args:
+    catalog: a `catalog.Catalog`, or what `read_survey_catalog` reads (a
+      FITS or Parquet path, a partitioned Parquet folder, or a list of
+      them, with the default column names ra, dec, e1, e2); read files
+      with `read_survey_catalog` first for other column names.
+    output_dir: the output folder (replaced as a whole, `outputs`); tiles
+      are cached in ``tile_cache_dir(output_dir)``.
+    estimators: names among ``ks``, ``wiener``, ``posterior`` (a sequence
+      or a comma-separated string).
+    npix: tile side in pixels.
+    pixel_scale_arcmin: tile pixel side (arcmin).
+    overlap_pix: overlap of neighbouring tiles (tile pixels).
+    nside: HEALPix NSIDE of the products; default
+      `tiling.nside_for_pixel_scale` of the pixel scale.
+    min_fill: tiles with fewer than this fraction of pixels holding
+      galaxies are skipped (`tiling.plan_tiles`).
+    prior: the posterior's prior: None (the shipped learned prior
+      ``lognormal_128``, 0.8 arcmin pixels), ``'gaussian'`` (the Gaussian
+      prior of the shipped spectrum at the tile size and pixel scale), or
+      a shipped name or ``.keras`` path for `priors.load_prior`. Loaded
+      once per worker process.
+    num_samples: posterior samples (chains) per tile, >= 2.
+    num_levels: annealing noise levels of the posterior (geometric between
+      the sampler's default σ_max and σ_min).
+    keep_samples: stitched posterior samples to write (0: none).
+    sigma_e: shape noise per ellipticity component (dimensionless); default
+      sqrt(mean(e1² + e2²) / 2) over the whole catalogue (the same for
+      every tile).
+    ks_smoothing_arcmin: Gaussian smoothing of the tiled KS map (arcmin).
+    seed: int; tile i's posterior uses the stateless seed (seed, i).
+    truth: optional true κ HEALPix map (RING, at ``nside``) for RMSE and
+      Pearson r in the summary (synthetic surveys).
+    allow_pixel_scale_mismatch: sample although the prior was made for
+      another pixel scale.
+    client: a `distributed.Client` to run the tiles on (left open).
+    n_workers: without ``client`` or ``scheduler_address``, the workers of
+      a `LocalCluster` (>= 1), or 0 to run the tiles in this process.
+    scheduler_address: address of a running Dask scheduler.
+    tf_threads: TensorFlow threads per worker; default the CPU count over
+      ``n_workers`` for a LocalCluster, left alone on other clusters and
+      in process.
+    resume: keep finished tiles of an earlier run with the same settings
+      and catalogue (a different cache raises); False recomputes all.
+    overwrite: whether an existing output folder of an earlier run may be
+      replaced (`outputs.OutputFolder`).
+    progress: write tiles done / total and the time left to stderr.
+
+  Returns:
+    A `SurveyResult`.
+
+  Raises:
+    ValueError: for bad arguments, a catalogue that cannot be read, a
+      prior that does not fit the tiles, an output folder that cannot be
+      used or a tile cache of other settings; all before any tile runs.
+      Errors of a tile task propagate (finished tiles stay cached).
+  """
+  import healpy as hp  # pylint: disable=g-import-not-at-top
+  estimators, prior_spec = _checked_settings(
+      estimators, prior, num_samples, keep_samples, n_workers, client,
+      scheduler_address, nside)
+  folder = outputs.OutputFolder(output_dir, overwrite=overwrite,
+                                own_files=_OWN_FILES)
+  cat = read_survey_catalog(catalog)
+  if nside is None:
+    nside = tiling.nside_for_pixel_scale(pixel_scale_arcmin)
+  if prior_spec is not None:
+    _check_prior(prior_spec, npix, pixel_scale_arcmin,
+                 allow_pixel_scale_mismatch)
+  if sigma_e is None:
+    sigma_e = _sigma_e(cat)
+  tiles = sorted(tiling.plan_tiles(
+      cat.ra, cat.dec, npix=npix, pixel_scale_arcmin=pixel_scale_arcmin,
+      overlap_pix=overlap_pix, min_fill=min_fill), key=lambda t: t.index)
+  if not tiles:
+    raise ValueError(f'no tile of {npix}x{npix} pixels of {pixel_scale_arcmin} '
+                     f'arcmin is filled to min_fill={min_fill} by the '
+                     f'{len(cat.ra)} galaxies; lower min_fill or use larger '
+                     'pixels.')
+  settings = _TileSettings(
+      estimators=estimators, prior=prior_spec, num_samples=int(num_samples),
+      num_levels=int(num_levels), seed=int(seed), sigma_e=float(sigma_e),
+      ks_smoothing_arcmin=float(ks_smoothing_arcmin),
+      keep_samples=int(keep_samples),
+      allow_pixel_scale_mismatch=bool(allow_pixel_scale_mismatch))
+  cache_dir = tile_cache_dir(output_dir)
+  finished = _prepare_cache(cache_dir, {
+      **settings._asdict(), 'estimators': list(estimators),
+      'npix': int(npix), 'pixel_scale_arcmin': float(pixel_scale_arcmin),
+      'overlap_pix': int(overlap_pix), 'min_fill': float(min_fill),
+      'num_tiles': len(tiles), 'catalog_sha256': _fingerprint(cat),
+      'num_galaxies': len(cat.ra)}, resume)
+  todo = [t for t in tiles if t.index not in finished]
+  selections = _select_galaxies(cat, todo) if todo else []
+  jobs = [(_subset(cat, s), t) for s, t in zip(selections, todo)]
+  local_cluster = client is None and scheduler_address is None
+  if tf_threads is None and local_cluster and n_workers:
+    tf_threads = max(1, (os.cpu_count() or 1) // n_workers)
+  bar = _Progress(len(tiles), len(tiles) - len(todo), progress)
+  tile_seconds = _run_tiles(jobs, settings, cache_dir, client, n_workers,
+                            tf_threads, scheduler_address, progress=bar)
+
+  maps, weight = _stitch(tiles, cache_dir, nside, estimators, keep_samples)
+  footprint = np.bincount(hp.ang2pix(nside, cat.ra, cat.dec, lonlat=True),
+                          minlength=hp.nside2npix(nside)).astype(np.float64)
+  records = []
+  for tile in tiles:
+    with open(_tile_paths(cache_dir, tile.index)[1], encoding='utf-8') as f:
+      records.append(json.load(f))
+  summary = {
+      'run_id': folder.run_id,
+      'num_galaxies': len(cat.ra),
+      'footprint_area_deg2': float((footprint > 0).sum() *
+                                   hp.nside2pixarea(nside, degrees=True)),
+      'nside': int(nside), 'npix': int(npix),
+      'pixel_scale_arcmin': float(pixel_scale_arcmin),
+      'overlap_pix': int(overlap_pix), 'estimators': list(estimators),
+      'sigma_e': float(sigma_e), 'seed': int(seed),
+      'num_tiles': len(tiles), 'num_tiles_computed': len(todo),
+      'num_tiles_cached': len(tiles) - len(todo),
+      'workers': (('in process' if not n_workers else
+                   f'LocalCluster({n_workers})') if local_cluster else
+                  scheduler_address or 'client'),
+      'tile_phase_seconds': tile_seconds,
+      'tiles_per_hour': (3600 * len(todo) / tile_seconds if todo else None),
+      'mean_tile_seconds': float(np.mean([r['seconds'] for r in records])),
+  }
+  if truth is not None:
+    summary['truth'] = _truth_metrics(maps, truth, footprint, tiles)
+  summary = pipeline.strict_json(summary)
+  header = [('RUNID', folder.run_id)]
+  with folder:
+    for name, m in maps.items():
+      hp.write_map(folder.path_for(f'{name}.fits'), m, nest=False, coord='C',
+                   partial=True,
+                   dtype=np.float32, extra_header=header, overwrite=True)
+    hp.write_map(folder.path_for('weight.fits'), np.where(weight > 0, weight, hp.UNSEEN), nest=False, partial=True,
+                 coord='C', dtype=np.float32, extra_header=header,
+                 overwrite=True)
+    hp.write_map(folder.path_for('footprint.fits'), np.where(footprint > 0, footprint, hp.UNSEEN), nest=False, partial=True,
+                 coord='C', dtype=np.float32, extra_header=header,
+                 overwrite=True)
+    with open(folder.path_for('tiles.json'), 'w', encoding='utf-8') as f:
+      json.dump({'run_id': folder.run_id,
+                 'tiles': pipeline.strict_json(records)}, f, indent=1,
+                allow_nan=False)
+    with open(folder.path_for('summary.json'), 'w', encoding='utf-8') as f:
+      json.dump(summary, f, indent=2, allow_nan=False)
+      f.write('\n')
+    _plot(folder.path_for('maps.png'), maps, footprint, tiles, nside,
+          folder.run_id)
+  return SurveyResult(path=folder.path, run_id=folder.run_id, maps=maps,
+                      weight=weight, tiles=tiles, summary=summary)
