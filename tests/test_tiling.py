@@ -242,12 +242,19 @@ def test_stitch_blends_stacks_and_weights():
   cols, rows = tiling._tile_pixel_coords(tile, pix_ra, pix_dec)
   # Weight 4 × taper; value (1·a + 3·(a + 1)) / 4 = a + 3/4.
   np.testing.assert_allclose(
-      weight[seen], 4 * tiling._taper(cols, 16, 3) * tiling._taper(rows, 16, 3))
+      weight[seen], 4 * tiling._taper(cols, 16, 3) * tiling._taper(rows, 16, 3),
+      rtol=1e-6)
   np.testing.assert_allclose(stitched[0, seen] - 0.75,
                              stitched[1, seen] / 2 - 0.375, atol=1e-5)
   np.testing.assert_allclose(stitched[0, seen] - 0.75,
                              _field(pix_ra, pix_dec),
                              atol=(4.0 / PIX_ARCMIN)**2 * INTERPOLATION_ERROR)  # 4' pixels
+  # The footprint-only form holds the same values.
+  pixels, values, pixel_weight = tiling.stitch_healpix_pixels(
+      [tile, tile], maps, nside, weights=[np.ones((16, 16)), 3 * np.ones((16, 16))])
+  np.testing.assert_array_equal(pixels, np.flatnonzero(seen))
+  np.testing.assert_array_equal(values, stitched[:, seen])
+  np.testing.assert_allclose(pixel_weight, weight[seen], rtol=1e-6)
 
 
 @pytest.mark.parametrize('maps, weights, match', [
