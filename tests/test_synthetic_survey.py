@@ -1,10 +1,16 @@
 """Tests of tfp_massmap.synthetic_survey: spherical lognormal field, catalogue."""
 
+import json
+import os
+import subprocess
+import sys
+
 import healpy as hp
 import numpy as np
 import pytest
 from scipy import stats
 
+from tfp_massmap import catalog
 from tfp_massmap import lognormal
 from tfp_massmap import synthetic_survey as ss
 
@@ -173,6 +179,29 @@ def test_noiseless_catalogue_is_the_pixel_shear():
   pix = hp.ang2pix(nside, ra, dec, lonlat=True)
   np.testing.assert_array_equal(cat.e1, g1[pix])
   np.testing.assert_array_equal(cat.e2, g2[pix])
+
+
+def test_make_synthetic_survey_script_writes_catalogue_and_truth(tmp_path):
+  script = os.path.join(os.path.dirname(__file__), '..', 'benchmarks',
+                        'make_synthetic_survey.py')
+  out = tmp_path / 'survey'
+  subprocess.run([sys.executable, script, '--small', '--nside=64', '--seed=7',
+                  f'--output_dir={out}'], check=True, capture_output=True)
+  expected = ss.make_synthetic_survey(nside=64, footprint=ss.SMALL_FOOTPRINT,
+                                      seed=7)
+  cat = catalog.read_catalog(out / 'catalog.parquet', weight_col='weight')
+  for name in cat._fields:
+    np.testing.assert_array_equal(getattr(cat, name),
+                                  getattr(expected.catalog, name))
+  for name in ('kappa', 'gamma1', 'gamma2', 'mask'):
+    np.testing.assert_allclose(hp.read_map(out / f'{name}.fits'),
+                               getattr(expected, name), rtol=1e-6, atol=1e-12)
+  summary = json.loads((out / 'summary.json').read_text())
+  assert summary['n_galaxies'] == expected.catalog.ra.size
+  assert summary['nside'] == 64
+  assert summary['footprint'][0] == {'kind': 'Box', 'ra_min_deg': 30.0,
+                                     'ra_max_deg': 32.0, 'dec_min_deg': -1.0,
+                                     'dec_max_deg': 1.0}
 
 
 @pytest.mark.parametrize('call, message', [

@@ -373,7 +373,7 @@ def footprint_mask(footprint, nside):
 
 
 def _uniform_in_region(region, n, rng):
-  """n positions (deg) uniform on the sphere within a region."""
+  """Draws n positions (deg) uniform on the sphere within a region."""
   if isinstance(region, Box):
     ra = (region.ra_min_deg + _box_width_deg(region) * rng.random(n)) % 360.0
     lo, hi = np.sin(np.deg2rad([region.dec_min_deg, region.dec_max_deg]))
