@@ -78,6 +78,7 @@ from tfp_massmap import tiling
 __all__ = [
     'ESTIMATORS',
     'SurveyResult',
+    'TileError',
     'map_survey',
     'read_survey_catalog',
     'tile_cache_dir',
@@ -90,6 +91,29 @@ _OWN_FILES = ('*.fits', 'tiles.json', 'summary.json', 'maps.png')
 _TILE_NAME = 'tile_{:05d}'
 _SETTINGS_NAME = 'settings.json'
 _PARQUET_SUFFIXES = ('.parquet', '.pq')
+
+
+class TileError(RuntimeError):
+  """A tile task failed (other than by diverged chains); see ``__cause__``.
+
+  Attributes:
+    index: the tile's index.
+  """
+
+  def __init__(self, index, error):
+    self.index = index
+    super().__init__(f'tile {index} failed: {type(error).__name__}: {error}. '
+                     'Finished tiles stay cached; a rerun resumes.')
+
+
+def _tile_result(run, index):
+  """``run()``; its errors become TileError (DivergenceError passes)."""
+  try:
+    return run()
+  except pipeline.DivergenceError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    raise TileError(index, e) from e
 
 
 class SurveyResult(collections.namedtuple('SurveyResult', [
@@ -439,7 +463,8 @@ def _run_tiles(jobs, settings, cache_dir, client, n_workers, tf_threads,
     return 0.0
   if client is None and scheduler_address is None and n_workers == 0:
     for galaxies, tile in jobs:
-      _run_tile(galaxies, tile, settings, cache_dir)
+      _tile_result(lambda: _run_tile(galaxies, tile, settings, cache_dir),  # pylint: disable=cell-var-from-loop
+                   tile.index)
       progress.tile_done()
     return time.perf_counter() - began
   import distributed  # pylint: disable=g-import-not-at-top
@@ -457,12 +482,12 @@ def _run_tiles(jobs, settings, cache_dir, client, n_workers, tf_threads,
       owned.insert(0, client)
     if tf_threads is not None:
       client.register_plugin(_TensorFlowSetup(tf_threads))
-    futures = [client.submit(_run_tile, galaxies, tile, settings, cache_dir,
-                             key=f'tfp_massmap-tile-{tile.index}-{time.time_ns()}',
-                             pure=False)
-               for galaxies, tile in jobs]
+    futures = {client.submit(
+        _run_tile, galaxies, tile, settings, cache_dir,
+        key=f'tfp_massmap-tile-{tile.index}-{time.time_ns()}', pure=False):
+               tile.index for galaxies, tile in jobs}
     for future in distributed.as_completed(futures):
-      future.result()  # Raises the task's error; finished tiles stay cached.
+      _tile_result(future.result, futures[future])
       progress.tile_done()
   finally:
     for thing in owned:
@@ -676,7 +701,8 @@ def map_survey(catalog, output_dir, *, estimators=('ks', 'wiener'), npix=128,
     ValueError: for bad arguments, a catalogue that cannot be read, a
       prior that does not fit the tiles, an output folder that cannot be
       used or a tile cache of other settings; all before any tile runs.
-      Errors of a tile task propagate (finished tiles stay cached).
+    TileError: when a tile task fails (finished tiles stay cached).
+    pipeline.DivergenceError: when a tile's posterior chains diverged.
   """
   import healpy as hp  # pylint: disable=g-import-not-at-top
   estimators, prior_spec = _checked_settings(
