@@ -87,6 +87,9 @@ def test_bin_tile_refuses_what_the_tile_fixes():
   cat = _catalog(np.array([10.0]), np.array([0.0]), np.zeros(1), np.zeros(1))
   with pytest.raises(ValueError, match=r"\['center', 'npix'\].*tile fixes"):
     tiling.bin_tile(cat, tile, npix=16, center=(0, 0))
+  with pytest.raises(ValueError, match=r'no galaxy .* of the centre \(50.0000, 0.0000\) '
+                     'deg of tile 7'):
+    tiling.bin_tile(cat, tiling.Tile(7, 50.0, 0.0, 8, 1.0, 1))
   with pytest.raises(ValueError, match='tile must be a tiling.Tile'):
     tiling.bin_tile(cat, (0, 10.0, 0.0, 8, 1.0, 1))
 

@@ -40,6 +40,14 @@ mean of two independent draws has a variance smaller by up to a factor
 seam are those of independent tiles, not of one posterior. Stitched
 posterior means and standard deviations per pixel are what is meant to be
 read; stitched samples are for display.
+
+Use (κ maps of the tiles from any estimator of the package)::
+
+  tiles = tiling.plan_tiles(cat.ra, cat.dec, npix=128,
+                            pixel_scale_arcmin=0.8, overlap_pix=16)
+  kappas = [estimate(tiling.bin_tile(cat, t, sigma_e=0.26)) for t in tiles]
+  nside = tiling.nside_for_pixel_scale(0.8)
+  kappa_map, weight = tiling.stitch_healpix(tiles, kappas, nside)
 """
 
 import collections
@@ -362,7 +370,13 @@ def bin_tile(catalog, tile, **bin_kwargs):
   dec = np.asarray(catalog['dec'], dtype=np.float64)
   cos_distance = (sky.unit_vectors(ra, dec)
                   @ sky.unit_vectors(tile.ra_deg, tile.dec_deg))
-  near = cos_distance >= np.cos(_corner_radius(tile) * (1 + 1e-6))
+  radius = _corner_radius(tile) * (1 + 1e-6)
+  near = cos_distance >= np.cos(radius)
+  if not near.any():
+    raise ValueError(
+        f'no galaxy of the catalogue lies within {np.rad2deg(radius):.4f} deg of '
+        f'the centre ({tile.ra_deg:.4f}, {tile.dec_deg:.4f}) deg of tile '
+        f'{tile.index}; expected a tile planned for this catalogue.')
   subset = {key: (None if values is None else np.asarray(values)[near])
             for key, values in catalog.items()}
   return catalog_lib.bin_shear_catalog(
