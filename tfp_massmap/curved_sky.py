@@ -37,12 +37,16 @@ The B-mode convention is that of `lensing.kaiser_squires`: the shear
 i·(γ of κ) (every ellipticity turned by 45°) has κ_B = κ and κ_E = 0.
 """
 
+import collections
+
 import healpy as hp
 import numpy as np
 
 from tfp_massmap import _checks
 
 __all__ = [
+    'HealpixShear',
+    'healpix_shear_maps',
     'shear_from_convergence_healpix',
     'kaiser_squires_healpix',
     'spin2_factor',
@@ -69,6 +73,65 @@ def _check_healpix(m, name):
     raise ValueError(f'{name} must be a 1-D HEALPix map of 12 NSIDE² pixels, '
                      f'got shape {m.shape}.')
   return m, hp.npix2nside(m.size)
+
+
+HealpixShear = collections.namedtuple('HealpixShear',
+                                      ['gamma1', 'gamma2', 'mask', 'counts'])
+HealpixShear.__doc__ = """A shear catalogue averaged on HEALPix pixels (RING).
+
+Attributes:
+  gamma1, gamma2: float64 maps of the weighted mean ellipticity per pixel in
+    the pixel's local frame (0 where the pixel holds no galaxy).
+  mask: float64 map, 1 where the pixel holds at least one galaxy, else 0.
+  counts: int64 map of galaxies per pixel.
+"""
+
+
+def healpix_shear_maps(catalog, nside):
+  """Averages a shear catalogue on HEALPix pixels: the input of KS on the sphere.
+
+  Each galaxy goes to the pixel holding its position; per pixel the shear is
+  Σ w_i e_i / Σ w_i per component. No rotation is needed: a catalogue's
+  ellipticities are in each galaxy's local RA/Dec frame, as HEALPix shear
+  maps are (to the change of local frame across a pixel, ~ pixel size ×
+  tan(Dec) radians).
+
+  Args:
+    catalog: a `catalog.Catalog` (ra, dec in deg, e1, e2, weight arrays).
+    nside: HEALPix NSIDE (a power of 2).
+
+  Returns:
+    A `HealpixShear`; ``kaiser_squires_healpix(m.gamma1, m.gamma2,
+    mask=m.mask)`` is the curved-sky Kaiser-Squires map of the catalogue.
+
+  Raises:
+    ValueError: for a bad NSIDE, columns of different lengths, an empty
+      catalogue, non-finite values or non-positive weights.
+  """
+  if (isinstance(nside, bool) or not isinstance(nside, (int, np.integer))
+      or not hp.isnsideok(nside, nest=True)):
+    raise ValueError(f'nside must be a power of 2 (a HEALPix NSIDE), got {nside!r}.')
+  columns = {name: np.asarray(getattr(catalog, name), dtype=np.float64).ravel()
+             for name in ('ra', 'dec', 'e1', 'e2', 'weight')}
+  sizes = {name: c.size for name, c in columns.items()}
+  if len(set(sizes.values())) != 1 or not sizes['ra']:
+    raise ValueError(f'catalog columns must be non-empty and of one length, got '
+                     f'lengths {sizes}.')
+  for name, values in columns.items():
+    _checks.finite(values, f'catalog {name}')
+  if (columns['weight'] <= 0).any():
+    raise ValueError(f'catalog weight holds {int((columns["weight"] <= 0).sum())} '
+                     'value(s) <= 0; expected positive weights.')
+  npix = hp.nside2npix(nside)
+  pix = hp.ang2pix(nside, columns['ra'], columns['dec'], lonlat=True)
+  w = columns['weight']
+  counts = np.bincount(pix, minlength=npix)
+  sum_w = np.bincount(pix, weights=w, minlength=npix)
+  safe = np.where(counts > 0, sum_w, 1.0)
+  gamma1 = np.bincount(pix, weights=w * columns['e1'], minlength=npix) / safe
+  gamma2 = np.bincount(pix, weights=w * columns['e2'], minlength=npix) / safe
+  return HealpixShear(gamma1=gamma1, gamma2=gamma2,
+                      mask=(counts > 0).astype(np.float64), counts=counts)
 
 
 def _check_lmax(lmax, nside):
