@@ -58,7 +58,7 @@ def test_command_runs_end_to_end(tmp_path, survey_files):
   assert summary['truth']['kappa_wiener']['pearson_r'] > 0.9
   assert sorted(os.listdir(out)) == [
       'footprint.fits', 'kappa_ks.fits', 'kappa_wiener.fits', 'manifest.json',
-      'maps.png', 'summary.json', 'tiles.json', 'weight.fits']
+      'maps.png', 'mask.fits', 'summary.json', 'tiles.json', 'weight.fits']
   direct = survey_job.map_survey(cat, tmp_path / 'direct',
                                  estimators=('ks', 'wiener'), n_workers=0,
                                  progress=False, **_TILES)

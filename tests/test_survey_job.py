@@ -122,10 +122,10 @@ def test_products_are_the_stitched_pipeline_tiles(tmp_path, survey):
                     ['wiener'].kappa)
   wiener, weight = tiling.stitch_healpix(result.tiles, expected, _NSIDE)
   np.testing.assert_allclose(result.maps['kappa_wiener'], wiener, atol=1e-6)
-  np.testing.assert_array_equal(result.weight, weight)
+  np.testing.assert_allclose(result.weight, weight, rtol=1e-6)
   written = _maps(result.path)
   assert sorted(written) == ['footprint.fits', 'kappa_ks.fits',
-                             'kappa_wiener.fits', 'weight.fits']
+                             'kappa_wiener.fits', 'mask.fits', 'weight.fits']
   np.testing.assert_allclose(written['kappa_wiener.fits'],
                              wiener.astype(np.float32), atol=1e-7)
   footprint = written['footprint.fits']

@@ -57,6 +57,7 @@ stitched std, not the spread of stitched samples, for errors).
 
 import collections
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -463,8 +464,8 @@ def _run_tiles(jobs, settings, cache_dir, client, n_workers, tf_threads,
     return 0.0
   if client is None and scheduler_address is None and n_workers == 0:
     for galaxies, tile in jobs:
-      _tile_result(lambda: _run_tile(galaxies, tile, settings, cache_dir),  # pylint: disable=cell-var-from-loop
-                   tile.index)
+      _tile_result(functools.partial(_run_tile, galaxies, tile, settings,
+                                     cache_dir), tile.index)
       progress.tile_done()
     return time.perf_counter() - began
   import distributed  # pylint: disable=g-import-not-at-top
@@ -496,11 +497,17 @@ def _run_tiles(jobs, settings, cache_dir, client, n_workers, tf_threads,
 
 
 def _stitch(tiles, cache_dir, nside, estimators, keep_samples):
-  """HEALPix products from the cached tiles; returns (maps, weight)."""
+  """HEALPix products from the cached tiles; returns (maps, mask, weight).
+
+  The mask is 1 where at least half the blended tile pixels hold galaxies
+  (the stitched 0/1 tile masks >= 0.5), 0 elsewhere on the tiles, UNSEEN
+  off them.
+  """
   import healpy as hp  # pylint: disable=g-import-not-at-top
   stacks = collections.defaultdict(list)
   for tile in tiles:
     with np.load(_tile_paths(cache_dir, tile.index)[0]) as data:
+      stacks['mask'].append(data['mask'].astype(np.float64))
       for name in estimators:
         stacks[f'kappa_{name}'].append(data[f'kappa_{name}'].astype(np.float64))
       if 'posterior' in estimators:
@@ -510,9 +517,10 @@ def _stitch(tiles, cache_dir, nside, estimators, keep_samples):
         if keep_samples:
           stacks['kappa_posterior_samples'].append(
               data['kappa_posterior_samples'].astype(np.float64))
-  maps, weight = {}, None
+  observed, weight = tiling.stitch_healpix(tiles, stacks['mask'], nside)
+  maps = {}
   for name in [f'kappa_{n}' for n in estimators]:
-    maps[name], weight = tiling.stitch_healpix(tiles, stacks[name], nside)
+    maps[name], _ = tiling.stitch_healpix(tiles, stacks[name], nside)
   if 'posterior' in estimators:
     second, _ = tiling.stitch_healpix(tiles, stacks['second_moment'], nside)
     mean = maps['kappa_posterior']
@@ -523,33 +531,46 @@ def _stitch(tiles, cache_dir, nside, estimators, keep_samples):
     if keep_samples:
       maps['kappa_posterior_samples'], _ = tiling.stitch_healpix(
           tiles, stacks['kappa_posterior_samples'], nside)
-  return maps, weight
+  mask = np.where(weight > 0, (observed >= 0.5).astype(np.float64), hp.UNSEEN)
+  return maps, mask, weight
 
 
-def _truth_metrics(maps, truth, footprint, tiles):
-  """RMSE, Pearson r (means removed) and seam ratio of each product."""
+def _truth_metrics(maps, truth, mask, tiles):
+  """RMSE, Pearson r (means removed) and seam ratio of each map on the mask.
+
+  For the posterior mean also the coverage of the Gaussian intervals
+  mean ± 1 std and mean ± 1.96 std built from the stitched std.
+  """
   import healpy as hp  # pylint: disable=g-import-not-at-top
   truth = np.asarray(truth, dtype=np.float64)
-  if truth.shape != footprint.shape:
+  if truth.shape != mask.shape:
     raise ValueError(f'truth has {truth.size} pixels; expected a HEALPix map '
-                     f'of {footprint.size} pixels at the run\'s nside.')
+                     f'of {mask.size} pixels (RING) at the run\'s nside.')
+  where = (mask == 1) & (truth != hp.UNSEEN) & np.isfinite(truth)
+  if not where.any():
+    raise ValueError('truth has no value on the footprint (every pixel there '
+                     'is UNSEEN or not finite).')
+  weights = where[None].astype(np.float64)
   out = {}
   for name, m in maps.items():
-    if m.ndim != 1:
+    if m.ndim != 1 or name == 'kappa_posterior_std':
       continue
-    where = (footprint > 0) & (m != hp.UNSEEN) & (truth != hp.UNSEEN)
-    mask = where[None].astype(np.float64)
-    out[name] = {'rmse': float(metrics.rmse(truth[None], m[None], mask)),
+    out[name] = {'rmse': float(metrics.rmse(truth[None], m[None], weights)),
                  'pearson_r': float(metrics.pearson_r(truth[None], m[None],
-                                                      mask))}
+                                                      weights))}
     with contextlib.suppress(ValueError):  # No seam or no interior pixel.
       out[name]['seam_ratio'] = tiling.seam_metric(
           tiles, np.where(where, m, hp.UNSEEN), truth).ratio
+  if 'kappa_posterior_std' in maps:
+    mean, std = maps['kappa_posterior'], maps['kappa_posterior_std']
+    for level, z in (('68', 1.0), ('95', 1.959964)):
+      out['kappa_posterior'][f'coverage_{level}'] = metrics.coverage(
+          truth[where], mean[where] - z * std[where], mean[where] + z * std[where])
   return out
 
 
-def _plot(path, maps, footprint, tiles, nside, run_id):
-  """Gnomonic (or, beyond 20 deg, Mollweide) views of the products."""
+def _plot(path, maps, mask, footprint, tiles, nside, run_id):
+  """Gnomonic (or, beyond 20 deg, Mollweide) views of the maps on the mask."""
   import healpy as hp  # pylint: disable=g-import-not-at-top
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
@@ -566,21 +587,23 @@ def _plot(path, maps, footprint, tiles, nside, run_id):
   labels = {'kappa_ks': 'Kaiser-Squires (tiled)', 'kappa_wiener': 'Wiener (tiled)',
             'kappa_posterior': 'Posterior mean', 'kappa_posterior_std':
             'Posterior std'}
-  panels += [(label, maps[name]) for name, label in labels.items()
-             if name in maps]
-  fig = plt.figure(figsize=(4.5 * len(panels), 4.5))
+  panels += [(label, np.where(mask == 1, maps[name], hp.UNSEEN))
+             for name, label in labels.items() if name in maps]
+  fig = plt.figure(figsize=(4.5 * len(panels), 5))
   xsize = 400
   for i, (title, m) in enumerate(panels):
     seen = m[m != hp.UNSEEN]
     lo, hi = (np.percentile(seen, [1, 99.5]) if seen.size else (0, 1))
     common = dict(fig=fig.number, sub=(1, len(panels), i + 1), title=title,
-                  min=lo, max=hi, notext=True, cmap='magma')
+                  min=lo, max=hi, notext=True, cmap='magma',
+                  margins=(0.01, 0.1, 0.01, 0.1))
     if radius_deg < 20:
       hp.gnomview(m, rot=(ra0, dec0), xsize=xsize,
                   reso=2 * radius_deg * 60 / xsize, **common)
     else:
       hp.mollview(m, rot=(ra0, 0), **common)
-  fig.suptitle(f'nside {nside}, {len(tiles)} tiles, run {run_id}')
+  fig.text(0.5, 0.02, f'HEALPix nside {nside}, {len(tiles)} tiles, maps on '
+           f'the footprint (grey: no data); run {run_id}', ha='center')
   fig.savefig(path, metadata={'RunID': run_id})
   plt.close(fig)
 
@@ -749,7 +772,8 @@ def map_survey(catalog, output_dir, *, estimators=('ks', 'wiener'), npix=128,
   tile_seconds = _run_tiles(jobs, settings, cache_dir, client, n_workers,
                             tf_threads, scheduler_address, progress=bar)
 
-  maps, weight = _stitch(tiles, cache_dir, nside, estimators, keep_samples)
+  maps, mask, weight = _stitch(tiles, cache_dir, nside, estimators,
+                               keep_samples)
   footprint = np.bincount(hp.ang2pix(nside, cat.ra, cat.dec, lonlat=True),
                           minlength=hp.nside2npix(nside)).astype(np.float64)
   records = []
@@ -759,7 +783,7 @@ def map_survey(catalog, output_dir, *, estimators=('ks', 'wiener'), npix=128,
   summary = {
       'run_id': folder.run_id,
       'num_galaxies': len(cat.ra),
-      'footprint_area_deg2': float((footprint > 0).sum() *
+      'footprint_area_deg2': float((mask == 1).sum() *
                                    hp.nside2pixarea(nside, degrees=True)),
       'nside': int(nside), 'npix': int(npix),
       'pixel_scale_arcmin': float(pixel_scale_arcmin),
@@ -775,20 +799,17 @@ def map_survey(catalog, output_dir, *, estimators=('ks', 'wiener'), npix=128,
       'mean_tile_seconds': float(np.mean([r['seconds'] for r in records])),
   }
   if truth is not None:
-    summary['truth'] = _truth_metrics(maps, truth, footprint, tiles)
+    summary['truth'] = _truth_metrics(maps, truth, mask, tiles)
   summary = pipeline.strict_json(summary)
   header = [('RUNID', folder.run_id)]
   with folder:
-    for name, m in maps.items():
+    written = {**maps, 'mask': mask,
+               'weight': np.where(weight > 0, weight, hp.UNSEEN),
+               'footprint': np.where(footprint > 0, footprint, hp.UNSEEN)}
+    for name, m in written.items():
       hp.write_map(folder.path_for(f'{name}.fits'), m, nest=False, coord='C',
-                   partial=True,
-                   dtype=np.float32, extra_header=header, overwrite=True)
-    hp.write_map(folder.path_for('weight.fits'), np.where(weight > 0, weight, hp.UNSEEN), nest=False, partial=True,
-                 coord='C', dtype=np.float32, extra_header=header,
-                 overwrite=True)
-    hp.write_map(folder.path_for('footprint.fits'), np.where(footprint > 0, footprint, hp.UNSEEN), nest=False, partial=True,
-                 coord='C', dtype=np.float32, extra_header=header,
-                 overwrite=True)
+                   partial=True, dtype=np.float32, extra_header=header,
+                   overwrite=True)
     with open(folder.path_for('tiles.json'), 'w', encoding='utf-8') as f:
       json.dump({'run_id': folder.run_id,
                  'tiles': pipeline.strict_json(records)}, f, indent=1,
@@ -796,7 +817,7 @@ def map_survey(catalog, output_dir, *, estimators=('ks', 'wiener'), npix=128,
     with open(folder.path_for('summary.json'), 'w', encoding='utf-8') as f:
       json.dump(summary, f, indent=2, allow_nan=False)
       f.write('\n')
-    _plot(folder.path_for('maps.png'), maps, footprint, tiles, nside,
+    _plot(folder.path_for('maps.png'), maps, mask, footprint, tiles, nside,
           folder.run_id)
   return SurveyResult(path=folder.path, run_id=folder.run_id, maps=maps,
                       weight=weight, tiles=tiles, summary=summary)
