@@ -65,8 +65,8 @@ def test_command_runs_end_to_end(tmp_path, survey_files):
   for name in ('kappa_ks', 'kappa_wiener'):
     written, header = hp.read_map(out / f'{name}.fits', h=True)
     assert ('RUNID', summary['run_id']) in header
-    np.testing.assert_allclose(written, direct.maps[name].astype(np.float32),
-                               atol=1e-7)
+    np.testing.assert_allclose(
+        written, direct.full_map(name).astype(np.float32), atol=1e-7)
 
 
 @pytest.mark.parametrize('args, message', [

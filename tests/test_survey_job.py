@@ -121,8 +121,12 @@ def test_products_are_the_stitched_pipeline_tiles(tmp_path, survey):
     expected.append(pipeline.run_estimators(shear_map, ['wiener'])
                     ['wiener'].kappa)
   wiener, weight = tiling.stitch_healpix(result.tiles, expected, _NSIDE)
-  np.testing.assert_allclose(result.maps['kappa_wiener'], wiener, atol=1e-6)
-  np.testing.assert_allclose(result.weight, weight, rtol=1e-6)
+  np.testing.assert_array_equal(result.pixels, np.flatnonzero(weight > 0))
+  np.testing.assert_allclose(result.maps['kappa_wiener'],
+                             wiener[result.pixels], atol=1e-6)
+  np.testing.assert_allclose(result.weight, weight[result.pixels], rtol=1e-6)
+  np.testing.assert_array_equal(result.full_map('kappa_wiener') != hp.UNSEEN,
+                                weight > 0)
   written = _maps(result.path)
   assert sorted(written) == ['footprint.fits', 'kappa_ks.fits',
                              'kappa_wiener.fits', 'mask.fits', 'weight.fits']
@@ -130,6 +134,9 @@ def test_products_are_the_stitched_pipeline_tiles(tmp_path, survey):
                              wiener.astype(np.float32), atol=1e-7)
   footprint = written['footprint.fits']
   assert footprint[footprint != hp.UNSEEN].sum() == len(cat.ra)
+  mask = written['mask.fits']
+  assert set(np.unique(mask[weight > 0])) == {0.0, 1.0}
+  assert 1.3 < (mask == 1).sum() * hp.nside2pixarea(_NSIDE, degrees=True) < 1.6
   index = json.loads((tmp_path / 'out' / 'tiles.json').read_text())
   assert [t['index'] for t in index['tiles']] == [t.index for t in result.tiles]
   assert index['run_id'] == result.run_id
@@ -232,8 +239,8 @@ def test_dask_workers_give_the_same_products(tmp_path, survey):
                               'kappa_wiener']
   for name in one.maps:
     np.testing.assert_array_equal(one.maps[name], two.maps[name])
-  std = one.maps['kappa_posterior_std']
-  assert (std[std != hp.UNSEEN] > 0).all()
+  assert one.maps['kappa_posterior_samples'].shape == (2, len(one.pixels))
+  assert (one.maps['kappa_posterior_std'] > 0).all()
 
 
 def test_read_survey_catalog_partitioned_parquet(tmp_path, survey):

@@ -118,20 +118,39 @@ def _tile_result(run, index):
 
 
 class SurveyResult(collections.namedtuple('SurveyResult', [
-    'path', 'run_id', 'maps', 'weight', 'tiles', 'summary'])):
-  """What `map_survey` returns.
+    'path', 'run_id', 'nside', 'pixels', 'maps', 'mask', 'weight', 'tiles',
+    'summary'])):
+  """What `map_survey` returns: the products on the pixels the tiles cover.
 
   Attributes:
     path: the output folder.
     run_id: the run id written into every product.
-    maps: `dict` product name → HEALPix map (RING, float64; `healpy.UNSEEN`
-      where no tile covers the pixel), e.g. ``kappa_ks``,
-      ``kappa_posterior``, ``kappa_posterior_std``.
-    weight: HEALPix map of the total blending weight per pixel.
+    nside: HEALPix NSIDE of the products.
+    pixels: int64 ``[n]``, the sorted RING pixels with positive blending
+      weight (memory scales with the footprint, not the sphere).
+    maps: `dict` product name → float values ``[n]`` on ``pixels``
+      (``kappa_ks``, ``kappa_wiener``, ``kappa_posterior``,
+      ``kappa_posterior_std``; ``kappa_posterior_samples`` ``[K, n]``).
+    mask: ``[n]``, 1 where the tiles' pixels hold galaxies (stitched tile
+      masks >= 0.5), else 0: the footprint.
+    weight: ``[n]``, the total blending weight.
     tiles: the `tiling.Tile`s, in index order.
     summary: the `dict` written to ``summary.json``.
   """
   __slots__ = ()
+
+  def full_map(self, name):
+    """Product ``name`` (or ``'mask'``, ``'weight'``) as a full-sky map.
+
+    RING ``[12·nside²]`` (``[K, 12·nside²]`` for samples), float64,
+    `healpy.UNSEEN` off the tiles.
+    """
+    import healpy as hp  # pylint: disable=g-import-not-at-top
+    values = {'mask': self.mask, 'weight': self.weight}.get(name)
+    values = self.maps[name] if values is None else values
+    full = np.full(values.shape[:-1] + (hp.nside2npix(self.nside),), hp.UNSEEN)
+    full[..., self.pixels] = values
+    return full
 
 
 def tile_cache_dir(output_dir):
@@ -497,13 +516,13 @@ def _run_tiles(jobs, settings, cache_dir, client, n_workers, tf_threads,
 
 
 def _stitch(tiles, cache_dir, nside, estimators, keep_samples):
-  """HEALPix products from the cached tiles; returns (maps, mask, weight).
+  """HEALPix products from the cached tiles, on the pixels the tiles cover.
 
-  The mask is 1 where at least half the blended tile pixels hold galaxies
-  (the stitched 0/1 tile masks >= 0.5), 0 elsewhere on the tiles, UNSEEN
-  off them.
+  Returns (pixels, maps, mask, weight): the sorted RING pixels ``[n]`` with
+  positive blending weight; product name → values ``[n]`` (samples
+  ``[K, n]``); the 0/1 mask ``[n]``, 1 where at least half the blended tile
+  pixels hold galaxies (stitched 0/1 tile masks >= 0.5); the total weight.
   """
-  import healpy as hp  # pylint: disable=g-import-not-at-top
   stacks = collections.defaultdict(list)
   for tile in tiles:
     with np.load(_tile_paths(cache_dir, tile.index)[0]) as data:
@@ -517,25 +536,48 @@ def _stitch(tiles, cache_dir, nside, estimators, keep_samples):
         if keep_samples:
           stacks['kappa_posterior_samples'].append(
               data['kappa_posterior_samples'].astype(np.float64))
-  observed, weight = tiling.stitch_healpix(tiles, stacks['mask'], nside)
-  maps = {}
-  for name in [f'kappa_{n}' for n in estimators]:
-    maps[name], _ = tiling.stitch_healpix(tiles, stacks[name], nside)
+
+  def stitched(name):
+    return tiling.stitch_healpix_pixels(tiles, stacks[name], nside)[1]
+
+  pixels, observed, weight = tiling.stitch_healpix_pixels(
+      tiles, stacks['mask'], nside)
+  maps = {f'kappa_{n}': stitched(f'kappa_{n}') for n in estimators}
   if 'posterior' in estimators:
-    second, _ = tiling.stitch_healpix(tiles, stacks['second_moment'], nside)
-    mean = maps['kappa_posterior']
-    seen = mean != hp.UNSEEN
-    std = np.full_like(mean, hp.UNSEEN)
-    std[seen] = np.sqrt(np.maximum(second[seen] - mean[seen]**2, 0.0))
-    maps['kappa_posterior_std'] = std
+    maps['kappa_posterior_std'] = np.sqrt(np.maximum(
+        stitched('second_moment') - maps['kappa_posterior']**2, 0.0))
     if keep_samples:
-      maps['kappa_posterior_samples'], _ = tiling.stitch_healpix(
-          tiles, stacks['kappa_posterior_samples'], nside)
-  mask = np.where(weight > 0, (observed >= 0.5).astype(np.float64), hp.UNSEEN)
-  return maps, mask, weight
+      maps['kappa_posterior_samples'] = stitched('kappa_posterior_samples')
+  return pixels, maps, (observed >= 0.5).astype(np.float64), weight
 
 
-def _truth_metrics(maps, truth, mask, tiles):
+def _write_partial_map(path, nside, pixels, values, run_id):
+  """A partial-sky HEALPix FITS map (explicit RING pixels), as healpy reads.
+
+  One float32 column per map of ``values [n]`` or ``[K, n]``.
+  """
+  from astropy.io import fits  # pylint: disable=g-import-not-at-top
+  values = np.atleast_2d(values)
+  columns = [fits.Column(name='PIXEL', format='K', array=pixels)]
+  columns += [fits.Column(name='SIGNAL' if len(values) == 1 else f'SIGNAL{k}',
+                          format='E', array=v.astype(np.float32))
+              for k, v in enumerate(values)]
+  table = fits.BinTableHDU.from_columns(columns)
+  for key, value, comment in (
+      ('PIXTYPE', 'HEALPIX', 'HEALPix pixelisation'),
+      ('ORDERING', 'RING', 'pixel ordering scheme'),
+      ('COORDSYS', 'C', 'celestial (RA, Dec)'),
+      ('EXTNAME', 'xtension', ''),
+      ('NSIDE', int(nside), 'resolution parameter'),
+      ('FIRSTPIX', 0, ''), ('LASTPIX', 12 * int(nside)**2 - 1, ''),
+      ('INDXSCHM', 'EXPLICIT', 'pixels listed in the PIXEL column'),
+      ('OBJECT', 'PARTIAL', 'partial sky'),
+      ('RUNID', run_id, 'run id of this output set')):
+    table.header[key] = (value, comment)
+  fits.HDUList([fits.PrimaryHDU(), table]).writeto(path)
+
+
+def _truth_metrics(pixels, maps, truth, mask, tiles, nside):
   """RMSE, Pearson r (means removed) and seam ratio of each map on the mask.
 
   For the posterior mean also the coverage of the Gaussian intervals
@@ -543,9 +585,11 @@ def _truth_metrics(maps, truth, mask, tiles):
   """
   import healpy as hp  # pylint: disable=g-import-not-at-top
   truth = np.asarray(truth, dtype=np.float64)
-  if truth.shape != mask.shape:
-    raise ValueError(f'truth has {truth.size} pixels; expected a HEALPix map '
-                     f'of {mask.size} pixels (RING) at the run\'s nside.')
+  if truth.shape != (hp.nside2npix(nside),):
+    raise ValueError(f'truth has shape {truth.shape}; expected a HEALPix map '
+                     f'of {hp.nside2npix(nside)} pixels (RING) at the run\'s '
+                     f'nside {nside}.')
+  full_truth, truth = truth, truth[pixels]
   where = (mask == 1) & (truth != hp.UNSEEN) & np.isfinite(truth)
   if not where.any():
     raise ValueError('truth has no value on the footprint (every pixel there '
@@ -558,9 +602,11 @@ def _truth_metrics(maps, truth, mask, tiles):
     out[name] = {'rmse': float(metrics.rmse(truth[None], m[None], weights)),
                  'pearson_r': float(metrics.pearson_r(truth[None], m[None],
                                                       weights))}
+    full = np.full(full_truth.shape, hp.UNSEEN)
+    full[pixels[where]] = m[where]
     with contextlib.suppress(ValueError):  # No seam or no interior pixel.
-      out[name]['seam_ratio'] = tiling.seam_metric(
-          tiles, np.where(where, m, hp.UNSEEN), truth).ratio
+      out[name]['seam_ratio'] = tiling.seam_metric(tiles, full,
+                                                   full_truth).ratio
   if 'kappa_posterior_std' in maps:
     mean, std = maps['kappa_posterior'], maps['kappa_posterior_std']
     for level, z in (('68', 1.0), ('95', 1.959964)):
@@ -569,8 +615,22 @@ def _truth_metrics(maps, truth, mask, tiles):
   return out
 
 
-def _plot(path, maps, mask, footprint, tiles, nside, run_id):
-  """Gnomonic (or, beyond 20 deg, Mollweide) views of the maps on the mask."""
+def _display_map(nside, pixels, values, display_nside):
+  """A full-sky map at ``display_nside`` (<= nside): means of the values."""
+  import healpy as hp  # pylint: disable=g-import-not-at-top
+  coarse = hp.ang2pix(display_nside, *hp.pix2ang(nside, pixels))
+  size = hp.nside2npix(display_nside)
+  count = np.bincount(coarse, minlength=size)
+  total = np.bincount(coarse, weights=values, minlength=size)
+  return np.where(count > 0, total / np.maximum(count, 1), hp.UNSEEN)
+
+
+def _plot(path, pixels, maps, mask, footprint, tiles, nside, run_id):
+  """Gnomonic (or, beyond 20 deg, Mollweide) views of the maps on the mask.
+
+  Maps are shown at the NSIDE (<= the run's) whose pixels best fit 400
+  screen pixels across the footprint.
+  """
   import healpy as hp  # pylint: disable=g-import-not-at-top
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
@@ -582,15 +642,19 @@ def _plot(path, maps, mask, footprint, tiles, nside, run_id):
       sky.unit_vectors(ra, dec) @ sky.unit_vectors(ra0, dec0), -1, 1)))
   half_side = max(t.npix * t.pixel_scale_arcmin for t in tiles) / 60 / 2
   radius_deg = float(separation.max()) + half_side * math.sqrt(2)
-  panels = [('Footprint (galaxies per pixel)', np.where(
-      footprint > 0, footprint, hp.UNSEEN))]
+  xsize = 400
+  display_nside = min(nside, tiling.nside_for_pixel_scale(
+      2 * min(radius_deg, 90) * 60 / xsize))
+  panels = [('Footprint (galaxies per pixel)', _display_map(
+      nside, footprint[0], footprint[1], display_nside))]
   labels = {'kappa_ks': 'Kaiser-Squires (tiled)', 'kappa_wiener': 'Wiener (tiled)',
             'kappa_posterior': 'Posterior mean', 'kappa_posterior_std':
             'Posterior std'}
-  panels += [(label, np.where(mask == 1, maps[name], hp.UNSEEN))
+  on = mask == 1
+  panels += [(label, _display_map(nside, pixels[on], maps[name][on],
+                                  display_nside))
              for name, label in labels.items() if name in maps]
   fig = plt.figure(figsize=(4.5 * len(panels), 5))
-  xsize = 400
   for i, (title, m) in enumerate(panels):
     seen = m[m != hp.UNSEEN]
     lo, hi = (np.percentile(seen, [1, 99.5]) if seen.size else (0, 1))
@@ -602,8 +666,9 @@ def _plot(path, maps, mask, footprint, tiles, nside, run_id):
                   reso=2 * radius_deg * 60 / xsize, **common)
     else:
       hp.mollview(m, rot=(ra0, 0), **common)
-  fig.text(0.5, 0.02, f'HEALPix nside {nside}, {len(tiles)} tiles, maps on '
-           f'the footprint (grey: no data); run {run_id}', ha='center')
+  fig.text(0.5, 0.02, f'HEALPix nside {nside} (shown at {display_nside}), '
+           f'{len(tiles)} tiles, maps on the footprint (grey: no data); run '
+           f'{run_id}', ha='center')
   fig.savefig(path, metadata={'RunID': run_id})
   plt.close(fig)
 
@@ -772,10 +837,10 @@ def map_survey(catalog, output_dir, *, estimators=('ks', 'wiener'), npix=128,
   tile_seconds = _run_tiles(jobs, settings, cache_dir, client, n_workers,
                             tf_threads, scheduler_address, progress=bar)
 
-  maps, mask, weight = _stitch(tiles, cache_dir, nside, estimators,
-                               keep_samples)
-  footprint = np.bincount(hp.ang2pix(nside, cat.ra, cat.dec, lonlat=True),
-                          minlength=hp.nside2npix(nside)).astype(np.float64)
+  pixels, maps, mask, weight = _stitch(tiles, cache_dir, nside, estimators,
+                                       keep_samples)
+  footprint = np.unique(hp.ang2pix(nside, cat.ra, cat.dec, lonlat=True),
+                        return_counts=True)
   records = []
   for tile in tiles:
     with open(_tile_paths(cache_dir, tile.index)[1], encoding='utf-8') as f:
@@ -799,17 +864,15 @@ def map_survey(catalog, output_dir, *, estimators=('ks', 'wiener'), npix=128,
       'mean_tile_seconds': float(np.mean([r['seconds'] for r in records])),
   }
   if truth is not None:
-    summary['truth'] = _truth_metrics(maps, truth, mask, tiles)
+    summary['truth'] = _truth_metrics(pixels, maps, truth, mask, tiles,
+                                      nside)
   summary = pipeline.strict_json(summary)
-  header = [('RUNID', folder.run_id)]
   with folder:
-    written = {**maps, 'mask': mask,
-               'weight': np.where(weight > 0, weight, hp.UNSEEN),
-               'footprint': np.where(footprint > 0, footprint, hp.UNSEEN)}
-    for name, m in written.items():
-      hp.write_map(folder.path_for(f'{name}.fits'), m, nest=False, coord='C',
-                   partial=True, dtype=np.float32, extra_header=header,
-                   overwrite=True)
+    for name, values in {**maps, 'mask': mask, 'weight': weight}.items():
+      _write_partial_map(folder.path_for(f'{name}.fits'), nside, pixels,
+                         values, folder.run_id)
+    _write_partial_map(folder.path_for('footprint.fits'), nside, *footprint,
+                       folder.run_id)
     with open(folder.path_for('tiles.json'), 'w', encoding='utf-8') as f:
       json.dump({'run_id': folder.run_id,
                  'tiles': pipeline.strict_json(records)}, f, indent=1,
@@ -817,7 +880,8 @@ def map_survey(catalog, output_dir, *, estimators=('ks', 'wiener'), npix=128,
     with open(folder.path_for('summary.json'), 'w', encoding='utf-8') as f:
       json.dump(summary, f, indent=2, allow_nan=False)
       f.write('\n')
-    _plot(folder.path_for('maps.png'), maps, mask, footprint, tiles, nside,
-          folder.run_id)
-  return SurveyResult(path=folder.path, run_id=folder.run_id, maps=maps,
-                      weight=weight, tiles=tiles, summary=summary)
+    _plot(folder.path_for('maps.png'), pixels, maps, mask, footprint, tiles,
+          nside, folder.run_id)
+  return SurveyResult(path=folder.path, run_id=folder.run_id, nside=nside,
+                      pixels=pixels, maps=maps, mask=mask, weight=weight,
+                      tiles=tiles, summary=summary)
