@@ -262,6 +262,22 @@ def test_read_survey_catalog_partitioned_parquet(tmp_path, survey):
   np.testing.assert_array_equal(read.e2[order], -cat.e2[expected])
 
 
+def test_read_survey_catalog_list_of_fits_files(tmp_path, survey):
+  import astropy.table  # pylint: disable=g-import-not-at-top
+  cat, _ = survey
+  half = len(cat.ra) // 2
+  paths = []
+  for i, part in enumerate((slice(0, half), slice(half, None))):
+    paths.append(tmp_path / f'part{i}.fits')
+    astropy.table.Table({'ra': cat.ra[part], 'dec': cat.dec[part],
+                         'e1': cat.e1[part], 'e2': cat.e2[part],
+                         'w': np.full(len(cat.ra[part]), 2.0)}).write(paths[-1])
+  read = survey_job.read_survey_catalog(paths, weight_col='w')
+  for got, want in zip(read[:4], cat[:4]):
+    np.testing.assert_array_equal(got, want)
+  np.testing.assert_array_equal(read.weight, 2.0)
+
+
 def test_read_survey_catalog_errors(tmp_path, survey):
   cat, _ = survey
   with pytest.raises(FileNotFoundError, match='does not exist'):

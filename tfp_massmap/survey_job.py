@@ -35,6 +35,10 @@ connects to a running cluster instead, and ``client`` uses a given
     cluster.scale(jobs=8)
     map_survey(cat, 'out/survey', client=distributed.Client(cluster), ...)
 
+A script that starts a LocalCluster must call `map_survey` under
+``if __name__ == '__main__':`` (worker processes are spawned and import the
+main module; examples/map_survey.py does so through ``app.run``).
+
 Each worker process keeps its prior (loaded once) and, through
 `posterior.sample_posterior`'s sampler cache, one compiled
 `PosteriorSampler` per tile shape: the trace is made on a worker's first
