@@ -109,6 +109,23 @@ def test_noise_free_survey_recovers_known_field(tmp_path):
   assert all(v['pearson_r'] < 0 for v in flipped.summary['truth'].values())
 
 
+def test_small_synthetic_survey_against_its_truth(tmp_path):
+  """S1's curved-sky lognormal survey (4 deg², 288k galaxies, σ_e = 0.26)."""
+  from tfp_massmap import synthetic_survey  # pylint: disable=g-import-not-at-top
+  truth = synthetic_survey.small_synthetic_survey(seed=0)
+  result = survey_job.map_survey(
+      truth.catalog, tmp_path / 'out', estimators=('ks', 'wiener'), npix=32,
+      pixel_scale_arcmin=4.0, overlap_pix=4, nside=truth.nside,
+      truth=truth.kappa, n_workers=0, progress=False)
+  scores = result.summary['truth']
+  # Measured: Wiener r = 0.717, RMSE 0.0054; KS r = 0.595, RMSE 0.0089;
+  # seam ratios 0.97 and 0.95.
+  assert scores['kappa_wiener']['pearson_r'] > 0.65, scores
+  assert scores['kappa_wiener']['rmse'] < 0.8 * scores['kappa_ks']['rmse']
+  assert scores['kappa_wiener']['seam_ratio'] < 1.1, scores
+  assert 3.5 < result.summary['footprint_area_deg2'] < 5.0
+
+
 def test_products_are_the_stitched_pipeline_tiles(tmp_path, survey):
   cat, _ = survey
   result = survey_job.map_survey(
