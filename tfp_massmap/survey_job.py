@@ -506,10 +506,11 @@ def _run_tiles(jobs, settings, cache_dir, client, n_workers, tf_threads,
       owned.insert(0, client)
     if tf_threads is not None:
       client.register_plugin(_TensorFlowSetup(tf_threads))
+    # Each tile's galaxies go to the cluster as data, not inside the graph.
     futures = {client.submit(
-        _run_tile, galaxies, tile, settings, cache_dir,
-        key=f'tfp_massmap-tile-{tile.index}-{time.time_ns()}', pure=False):
-               tile.index for galaxies, tile in jobs}
+        _run_tile, client.scatter(galaxies, hash=False), tile, settings,
+        cache_dir, key=f'tfp_massmap-tile-{tile.index}-{time.time_ns()}',
+        pure=False): tile.index for galaxies, tile in jobs}
     for future in distributed.as_completed(futures):
       _tile_result(future.result, futures[future])
       progress.tile_done()
