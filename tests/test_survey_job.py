@@ -239,6 +239,33 @@ def test_killed_run_resumes_with_the_same_result(tmp_path, survey):
     np.testing.assert_array_equal(resumed.maps[name], fresh.maps[name])
 
 
+def test_failed_tile_is_named_and_finished_tiles_stay_cached(
+    tmp_path, survey, monkeypatch):
+  cat, _ = survey
+  calls = []
+  run_estimators = pipeline.run_estimators
+
+  def failing_third(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 3:
+      raise RuntimeError('out of memory')
+    return run_estimators(*args, **kwargs)
+
+  monkeypatch.setattr(pipeline, 'run_estimators', failing_third)
+  with pytest.raises(survey_job.TileError,
+                     match=r'tile \d+ failed: RuntimeError: out of memory.*'
+                     'a rerun resumes') as error:
+    survey_job.map_survey(cat, tmp_path / 'out', estimators=('ks',),
+                          n_workers=0, progress=False, **_TILES)
+  assert isinstance(error.value.__cause__, RuntimeError)
+  assert not (tmp_path / 'out').exists()
+  monkeypatch.setattr(pipeline, 'run_estimators', run_estimators)
+  resumed = survey_job.map_survey(cat, tmp_path / 'out', estimators=('ks',),
+                                  n_workers=0, progress=False, **_TILES)
+  assert resumed.summary['num_tiles_cached'] == 2
+  assert error.value.index == resumed.tiles[2].index
+
+
 @pytest.mark.slow  # 33 s: two LocalClusters start TensorFlow in 3 workers.
 def test_dask_workers_give_the_same_products(tmp_path, survey):
   cat, _ = survey
