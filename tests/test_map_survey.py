@@ -7,8 +7,10 @@ share names with examples/map_shear.py's, which other tests import.
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
+import time
 
 import healpy as hp
 import numpy as np
@@ -67,6 +69,50 @@ def test_command_runs_end_to_end(tmp_path, survey_files):
     assert ('RUNID', summary['run_id']) in header
     np.testing.assert_allclose(
         written, direct.full_map(name).astype(np.float32), atol=1e-7)
+
+
+def _children(pid):
+  """Process ids whose parent is ``pid``."""
+  out = subprocess.run(['ps', '-o', 'pid=', '--ppid', str(pid)],
+                       capture_output=True, text=True, check=False).stdout
+  return [int(p) for p in out.split()]
+
+
+@pytest.mark.slow  # About 40 s: two local clusters of 2 workers.
+def test_killed_dask_run_leaves_no_workers_and_resumes(tmp_path, survey_files):
+  _, _, folder = survey_files
+  out = tmp_path / 'out'
+  cache = pathlib.Path(survey_job.tile_cache_dir(out))
+  args = [sys.executable, str(_COMMAND), f'--catalog={folder / "cat.parquet"}',
+          '--ra_col=RA', '--dec_col=DEC', '--e1_col=G1', '--e2_col=G2',
+          *_TILE_FLAGS, '--workers=2', f'--output_dir={out}']
+  process = subprocess.Popen(args, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+  try:
+    deadline = time.time() + 180
+    while time.time() < deadline and process.poll() is None:
+      if cache.is_dir() and len(list(cache.glob('tile_*.json'))) >= 2:
+        break
+      time.sleep(0.1)
+    assert process.poll() is None, 'the run ended before it could be killed'
+    workers = _children(process.pid)
+    assert len(workers) >= 2
+    os.kill(process.pid, signal.SIGKILL)
+  finally:
+    process.wait()
+  finished = len(list(cache.glob('tile_*.json')))
+  deadline = time.time() + 30
+  while time.time() < deadline and any(
+      os.path.exists(f'/proc/{pid}') for pid in workers):
+    time.sleep(0.5)
+  assert not any(os.path.exists(f'/proc/{pid}') for pid in workers)
+  assert not out.exists()
+  done = _run(*args[2:])
+  assert done.returncode == 0, done.stderr
+  summary = json.loads((out / 'summary.json').read_text())
+  assert summary['num_tiles_cached'] >= finished
+  assert summary['num_tiles_computed'] == (summary['num_tiles'] -
+                                           summary['num_tiles_cached'])
 
 
 @pytest.mark.parametrize('args, message', [
