@@ -166,9 +166,10 @@ def _checked_flags():
                        '--estimators or drop them.')
   if FLAGS['prior'].present and FLAGS.prior_path:
     raise InputError('pass either --prior or --prior_path, not both.')
-  for name in ('npix', 'overlap_pix', 'num_levels'):
-    if FLAGS[name].value < (2 if name != 'overlap_pix' else 0):
-      raise InputError(f'--{name} is too small: {FLAGS[name].value}.')
+  for name, minimum in (('npix', 2), ('overlap_pix', 0), ('num_levels', 2)):
+    if FLAGS[name].value < minimum:
+      raise InputError(f'--{name} must be >= {minimum}, got '
+                       f'{FLAGS[name].value}.')
   for name in ('pixel_scale_arcmin', 'sigma_e'):
     value = FLAGS[name].value
     if value is not None and not (math.isfinite(value) and value > 0):

@@ -125,6 +125,9 @@ def test_killed_dask_run_leaves_no_workers_and_resumes(tmp_path, survey_files):
     (['--catalog=x.fits', '--pixel_scale_arcmin=-1'],
      '--pixel_scale_arcmin must be a finite number > 0'),
     (['--catalog=x.fits', '--workers=many'], 'invalid literal'),
+    (['--catalog=x.fits', '--npix=1'], '--npix must be >= 2, got 1'),
+    (['--catalog=x.fits', '--estimators=ks,posterior', '--prior=gaussian',
+      '--prior_path=p.keras'], 'either --prior or --prior_path'),
     (['--catalog=missing.parquet'], 'missing.parquet does not exist'),
 ])
 def test_bad_flags_exit_2_before_work(tmp_path, args, message):
