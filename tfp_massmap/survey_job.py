@@ -728,7 +728,10 @@ def _checked_settings(estimators, prior, num_samples, keep_samples, n_workers,
     raise ValueError('prior must be None, "gaussian", the name of a shipped '
                      'prior or the path of a .keras prior (workers load it '
                      f'themselves), got {type(prior).__name__}.')
-  return estimators, os.fspath(prior)
+  prior = os.fspath(prior)
+  if os.path.exists(prior):  # Workers may run in another directory.
+    prior = os.path.abspath(prior)
+  return estimators, prior
 
 
 def _check_prior(spec, npix, pixel_scale_arcmin, allow_mismatch):
