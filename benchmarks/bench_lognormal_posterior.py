@@ -51,6 +51,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfp_massmap import cosmology
+
 from tfp_massmap import lensing
 from tfp_massmap import lognormal
 from tfp_massmap import metrics
@@ -71,7 +73,7 @@ _DEFAULT_MASK = pathlib.Path(
                    'data')) / 'cosmos' / 'cosmos_full_mask_0.29arcmin360.fits'
 
 _SHIFTS = flags.DEFINE_list(
-    'shifts', [str(lognormal.COSMOS_SHIFT), '0.02', '0.05'],
+    'shifts', [str(cosmology.COSMOS_SHIFT), '0.02', '0.05'],
     'Lognormal shifts λ (dimensionless); the first is the dataset\'s.')
 _NUM_MAPS = flags.DEFINE_integer('num_maps', 6, 'Test maps per shift.')
 _MAPS_PER_BATCH = flags.DEFINE_integer(

@@ -29,6 +29,8 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
+from tfp_massmap import cosmology
+
 from tfp_massmap import demo
 from tfp_massmap import lognormal
 from tfp_massmap import pipeline
@@ -78,7 +80,7 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   prior = priors.load_prior(FLAGS.prior_path or 'lognormal_128')
   n, pix = demo.DEMO_MAP_SIZE, demo.DEMO_PIXEL_SCALE_ARCMIN
-  field = lognormal.LognormalField(lognormal.COSMOS_SHIFT, n, pix, dtype=tf.float64)
+  field = lognormal.LognormalField(cosmology.COSMOS_SHIFT, n, pix, dtype=tf.float64)
   gauss = priors.GaussianPrior(tf.constant(field.power_grid, tf.float64),
                                pixel_scale_arcmin=pix)
   methods = ['ks', 'wiener']

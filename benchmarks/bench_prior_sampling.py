@@ -24,6 +24,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfp_massmap import cosmology
+
 from tfp_massmap import lognormal
 from tfp_massmap import posterior
 from tfp_massmap import priors
@@ -69,7 +71,7 @@ def main(argv):
   prior = (score_network.load_score_network(FLAGS.prior_path) if FLAGS.prior_path
            else priors.load_prior())
   n, pix = 128, 0.8
-  field = lognormal.LognormalField(lognormal.COSMOS_SHIFT, n, pix, dtype=tf.float64)
+  field = lognormal.LognormalField(cosmology.COSMOS_SHIFT, n, pix, dtype=tf.float64)
   # Seeds far from the dataset's splits (0-5119).
   truth = np.asarray(field.maps_from_seeds(range(10_000, 10_000 + FLAGS.num_draws)))
   reference = _statistics(truth)

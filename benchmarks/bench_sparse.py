@@ -22,6 +22,8 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
+from tfp_massmap import cosmology
+
 from tfp_massmap import lensing
 from tfp_massmap import likelihood
 from tfp_massmap import lognormal
@@ -66,7 +68,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   n, pix, seed = _NPIX.value, _PIXEL_SCALE.value, _SEED.value
-  shift = lognormal.COSMOS_SHIFT if _FIELD.value == 'lognormal' else None
+  shift = cosmology.COSMOS_SHIFT if _FIELD.value == 'lognormal' else None
   field = lognormal.LognormalField(shift=shift, map_size=n,
                                    pixel_scale_arcmin=pix)
   prior = GaussianPrior(tf.constant(field.power_grid, tf.float32))

@@ -102,7 +102,7 @@ def main(argv):
   print('| --- | --- | --- | --- | --- | --- |')
   with tempfile.TemporaryDirectory() as data_dir:
     for (n, pix), num_maps in zip(SETTINGS, FLAGS.num_maps):
-      ln = bench_sample(n, pix, lognormal.COSMOS_SHIFT)
+      ln = bench_sample(n, pix, cosmology.COSMOS_SHIFT)
       ga = bench_sample(n, pix, None)
       gen = bench_generator(n)
       prepare, read = bench_pipeline(n, num_maps, data_dir)

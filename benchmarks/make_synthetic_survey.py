@@ -36,7 +36,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tfp_massmap import lognormal
+from tfp_massmap import cosmology
+
 from tfp_massmap import outputs
 from tfp_massmap import synthetic_survey
 
@@ -47,7 +48,7 @@ flags.DEFINE_integer('nside', None, 'HEALPix NSIDE of the truth maps (a power of
 flags.DEFINE_float('density', 20.0, 'Galaxies per arcmin².')
 flags.DEFINE_float('sigma_e', 0.26, 'Shape noise per ellipticity component '
                    '(dimensionless).')
-flags.DEFINE_float('shift', lognormal.COSMOS_SHIFT, 'Lognormal shift λ '
+flags.DEFINE_float('shift', cosmology.COSMOS_SHIFT, 'Lognormal shift λ '
                    '(dimensionless); 0 for a Gaussian field.')
 flags.DEFINE_integer('seed', 0, 'Seed of the field, positions and noise.')
 flags.DEFINE_bool('small', False, 'The 4 deg² test footprint instead of the '

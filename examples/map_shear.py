@@ -379,14 +379,14 @@ def _load_clusters(shear_map):
 
 def _posterior_prior(shear_map):
   """The float32 prior chosen by --prior / --prior_path, checked against the map."""
-  from tfp_massmap import lognormal  # pylint: disable=g-import-not-at-top
+  from tfp_massmap import cosmology  # pylint: disable=g-import-not-at-top
   from tfp_massmap import priors  # pylint: disable=g-import-not-at-top
   n = shear_map.shear.shape[0]
   if FLAGS.prior_path:
     with _input_errors(f'--prior_path={FLAGS.prior_path}'):
       prior = priors.load_prior(pathlib.Path(FLAGS.prior_path))
   elif FLAGS.prior == 'gaussian':
-    ell, cl = lognormal.cosmos_convergence_cl()
+    ell, cl = cosmology.cosmos_convergence_cl()
     prior = priors.GaussianPrior.from_power_spectrum(
         ell, cl, n, shear_map.pixel_scale_arcmin)
   else:

@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tfp_massmap import cosmology
+
 from tfp_massmap import lensing
 from tfp_massmap import lognormal
 
@@ -178,7 +180,7 @@ def _without_nyquist_lines(x):
 
 def test_nyquist_convention_puts_the_odd_part_in_gamma1():
   # The first held-out lognormal_128 map (0.8 arcmin, test seed 4608).
-  field = lognormal.LognormalField(lognormal.COSMOS_SHIFT, 128, 0.8,
+  field = lognormal.LognormalField(cosmology.COSMOS_SHIFT, 128, 0.8,
                                    dtype=tf.float64)
   kappa = field.maps_from_seeds([4608])[0].astype(np.float64)
   shear = lensing.shear_from_convergence(kappa).numpy()

@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tfp_massmap import cosmology
+
 from tfp_massmap import lensing
 from tfp_massmap import lognormal
 from tfp_massmap import power_spectrum
@@ -16,7 +18,7 @@ NUM_MAPS = 64
 
 @pytest.fixture(scope='module')
 def field():
-  return lognormal.LognormalField(lognormal.COSMOS_SHIFT, N, PIX, dtype=tf.float64)
+  return lognormal.LognormalField(cosmology.COSMOS_SHIFT, N, PIX, dtype=tf.float64)
 
 
 @pytest.fixture(scope='module')
@@ -30,11 +32,11 @@ def _pooled_skewness(kappa):
 
 
 def test_shipped_table_has_provenance_and_cosmos_amplitude():
-  ell, cl = lognormal.cosmos_convergence_cl()
+  ell, cl = cosmology.cosmos_convergence_cl()
   assert ell.shape == cl.shape == (200,)
   np.testing.assert_allclose([ell[0], ell[-1]], [10.0, 1e5], rtol=1e-6)
   assert np.all(np.diff(ell) > 0) and np.all(cl > 0)
-  header = (lognormal.importlib.resources.files('tfp_massmap') / 'data' /
+  header = (cosmology.importlib.resources.files('tfp_massmap') / 'data' /
             'cl_kappa_cosmos.txt').read_text(encoding='utf-8')
   for word in ('pyccl', 'Cosmology', 'n(z)', 'Date', 'Command'):
     assert word in header
@@ -171,7 +173,7 @@ def test_invalid_arguments_raise():
 # --- the field's prior (tfp_massmap.priors.LognormalPrior) ---------------------
 
 
-def _small_field(shift=lognormal.COSMOS_SHIFT, n=6, dtype=tf.float64):
+def _small_field(shift=cosmology.COSMOS_SHIFT, n=6, dtype=tf.float64):
   return lognormal.LognormalField(shift, n, 4.0, dtype=dtype)
 
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfp_massmap import lognormal
+from tfp_massmap import cosmology
+
 from tfp_massmap import priors
 from tfp_massmap.score_network import ScoreNetwork
 
@@ -31,7 +32,7 @@ def _shear_map(n=16, pixel_scale_arcmin=0.8):
 
 
 def _gaussian(n=16, pixel_scale_arcmin=0.8, dtype=tf.float32):
-  ell, cl = lognormal.cosmos_convergence_cl()
+  ell, cl = cosmology.cosmos_convergence_cl()
   return priors.GaussianPrior.from_power_spectrum(ell, cl, n,
                                                   pixel_scale_arcmin,
                                                   dtype=dtype)

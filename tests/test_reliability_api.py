@@ -17,8 +17,8 @@ import tensorflow as tf
 
 import tfp_massmap as tm
 from tfp_massmap import catalog
+from tfp_massmap import cosmology
 from tfp_massmap import lensing
-from tfp_massmap import lognormal
 from tfp_massmap import sparse
 from tfp_massmap import wiener
 from tfp_massmap.priors import GaussianPrior
@@ -30,7 +30,7 @@ PIX = 0.8
 
 
 def _prior(n=N, dtype=tf.float32, pixel_scale_arcmin=PIX):
-  ell, cl = lognormal.cosmos_convergence_cl()
+  ell, cl = cosmology.cosmos_convergence_cl()
   return GaussianPrior.from_power_spectrum(ell, cl, n, pixel_scale_arcmin,
                                            dtype=dtype)
 

@@ -144,12 +144,12 @@ def test_load_score_network_rejects_other_models(tmp_path):
 
 
 def test_untrained_hybrid_prior_is_the_shipped_gaussian_prior(tmp_path):
-  from tfp_massmap import lognormal
+  from tfp_massmap import cosmology
   from tfp_massmap.priors import gaussian as gaussian_prior
   net = ScoreNetwork(depth=2, base_channels=8, seed=0, gaussian_pixel_scale_arcmin=0.8)
   x = tf.random.stateless_normal([3, 32, 32], seed=[1, 2]) * 0.03
   sigma = tf.constant([0.005, 0.05, 0.2])
-  ell, cl = lognormal.cosmos_convergence_cl()
+  ell, cl = cosmology.cosmos_convergence_cl()
   gauss = gaussian_prior.GaussianPrior.from_power_spectrum(ell, cl, 32, 0.8)
   np.testing.assert_allclose(net.denoise(x, sigma), gauss.denoise(x, sigma), atol=1e-7)
   np.testing.assert_allclose(net.score(x, sigma), gauss.score(x, sigma), rtol=1e-5,

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from tfp_massmap import cosmology
+
 from tfp_massmap import catalog
 from tfp_massmap import lognormal
 from tfp_massmap import synthetic_survey as ss
@@ -29,7 +31,7 @@ def _binned_ratio(cl_map, cl_model, lo, hi, width):
 
 def test_gaussian_field_has_the_table_spectrum():
   field = ss.SphericalLognormalField(None, nside=128)
-  ell, cl = lognormal.cosmos_convergence_cl()
+  ell, cl = cosmology.cosmos_convergence_cl()
   # The table interpolated in log-log at integer multipoles; none below 2.
   expected = np.exp(np.interp(np.log([100.0, 300.0]), np.log(ell), np.log(cl)))
   np.testing.assert_allclose(field.cl_target[[100, 300]], expected, rtol=1e-12)
@@ -55,11 +57,11 @@ def test_large_shift_is_the_gaussian_limit():
 
 def test_lognormal_field_spectrum_and_skewness():
   nside = 256
-  field = ss.SphericalLognormalField(lognormal.COSMOS_SHIFT, nside=nside)
+  field = ss.SphericalLognormalField(cosmology.COSMOS_SHIFT, nside=nside)
   assert field.clipped_fraction < 1e-5
   np.testing.assert_allclose(field.cl[2:], field.cl_target[2:], rtol=1e-3)
   kappa = field.sample(seed=1)
-  assert kappa.min() > -lognormal.COSMOS_SHIFT
+  assert kappa.min() > -cosmology.COSMOS_SHIFT
   cl_map = hp.anafast(kappa, lmax=2 * nside)
   ratios, errors = _binned_ratio(cl_map, field.cl, 16, 496, 32)
   # A lognormal field's band powers scatter more than a Gaussian's.
@@ -70,14 +72,14 @@ def test_lognormal_field_spectrum_and_skewness():
   assert kappa.var() == pytest.approx(field.variance, rel=0.03)
   assert stats.skew(kappa) == pytest.approx(field.skewness, rel=0.05)
   assert field.skewness > 0.5
-  flat = lognormal.LognormalField(lognormal.COSMOS_SHIFT, 256,
+  flat = lognormal.LognormalField(cosmology.COSMOS_SHIFT, 256,
                                   np.rad2deg(hp.nside2resol(nside)) * 60)
   assert field.skewness == pytest.approx(flat.skewness, rel=0.1)
   assert field.variance == pytest.approx(flat.variance, rel=0.15)
 
 
 def test_same_seed_same_map():
-  field = ss.SphericalLognormalField(lognormal.COSMOS_SHIFT, nside=32)
+  field = ss.SphericalLognormalField(cosmology.COSMOS_SHIFT, nside=32)
   np.testing.assert_array_equal(field.sample(3), field.sample(3))
   assert not np.array_equal(field.sample(3), field.sample(4))
 

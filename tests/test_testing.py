@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tfp_massmap import cosmology
+
 from tfp_massmap import lensing
 from tfp_massmap import likelihood
 from tfp_massmap import lognormal
@@ -79,7 +81,7 @@ def test_exact_posterior_denoising_closed_form():
   # Identity operator, uniform noise σ, no mask: per Fourier mode the mean is
   # S/(S + σ²) times the data and the variance S σ²/(S + σ²).
   n, sigma = 8, 0.02
-  ell, cl = lognormal.cosmos_convergence_cl()
+  ell, cl = cosmology.cosmos_convergence_cl()
   prior = gaussian_prior.GaussianPrior.from_power_spectrum(
       ell, cl, n, 4.0, dtype=tf.float64)
   spectrum = prior.spectrum.numpy()

@@ -63,7 +63,7 @@ def demo_problem(index=0, gaussian=False, noise_seed=0, survey_seed=0):
     raise ValueError(f'index must be >= 0, got {index!r}.')
   n, pix = DEMO_MAP_SIZE, DEMO_PIXEL_SCALE_ARCMIN
   n_train, n_val, _ = cosmology.lognormal_kappa_setting(n).split_sizes
-  field = lognormal.LognormalField(None if gaussian else lognormal.COSMOS_SHIFT,
+  field = lognormal.LognormalField(None if gaussian else cosmology.COSMOS_SHIFT,
                                    n, pix, dtype=tf.float64)
   truth = field.maps_from_seeds([n_train + n_val + int(index)])[0]
   obs = survey.cosmos_like_survey(n, pix, seed=survey_seed)

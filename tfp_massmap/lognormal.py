@@ -28,21 +28,8 @@ pixel variance and skewness of κ are
     σ² = λ² (e^{σ_g²} − 1),
     skewness = ⟨κ³⟩ / σ³ = (e^{σ_g²} + 2) √(e^{σ_g²} − 1) = 3 (σ/λ) + (σ/λ)³.
 
-The shift for COSMOS-like sources. ``COSMOS_SHIFT = 0.035``. In the
-lognormal model −λ is the smallest possible convergence, i.e. roughly the
-convergence of an empty beam, which is a few 10⁻² for sources at z ≈ 1–1.3
-(Hilbert, Hartlap & Schneider 2011, A&A 536, A85, who use the empty-beam
-minimum as the lognormal shift). The shift can instead be set from the
-one-point skewness (Xavier et al. 2016, MNRAS 459, 3693, from theory;
-Clerkin et al. 2017, MNRAS 466, 1444, fit lognormals to DES SV convergence
-maps), which is what is done here: within that range, λ was set so that the
-one-point skewness matches ray-traced N-body maps: κTNG maps weighted to the
-COSMOS n(z) at about 0.8 arcmin have skewness 1.9–2.6, pixel std about 0.023
-and minimum about −0.045. With the shipped C_ℓ table (pixel std 0.0235 on
-128² pixels of 0.8 arcmin) λ = 0.035 gives skewness 2.3 there (λ = 0.02 would
-give 5.1 and λ = 0.05 gives 1.5; on 360² pixels of 0.29 arcmin, pixel std
-0.0275, it gives 2.8); the floor −0.035 is a little above the N-body
-minimum, the usual compromise of a one-parameter lognormal model.
+The shift for COSMOS-like sources is ``cosmology.COSMOS_SHIFT`` (0.035);
+`tfp_massmap.cosmology` says how it was chosen.
 
 Whitened parametrisation. With z a white standard-normal map, g = S_g^{1/2} z
 with S_g^{1/2} = F⁻¹ diag(√P_g) F (F the 2-D DFT) is exactly the latent field,
@@ -55,43 +42,20 @@ dimensionless.
 """
 
 import contextlib
-import importlib.resources
-import io
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_massmap import _checks
+from tfp_massmap import cosmology
 from tfp_massmap import power_spectrum
 
 __all__ = [
-    'COSMOS_SHIFT',
     'LognormalField',
-    'cosmos_convergence_cl',
 ]
 
-COSMOS_SHIFT = 0.035
-_CL_TABLE = 'cl_kappa_cosmos.txt'
 _COMPLEX = {tf.float32: tf.complex64, tf.float64: tf.complex128}
-
-
-def cosmos_convergence_cl():
-  """The shipped ΛCDM convergence power spectrum of a COSMOS-like survey.
-
-  Made by ``scripts/make_cl_table.py`` (pyccl + CAMB, halofit, Planck 2015 /
-  IllustrisTNG cosmology, Smail n(z) with median redshift 1.2); the file
-  ``tfp_massmap/data/cl_kappa_cosmos.txt`` records the full provenance in
-  its header.
-
-  Returns:
-    (ell, cl): numpy float64 arrays, multipoles in rad⁻¹ (10 to 1e5,
-    log-spaced) and C_ℓ in sr.
-  """
-  text = importlib.resources.files('tfp_massmap').joinpath(
-      'data', _CL_TABLE).read_text(encoding='utf-8')
-  table = np.loadtxt(io.StringIO(text))
-  return table[:, 0], table[:, 1]
 
 
 def _mirror(grid):
@@ -128,7 +92,7 @@ class LognormalField:
 
   ```python
   field = tfp_massmap.LognormalField(
-      shift=tfp_massmap.lognormal.COSMOS_SHIFT, map_size=128,
+      shift=tfp_massmap.cosmology.COSMOS_SHIFT, map_size=128,
       pixel_scale_arcmin=0.8)          # shipped COSMOS-like C_ell table
   kappa = field.sample(16, seed=[1, 2])  # [16, 128, 128]
   field.skewness                         # one-point skewness of kappa
@@ -186,7 +150,7 @@ class LognormalField:
                          f'ell={"None" if ell is None else "array"} and '
                          f'cl={"None" if cl is None else "array"}.')
       if ell is None:
-        ell, cl = cosmos_convergence_cl()
+        ell, cl = cosmology.cosmos_convergence_cl()
       target = power_spectrum.power_spectrum_grid(ell, cl, n, pix, tf.float64).numpy()
 
     if shift is None:

@@ -37,8 +37,9 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
+from tfp_massmap import cosmology
+
 from tfp_massmap import lensing
-from tfp_massmap import lognormal
 from tfp_massmap import lognormal_posterior
 from tfp_massmap import metrics
 from tfp_massmap import posterior
@@ -97,7 +98,7 @@ class EstimatorOptions:
     ks_smoothing_arcmin: Gaussian smoothing std of the Kaiser-Squires map
       (arcmin); 0 for none.
     gaussian_prior: the `GaussianPrior` of ``wiener`` and ``mcalens``;
-      None: the shipped ΛCDM spectrum (`lognormal.cosmos_convergence_cl`)
+      None: the shipped ΛCDM spectrum (`cosmology.cosmos_convergence_cl`)
       at the map's size and pixel scale, in float64.
     sparse_threshold_sigma: ``sparse`` and ``mcalens`` thresholds in units
       of the noise std per starlet scale.
@@ -183,7 +184,7 @@ def _as_float64(shear_map):
 def _gaussian_prior(shear_map, options):
   if options.gaussian_prior is not None:
     return options.gaussian_prior
-  ell, cl = lognormal.cosmos_convergence_cl()
+  ell, cl = cosmology.cosmos_convergence_cl()
   return priors.GaussianPrior.from_power_spectrum(
       ell, cl, int(shear_map.mask.shape[-1]), shear_map.pixel_scale_arcmin,
       dtype=tf.float64)

@@ -51,6 +51,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfp_massmap import cosmology
+
 from tfp_massmap import _checks
 
 __all__ = [
@@ -164,7 +166,7 @@ class ScoreNetwork(keras.Model):
     gaussian_pixel_scale_arcmin: pixel side (arcmin) of the maps the network
       will see; when set, the network is a hybrid prior whose skip term is
       the Gaussian denoiser with the shipped ΛCDM spectrum
-      (`lognormal.cosmos_convergence_cl`) at that pixel scale. None: the
+      (`cosmology.cosmos_convergence_cl`) at that pixel scale. None: the
       plain EDM skip term.
     pixel_scale_arcmin: pixel side (arcmin) of the maps the prior was
       trained on, hence is valid at (`sample_posterior` refuses data at
@@ -319,8 +321,7 @@ class ScoreNetwork(keras.Model):
                        '(gaussian_pixel_scale_arcmin is None).')
     if n not in self._gaussian_priors:
       from tfp_massmap.priors import gaussian as gaussian_prior  # pylint: disable=g-import-not-at-top
-      from tfp_massmap import lognormal  # pylint: disable=g-import-not-at-top
-      ell, cl = lognormal.cosmos_convergence_cl()
+      ell, cl = cosmology.cosmos_convergence_cl()
       with tf.init_scope():
         self._gaussian_priors[n] = gaussian_prior.GaussianPrior.from_power_spectrum(
             ell, cl, n, self.gaussian_pixel_scale_arcmin, dtype=self.compute_dtype)

@@ -84,6 +84,8 @@ import warnings
 from distributed.diagnostics import plugin as dask_plugin
 import numpy as np
 
+from tfp_massmap import cosmology
+
 from tfp_massmap import catalog as catalog_lib
 from tfp_massmap import metrics
 from tfp_massmap import outputs
@@ -295,10 +297,9 @@ def _worker_prior(spec, npix, pixel_scale_arcmin):
   """The prior of ``spec``, loaded once per process and reused."""
   key = (spec, npix, pixel_scale_arcmin)
   if key not in _worker_priors:
-    from tfp_massmap import lognormal  # pylint: disable=g-import-not-at-top
     from tfp_massmap import priors  # pylint: disable=g-import-not-at-top
     if spec == 'gaussian':
-      ell, cl = lognormal.cosmos_convergence_cl()
+      ell, cl = cosmology.cosmos_convergence_cl()
       _worker_priors[key] = priors.GaussianPrior.from_power_spectrum(
           ell, cl, npix, pixel_scale_arcmin)
     else:

@@ -7,7 +7,7 @@ Convergence. `SphericalLognormalField` is the curved-sky analogue of
 
 with g a zero-mean isotropic Gaussian field on the sphere whose spectrum is
 chosen so that κ has the target spectrum C_ℓ (by default the shipped
-`lognormal.cosmos_convergence_cl` table with shift `lognormal.COSMOS_SHIFT`).
+`cosmology.cosmos_convergence_cl` table with shift `cosmology.COSMOS_SHIFT`).
 On the flat grid the correlation functions are FFTs of the spectra; on the
 sphere they are Legendre series,
 
@@ -51,10 +51,11 @@ import healpy as hp
 import numpy as np
 from scipy import special
 
+from tfp_massmap import cosmology
+
 from tfp_massmap import _checks
 from tfp_massmap import catalog as catalog_lib
 from tfp_massmap import curved_sky
-from tfp_massmap import lognormal
 from tfp_massmap import sky
 
 __all__ = [
@@ -165,7 +166,7 @@ class SphericalLognormalField:
   #### Examples
 
   ```python
-  field = SphericalLognormalField(lognormal.COSMOS_SHIFT, nside=512)
+  field = SphericalLognormalField(cosmology.COSMOS_SHIFT, nside=512)
   kappa = field.sample(seed=1)    # HEALPix map, RING, 12 * 512**2 pixels
   field.skewness                  # one-point skewness of kappa
   ```
@@ -180,7 +181,7 @@ class SphericalLognormalField:
       nside: HEALPix NSIDE of the sampled maps (a power of 2).
       lmax: band limit of the latent field; default 3 NSIDE − 1.
       ell, cl: a C_ℓ table (rad⁻¹, sr), given together; default the shipped
-        `lognormal.cosmos_convergence_cl()`.
+        `cosmology.cosmos_convergence_cl()`.
 
     Raises:
       ValueError: for a bad NSIDE, lmax, table or shift, including a shift too
@@ -195,7 +196,7 @@ class SphericalLognormalField:
     if (ell is None) != (cl is None):
       raise ValueError('ell and cl must be given together.')
     if ell is None:
-      ell, cl = lognormal.cosmos_convergence_cl()
+      ell, cl = cosmology.cosmos_convergence_cl()
     if shift is not None:
       shift = _checks.positive_scalar(shift, 'shift')
     self._shift = shift
@@ -450,7 +451,7 @@ def shear_catalog(ra, dec, gamma1, gamma2, sigma_e, seed):
 
 def make_synthetic_survey(nside=2048, footprint=DEFAULT_FOOTPRINT,
                           density_arcmin2=20.0, sigma_e=0.26,
-                          shift=lognormal.COSMOS_SHIFT, lmax=None, seed=0):
+                          shift=cosmology.COSMOS_SHIFT, lmax=None, seed=0):
   """A lognormal convergence field on the sphere, its shear and a catalogue.
 
   Args:

@@ -13,6 +13,8 @@ about a second).
 import numpy as np
 import tensorflow as tf
 
+from tfp_massmap import cosmology
+
 from tfp_massmap import _checks
 from tfp_massmap import lensing
 from tfp_massmap import likelihood
@@ -114,7 +116,7 @@ def gaussian_problem(n, pixel_scale_arcmin, seed, *, noise_ramp=(0.7, 2.0),
   """COSMOS-like shear data of a Gaussian truth, with its prior.
 
   The prior is the `GaussianPrior` of the shipped ΛCDM C_ℓ
-  (`lognormal.cosmos_convergence_cl`) on an N×N grid of
+  (`cosmology.cosmos_convergence_cl`) on an N×N grid of
   ``pixel_scale_arcmin`` pixels. The survey is
   `survey.cosmos_like_survey(n, pixel_scale_arcmin, seed=seed)` (tilted
   footprint, star holes, Poisson galaxy counts), with its noise std
@@ -136,7 +138,7 @@ def gaussian_problem(n, pixel_scale_arcmin, seed, *, noise_ramp=(0.7, 2.0),
     numpy) and the `GaussianPrior` (``dtype``, with its pixel scale).
   """
   dtype = _checks.float_dtype(dtype, 'dtype')
-  ell, cl = lognormal.cosmos_convergence_cl()
+  ell, cl = cosmology.cosmos_convergence_cl()
   prior64 = gaussian_prior_lib.GaussianPrior.from_power_spectrum(
       ell, cl, n, pixel_scale_arcmin, dtype=tf.float64)
   data = survey.cosmos_like_survey(n, pixel_scale_arcmin, seed=seed)

@@ -36,12 +36,12 @@ class LognormalKappaConfig(tfds.core.BuilderConfig):
   """
   map_size: int = 128
   pixel_scale_arcmin: float = 0.8
-  shift: float | None = lognormal.COSMOS_SHIFT
+  shift: float | None = cosmology.COSMOS_SHIFT
   split_sizes: tuple[int, int, int] = (4096, 512, 512)
 
 
 def _config(kind, map_size, pixel_scale_arcmin, split_sizes):
-  shift = lognormal.COSMOS_SHIFT if kind == 'lognormal' else None
+  shift = cosmology.COSMOS_SHIFT if kind == 'lognormal' else None
   field = (f'lognormal field (shift {shift})' if shift else
            'Gaussian field with the same power spectrum')
   return LognormalKappaConfig(
