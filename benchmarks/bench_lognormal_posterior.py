@@ -52,7 +52,6 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_massmap import cosmology
-
 from tfp_massmap import lensing
 from tfp_massmap import lognormal
 from tfp_massmap import metrics

@@ -30,7 +30,6 @@ import numpy as np
 import tensorflow as tf
 
 from tfp_massmap import cosmology
-
 from tfp_massmap import demo
 from tfp_massmap import lognormal
 from tfp_massmap import pipeline

@@ -25,7 +25,6 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_massmap import cosmology
-
 from tfp_massmap import lognormal
 from tfp_massmap import posterior
 from tfp_massmap import priors

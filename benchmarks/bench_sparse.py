@@ -23,7 +23,6 @@ import numpy as np
 import tensorflow as tf
 
 from tfp_massmap import cosmology
-
 from tfp_massmap import lensing
 from tfp_massmap import likelihood
 from tfp_massmap import lognormal

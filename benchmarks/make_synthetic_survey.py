@@ -37,7 +37,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tfp_massmap import cosmology
-
 from tfp_massmap import outputs
 from tfp_massmap import synthetic_survey
 

@@ -5,7 +5,6 @@ import pytest
 import tensorflow as tf
 
 from tfp_massmap import cosmology
-
 from tfp_massmap import lensing
 from tfp_massmap import lognormal
 

@@ -7,7 +7,6 @@ import pytest
 import tensorflow as tf
 
 from tfp_massmap import cosmology
-
 from tfp_massmap import priors
 from tfp_massmap.score_network import ScoreNetwork
 

@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from tfp_massmap import cosmology
-
 from tfp_massmap import catalog
+from tfp_massmap import cosmology
 from tfp_massmap import lognormal
 from tfp_massmap import synthetic_survey as ss
 

@@ -52,6 +52,7 @@ from tfp_massmap import cosmology
 from tfp_massmap import power_spectrum
 
 __all__ = [
+    'one_point_moments',
     'LognormalField',
 ]
 
@@ -76,6 +77,23 @@ def _check_power_grid(grid, n):
                      f'of a real field); largest asymmetry {asym:.3g} for a '
                      f'largest value {scale:.3g}.')
   return grid
+
+
+def one_point_moments(shift, latent_variance):
+  """Pixel variance and skewness of κ = λ (exp(g − σ_g²/2) − 1).
+
+  Args:
+    shift: the shift λ (dimensionless), or None for the Gaussian field g.
+    latent_variance: the one-point variance σ_g² of the latent field g.
+
+  Returns:
+    (variance, skewness) floats: λ² (e^{σ_g²} − 1) and
+    (e^{σ_g²} + 2) √(e^{σ_g²} − 1); (σ_g², 0) when ``shift`` is None.
+  """
+  if shift is None:
+    return float(latent_variance), 0.0
+  w = float(np.expm1(latent_variance))
+  return shift**2 * w, float((w + 3.0) * np.sqrt(w))
 
 
 class LognormalField:
@@ -245,17 +263,12 @@ class LognormalField:
   @property
   def variance(self):
     """One-point (pixel) variance of κ, λ² (e^{σ_g²} − 1) (float)."""
-    if self._shift is None:
-      return self._latent_variance
-    return self._shift**2 * float(np.expm1(self._latent_variance))
+    return one_point_moments(self._shift, self._latent_variance)[0]
 
   @property
   def skewness(self):
     """One-point skewness ⟨κ³⟩/σ³ = (e^{σ_g²} + 2)√(e^{σ_g²} − 1); 0 if Gaussian."""
-    if self._shift is None:
-      return 0.0
-    w = float(np.expm1(self._latent_variance))
-    return float((w + 3.0) * np.sqrt(w))
+    return one_point_moments(self._shift, self._latent_variance)[1]
 
   @property
   def clipped_fraction(self):

@@ -38,7 +38,6 @@ import numpy as np
 import tensorflow as tf
 
 from tfp_massmap import cosmology
-
 from tfp_massmap import lensing
 from tfp_massmap import lognormal_posterior
 from tfp_massmap import metrics

@@ -51,9 +51,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfp_massmap import cosmology
-
 from tfp_massmap import _checks
+from tfp_massmap import cosmology
 
 __all__ = [
     'ScoreNetwork',

@@ -84,9 +84,8 @@ import warnings
 from distributed.diagnostics import plugin as dask_plugin
 import numpy as np
 
-from tfp_massmap import cosmology
-
 from tfp_massmap import catalog as catalog_lib
+from tfp_massmap import cosmology
 from tfp_massmap import metrics
 from tfp_massmap import outputs
 from tfp_massmap import pipeline

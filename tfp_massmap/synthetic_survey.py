@@ -51,11 +51,11 @@ import healpy as hp
 import numpy as np
 from scipy import special
 
-from tfp_massmap import cosmology
-
 from tfp_massmap import _checks
 from tfp_massmap import catalog as catalog_lib
+from tfp_massmap import cosmology
 from tfp_massmap import curved_sky
+from tfp_massmap import lognormal
 from tfp_massmap import sky
 
 __all__ = [
@@ -266,17 +266,12 @@ class SphericalLognormalField:
   @property
   def variance(self):
     """One-point variance of κ, λ² (e^{σ_g²} − 1) (float)."""
-    if self._shift is None:
-      return self._latent_variance
-    return self._shift**2 * float(np.expm1(self._latent_variance))
+    return lognormal.one_point_moments(self._shift, self._latent_variance)[0]
 
   @property
   def skewness(self):
     """One-point skewness (e^{σ_g²} + 2)√(e^{σ_g²} − 1); 0 if Gaussian."""
-    if self._shift is None:
-      return 0.0
-    w = float(np.expm1(self._latent_variance))
-    return float((w + 3.0) * np.sqrt(w))
+    return lognormal.one_point_moments(self._shift, self._latent_variance)[1]
 
   @property
   def clipped_fraction(self):

@@ -13,9 +13,8 @@ about a second).
 import numpy as np
 import tensorflow as tf
 
-from tfp_massmap import cosmology
-
 from tfp_massmap import _checks
+from tfp_massmap import cosmology
 from tfp_massmap import lensing
 from tfp_massmap import likelihood
 from tfp_massmap import lognormal
