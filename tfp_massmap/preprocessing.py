@@ -283,9 +283,13 @@ def training_pipeline(dataset, map_size, pixel_scale_arcmin, seed,
     # Input pixels needed for map_size output pixels, plus one for the
     # window's sub-pixel position.
     window = tf.cast(tf.math.ceil(map_size * target / source), tf.int32) + 1
-    tf.debugging.assert_less_equal(
+    too_small = tf.debugging.assert_less_equal(
         window - 1, n, message=(
             f'input maps are smaller than {map_size} pixels of {target} arcmin'))
+    # The check must run before any op that would fail on a small map with a
+    # less readable error (the crops); tf.data does not order them otherwise.
+    with tf.control_dependencies([too_small]):
+      kappa = tf.identity(kappa)
     kappa = _crop(kappa, n, tf.minimum(window, n), window_seed)
     kappa = resample_to_pixel_scale(kappa, source, target)
     kappa = random_crop(kappa, map_size, crop_seed)
