@@ -23,6 +23,7 @@ Example:
 
 import dataclasses
 import json
+import os
 
 from absl import app
 from absl import flags
@@ -34,6 +35,8 @@ from tfp_massmap import demo
 from tfp_massmap import lognormal
 from tfp_massmap import pipeline
 from tfp_massmap import priors
+from tfp_massmap import wiener
+from tfp_massmap.shear_map import as_shear_map
 from tfp_massmap.mcmc import GeometricSchedule
 
 flags.DEFINE_integer('num_maps', 20, 'Held-out test maps.')
@@ -53,6 +56,11 @@ flags.DEFINE_integer('exact_results', 200, 'Exact-posterior results per chain.')
 flags.DEFINE_integer('exact_burnin', 300, 'Exact-posterior burn-in steps.')
 flags.DEFINE_bool('classical', False, 'Also run the sparse, TV and MCALens-like maps.')
 flags.DEFINE_string('output', None, 'Optional JSON file for per-map results.')
+flags.DEFINE_string('samples_dir', None,
+                    'Optional folder for one .npz per map: truth, mask, noise_std, the '
+                    'KS and Wiener maps, the learned-posterior samples and as many exact '
+                    'Gaussian-posterior (Wiener) samples; read by '
+                    'benchmarks/bench_statistics.py.')
 
 FLAGS = flags.FLAGS
 
@@ -121,6 +129,8 @@ def main(argv):
           if name == 'posterior' else entry['seconds'])
     rows.append(row)
     print(json.dumps(row), flush=True)
+    if FLAGS.samples_dir:
+      _save_samples(index, shear_map, truth, results, gauss)
     if FLAGS.output:  # After each map: a stopped run keeps its maps.
       with open(FLAGS.output, 'w', encoding='utf-8') as f:
         json.dump(rows, f, indent=2)
@@ -131,6 +141,27 @@ def main(argv):
       for key, value in other[row['index']].items():
         row.setdefault(key, value)
   _print_table(rows)
+
+
+def _save_samples(index, shear_map, truth, results, gauss):
+  """Writes one map's truth, data summary and samples (float32) to an .npz."""
+  arrays = {'truth': np.asarray(truth, np.float32),
+            'mask': np.asarray(shear_map.mask, np.float32),
+            'noise_std': np.asarray(shear_map.noise_std, np.float32),
+            'pixel_scale_arcmin': np.float64(shear_map.pixel_scale_arcmin)}
+  for name, result in results.items():
+    arrays[f'kappa_{name}'] = np.asarray(result.kappa, np.float32)
+  if 'posterior' in results:
+    arrays['samples_posterior'] = np.asarray(
+        results['posterior'].posterior.samples, np.float32)
+    gaussian = wiener.gaussian_posterior_samples(
+        as_shear_map(shear_map, dtype=tf.float64), prior=gauss,
+        num_samples=FLAGS.num_samples, seed=(index, 11))
+    arrays['samples_wiener'] = np.asarray(gaussian.samples, np.float32)
+  os.makedirs(FLAGS.samples_dir, exist_ok=True)
+  path = os.path.join(FLAGS.samples_dir, f'map_{index:04d}.npz')
+  np.savez_compressed(path + '.partial.npz', **arrays)
+  os.replace(path + '.partial.npz', path)
 
 
 def _mean_se(values):
