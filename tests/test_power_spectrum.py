@@ -120,3 +120,44 @@ def test_binned_power_inside_a_compiled_function():
       input_signature=[tf.TensorSpec([None, 32, 32], tf.float32)])
   eager = power_spectrum.measure_power_spectrum(x, PIXEL_ARCMIN, edges)[1]
   np.testing.assert_allclose(compiled(x).numpy(), eager.numpy(), rtol=1e-6)
+
+
+def test_cross_spectrum_of_a_map_with_itself_is_its_power_spectrum():
+  x = np.random.default_rng(4).normal(size=(3, 32, 32))
+  edges = power_spectrum.default_ell_edges(32, PIXEL_ARCMIN, n_bins=8)
+  ell, auto = power_spectrum.measure_power_spectrum(x, PIXEL_ARCMIN, edges)
+  ell_x, cross = power_spectrum.measure_cross_spectrum(x, x, PIXEL_ARCMIN,
+                                                       edges)
+  np.testing.assert_array_equal(ell_x, ell)
+  np.testing.assert_allclose(cross.numpy(), auto.numpy(), rtol=1e-12)
+
+
+def test_cross_spectrum_is_the_polarisation_of_the_power_spectrum():
+  # Re(â conj(b̂)) = (|â + b̂|² − |â − b̂|²) / 4 mode by mode, hence per bin;
+  # the samples [4, N, N] broadcast against one map [N, N].
+  rng = np.random.default_rng(5)
+  a = rng.normal(size=(4, 40, 40))
+  b = 0.2 * rng.normal(size=(40, 40)) + a[0]
+  edges = power_spectrum.default_ell_edges(40, PIXEL_ARCMIN, n_bins=6)
+  _, cross = power_spectrum.measure_cross_spectrum(a, b, PIXEL_ARCMIN, edges)
+  _, plus = power_spectrum.measure_power_spectrum(a + b, PIXEL_ARCMIN, edges)
+  _, minus = power_spectrum.measure_power_spectrum(a - b, PIXEL_ARCMIN, edges)
+  assert cross.shape == (4, 6)
+  plus, minus = plus.numpy(), minus.numpy()
+  np.testing.assert_allclose(cross.numpy(), (plus - minus) / 4., rtol=1e-10,
+                             atol=1e-12 * plus.max())
+  # b is the first sample plus 20 % noise: their cross spectrum is close to
+  # that sample's power spectrum (sign and normalisation).
+  _, auto = power_spectrum.measure_power_spectrum(a[0], PIXEL_ARCMIN, edges)
+  np.testing.assert_allclose(cross.numpy()[0], auto.numpy(), rtol=0.3)
+
+
+def test_cross_spectrum_refuses_maps_of_different_shape_or_dtype():
+  a = np.zeros((16, 16), np.float32)
+  with pytest.raises(ValueError, match=r'kappa_a has map shape \(16, 16\) but '
+                     r'kappa_b has map shape \(18, 18\)'):
+    power_spectrum.measure_cross_spectrum(a, np.zeros((18, 18), np.float32),
+                                          PIXEL_ARCMIN)
+  with pytest.raises(ValueError, match='kappa_b has dtype float64 but kappa_a '
+                     'has dtype float32; cast kappa_b to float32'):
+    power_spectrum.measure_cross_spectrum(a, np.zeros((16, 16)), PIXEL_ARCMIN)

@@ -9,8 +9,9 @@ with angular power spectrum P(ℓ) (the flat-sky C_ℓ, units of sr = rad²)
 so the pixel covariance S of the map is diagonal in this basis, with
 eigenvalues ``P(ℓ_k) / Δ²`` (dimensionless). ``power_spectrum_grid`` builds
 these eigenvalues from a theory table; ``measure_power_spectrum`` inverts the
-relation on maps, in ℓ bins. Multipoles ℓ are in rad⁻¹ and follow from the
-pixel scale in arcmin. The k = 0 mode (the map mean) is not constrained by
+relation on maps, in ℓ bins, and ``measure_cross_spectrum`` does the same for
+Re(κ̂_a conj(κ̂_b)) of two sets of maps. Multipoles ℓ are in rad⁻¹ and follow
+from the pixel scale in arcmin. The k = 0 mode (the map mean) is not constrained by
 shear (mass-sheet degeneracy) and gets eigenvalue 0.
 """
 
@@ -24,6 +25,7 @@ from tfp_massmap import _checks
 from tfp_massmap import lensing
 
 __all__ = [
+    'measure_cross_spectrum',
     'measure_power_spectrum',
     'power_spectrum_grid',
     'default_ell_edges',
@@ -87,6 +89,54 @@ def _mode_bins(n, pixel_scale_arcmin, ell_edges):
   return segment, ell_mean, inverse_counts
 
 
+def _binned_spectrum(kappa, other, pixel_scale_arcmin, ell_edges, n_bins):
+  """Per-bin mean of Re(κ̂_a conj(κ̂_b)) Δ² / N², the shared core of the spectra.
+
+  Args:
+    kappa: float tensor ``[..., N, N]``.
+    other: None (auto spectrum) or a tensor of the same dtype and map shape,
+      leading axes broadcasting with those of ``kappa``.
+    pixel_scale_arcmin, ell_edges, n_bins: as in `measure_power_spectrum`.
+
+  Returns:
+    (ell, power) as in `measure_power_spectrum`.
+  """
+  dtype = _checks.float_dtype(kappa.dtype, 'kappa dtype')
+  n = _checks.square_map_shape(kappa.shape, 'kappa')
+  pix = _checks.positive_scalar(pixel_scale_arcmin, 'pixel_scale_arcmin', 'arcmin')
+  if ell_edges is None:
+    ell_edges = default_ell_edges(n, pix, n_bins)
+  ell_edges = np.asarray(ell_edges, dtype=np.float64)
+  if ell_edges.ndim != 1 or ell_edges.size < 2 or np.any(np.diff(ell_edges) <= 0):
+    raise ValueError(f'ell_edges must be a 1-D increasing array of >= 2 edges, '
+                     f'got {ell_edges!r}.')
+  segment, ell_mean, inverse_counts = _mode_bins(
+      n, pix, tuple(ell_edges.tolist()))
+  n_b = ell_edges.size - 1
+
+  delta = pix * lensing.ARCMIN_TO_RAD
+  complex_dtype = tf.complex64 if dtype == tf.float32 else tf.complex128
+  spec = tf.signal.fft2d(tf.cast(kappa, complex_dtype))
+  if other is None:
+    product = tf.square(tf.math.real(spec)) + tf.square(tf.math.imag(spec))
+  else:
+    spec_b = tf.signal.fft2d(tf.cast(other, complex_dtype))
+    product = (tf.math.real(spec) * tf.math.real(spec_b) +
+               tf.math.imag(spec) * tf.math.imag(spec_b))
+  batch_shape = tf.shape(product)[:-2]
+  # Segment sums run over the leading axis (modes first, maps second), in
+  # float64: a float32 running sum over ~10⁵ modes would lose ~10⁻⁵.
+  modes_first = tf.transpose(tf.reshape(tf.cast(product, tf.float64),
+                                        [-1, n * n]))
+  sums = tf.math.unsorted_segment_sum(
+      modes_first, tf.constant(segment), n_b + 1)[:n_b]
+  power = tf.transpose(sums) * tf.constant(
+      inverse_counts * delta**2 / n**2, tf.float64)
+  power = tf.reshape(tf.cast(power, dtype),
+                     tf.concat([batch_shape, [n_b]], axis=0))
+  return ell_mean.copy(), power
+
+
 def measure_power_spectrum(kappa, pixel_scale_arcmin, ell_edges=None,
                            n_bins=20, name=None):
   """Binned angular power spectrum of maps ``[..., N, N]``.
@@ -111,36 +161,49 @@ def measure_power_spectrum(kappa, pixel_scale_arcmin, ell_edges=None,
     ``[..., n_bins]`` (NaN for a bin with no mode).
   """
   with tf.name_scope(name or 'measure_power_spectrum'):
-    kappa = tf.convert_to_tensor(kappa)
-    dtype = _checks.float_dtype(kappa.dtype, 'kappa dtype')
-    n = _checks.square_map_shape(kappa.shape, 'kappa')
-    pix = _checks.positive_scalar(pixel_scale_arcmin, 'pixel_scale_arcmin', 'arcmin')
-    if ell_edges is None:
-      ell_edges = default_ell_edges(n, pix, n_bins)
-    ell_edges = np.asarray(ell_edges, dtype=np.float64)
-    if ell_edges.ndim != 1 or ell_edges.size < 2 or np.any(np.diff(ell_edges) <= 0):
-      raise ValueError(f'ell_edges must be a 1-D increasing array of >= 2 edges, '
-                       f'got {ell_edges!r}.')
-    segment, ell_mean, inverse_counts = _mode_bins(
-        n, pix, tuple(ell_edges.tolist()))
-    n_b = ell_edges.size - 1
+    return _binned_spectrum(tf.convert_to_tensor(kappa), None,
+                            pixel_scale_arcmin, ell_edges, n_bins)
 
-    delta = pix * lensing.ARCMIN_TO_RAD
-    complex_dtype = tf.complex64 if dtype == tf.float32 else tf.complex128
-    spec = tf.signal.fft2d(tf.cast(kappa, complex_dtype))
-    mod2 = tf.square(tf.math.real(spec)) + tf.square(tf.math.imag(spec))
-    batch_shape = tf.shape(mod2)[:-2]
-    # Segment sums run over the leading axis (modes first, maps second), in
-    # float64: a float32 running sum over ~10⁵ modes would lose ~10⁻⁵.
-    modes_first = tf.transpose(tf.reshape(tf.cast(mod2, tf.float64),
-                                          [-1, n * n]))
-    sums = tf.math.unsorted_segment_sum(
-        modes_first, tf.constant(segment), n_b + 1)[:n_b]
-    power = tf.transpose(sums) * tf.constant(
-        inverse_counts * delta**2 / n**2, tf.float64)
-    power = tf.reshape(tf.cast(power, dtype),
-                       tf.concat([batch_shape, [n_b]], axis=0))
-    return ell_mean.copy(), power
+
+def measure_cross_spectrum(kappa_a, kappa_b, pixel_scale_arcmin,
+                           ell_edges=None, n_bins=20, name=None):
+  """Binned angular cross spectrum of two sets of maps ``[..., N, N]``.
+
+  The per-bin mean of Re(κ̂_a,k conj(κ̂_b,k)) Δ² / N², with the bins,
+  normalisation and edge rules of `measure_power_spectrum`; for
+  ``kappa_b = kappa_a`` it is that function's power spectrum. With the
+  auto spectra, r(ℓ) = P_ab / √(P_aa P_bb) is the correlation coefficient
+  per bin (1 for identical maps, ≈ 0 for independent ones).
+
+  Args:
+    kappa_a: float tensor ``[..., N, N]``.
+    kappa_b: float tensor of the same dtype and map shape; leading axes
+      broadcast with those of ``kappa_a`` (e.g. samples ``[S, N, N]``
+      against one truth ``[N, N]``).
+    pixel_scale_arcmin: pixel side in arcmin.
+    ell_edges: bin edges in rad⁻¹ (increasing); defaults to
+      ``default_ell_edges(N, pixel_scale_arcmin, n_bins)``.
+    n_bins: number of log bins when ``ell_edges`` is None.
+    name: optional name scope.
+
+  Returns:
+    (ell, cross): ``ell`` the mean ℓ of the modes in each bin (rad⁻¹, numpy
+    ``[n_bins]``), ``cross`` the cross spectrum (sr) per bin, a tensor
+    ``[..., n_bins]`` with the broadcast leading axes (NaN for a bin with
+    no mode).
+
+  Raises:
+    ValueError: if the two map shapes or dtypes differ, or as
+      `measure_power_spectrum`.
+  """
+  with tf.name_scope(name or 'measure_cross_spectrum'):
+    kappa_a = tf.convert_to_tensor(kappa_a)
+    _checks.same_float_dtype(kappa_b, kappa_a.dtype, 'kappa_b', 'kappa_a')
+    kappa_b = tf.convert_to_tensor(kappa_b, kappa_a.dtype)
+    _checks.square_map_shape(kappa_b.shape, 'kappa_b')
+    _checks.same_map_shape(kappa_a.shape, kappa_b.shape, 'kappa_a', 'kappa_b')
+    return _binned_spectrum(kappa_a, kappa_b, pixel_scale_arcmin, ell_edges,
+                            n_bins)
 
 
 def power_spectrum_grid(ell, cl, n, pixel_scale_arcmin, dtype=tf.float32):
