@@ -127,21 +127,50 @@ def test_edge_weight_refuses_bad_sizes(npix, margin, match):
 # --- Planning ----------------------------------------------------------------
 
 
-def test_tile_nside_is_the_smallest_that_fits():
-  nside = tiling.tile_nside(NPIX, PIX_ARCMIN, MARGIN)
-  half_width = np.deg2rad(((NPIX - 1) / 2 - MARGIN) * PIX_ARCMIN / 60)
-  assert tiling._max_square_radius(nside) <= half_width
-  assert tiling._max_square_radius(nside - 1) > half_width
-  # Random points of the sphere lie in the interior of their pixel's tile.
+def _in_interior(tile, ra, dec):
+  cols, rows = tiling._tile_pixel_coords(tile, ra, dec)
+  lo, hi = MARGIN, NPIX - 1 - MARGIN
+  return (cols >= lo) & (cols <= hi) & (rows >= lo) & (rows <= hi)
+
+
+def test_every_point_of_the_sphere_is_in_the_interior_of_its_cells_tile():
+  layout = tiling.tile_layout(NPIX, PIX_ARCMIN, MARGIN)
   rng = np.random.default_rng(1)
-  ra = rng.uniform(0, 360, 20000)
-  dec = np.rad2deg(np.arcsin(rng.uniform(-1, 1, 20000)))
-  pix = hp.ang2pix(nside, ra, dec, lonlat=True)
-  ra0, dec0 = hp.pix2ang(nside, pix, lonlat=True)
-  for i in range(ra.size):
-    tile = tiling.Tile(int(pix[i]), ra0[i], dec0[i], NPIX, PIX_ARCMIN, MARGIN)
-    cols, rows = tiling._tile_pixel_coords(tile, ra[i], dec[i])
-    assert MARGIN <= cols <= NPIX - 1 - MARGIN and MARGIN <= rows <= NPIX - 1 - MARGIN
+  ra = rng.uniform(0, 360, 200000)
+  dec = np.rad2deg(np.arcsin(rng.uniform(-1, 1, 200000)))
+  # The poles, cell corners and band edges, where a layout would fail first.
+  edges = layout.dec_edges_deg
+  ra = np.concatenate([ra, [0.0, 123.0], np.repeat(360.0 / layout.num_ra[1:-1], 2),
+                       np.zeros(2 * edges.size)])
+  dec = np.concatenate([dec, [90.0, -90.0], np.repeat(edges[2:-1], 2) - [1e-9, -1e-9] * (
+      edges.size - 3), np.repeat(edges, 2) + np.tile([-1e-9, 1e-9], edges.size)])
+  dec = np.clip(dec, -90, 90)
+  index = layout.index_of(ra, dec)
+  assert index.min() >= 0 and index.max() < layout.num_tiles
+  for i in np.unique(index):
+    assert _in_interior(layout.tile(i), ra[index == i], dec[index == i]).all(), i
+
+
+def test_layout_covers_the_sphere_about_twice_and_refuses_bad_indices():
+  layout = tiling.tile_layout(128, 0.8, 16)
+  tile_area_deg2 = (128 * 0.8 / 60)**2
+  redundancy = layout.num_tiles * tile_area_deg2 / (4 * np.pi * np.rad2deg(1)**2)
+  # (128/96)² for the margins times the cells' partial fill of the interior.
+  assert (128 / 96)**2 < redundancy < 1.15 * (128 / 96)**2
+  with pytest.raises(ValueError, match='tile index -1 is outside this layout'):
+    layout.tile(-1)
+  with pytest.raises(ValueError, match='expected at most 60 deg'):
+    tiling.tile_layout(64, 120.0, 0)
+
+
+def test_galaxies_near_tiles_matches_a_brute_force_search():
+  ra, dec = _disc((150.0, 80.0), 1.5, 3000)
+  tiles = tiling.plan_tiles(ra, dec, npix=NPIX, pixel_scale_arcmin=PIX_ARCMIN,
+                            overlap_pix=MARGIN, min_fill=0.0)
+  for tile, members in zip(tiles, tiling.galaxies_near_tiles(ra, dec, tiles)):
+    cos_angle = sky.unit_vectors(ra, dec) @ sky.unit_vectors(*tile.center)
+    expected = np.flatnonzero(cos_angle >= np.cos(tiling._corner_radius(tile) * (1 + 1e-6)))
+    np.testing.assert_array_equal(members, expected)
 
 
 @pytest.mark.parametrize('pixel_scale, nside', [(0.8, 4096), (1.7, 2048),
@@ -155,23 +184,21 @@ def test_every_galaxy_lies_in_the_interior_of_a_tile(center):
   tiles, ra, dec = _tiles(center)
   covered = np.zeros(ra.size, dtype=bool)
   for tile in tiles:
-    cols, rows = tiling._tile_pixel_coords(tile, ra, dec)
-    lo, hi = MARGIN, NPIX - 1 - MARGIN
-    covered |= (cols >= lo) & (cols <= hi) & (rows >= lo) & (rows <= hi)
+    covered |= _in_interior(tile, ra, dec)
   assert covered.all()
-  nside = tiling.tile_nside(NPIX, PIX_ARCMIN, MARGIN)
-  assert [t.index for t in tiles] == sorted(
-      set(hp.ang2pix(nside, ra, dec, lonlat=True).tolist()))
+  layout = tiling.tile_layout(NPIX, PIX_ARCMIN, MARGIN)
+  assert [t.index for t in tiles] == sorted(set(layout.index_of(ra, dec).tolist()))
 
 
 def test_tile_count_does_not_depend_on_where_the_footprint_lies():
   counts = [len(_tiles(center, radius_deg=2.0)[0])
             for center in [(30.0, 0.0), (150.0, 80.0)]]
-  # The coarse pixels inside a 2-degree disc, plus those on its edge.
-  side_deg = hp.nside2resol(tiling.tile_nside(NPIX, PIX_ARCMIN, MARGIN)) * 180 / np.pi
-  inside = np.pi * 2.0**2 / side_deg**2
-  assert inside <= counts[0] <= 1.5 * inside
-  assert abs(counts[0] - counts[1]) <= 0.1 * counts[0]
+  # At least the cells of a 2-degree disc, at most those within a cell
+  # diagonal of it (cells are at most an interior wide).
+  side_deg = 2 * ((NPIX - 1) / 2 - MARGIN) * PIX_ARCMIN / 60
+  assert np.pi * 2.0**2 / side_deg**2 <= counts[0]
+  assert counts[0] <= np.pi * (2.0 + np.sqrt(2) * side_deg)**2 / side_deg**2
+  assert abs(counts[0] - counts[1]) <= 0.15 * counts[0]
 
 
 def test_mostly_empty_tiles_are_skipped():
@@ -301,12 +328,18 @@ def test_seam_metric_compares_bands_with_interiors():
   stitched, weight = tiling.stitch_healpix(tiles, np.zeros((len(tiles), NPIX, NPIX)),
                                            nside)
   seen = weight > 0
-  assert 0 < (band & seen).sum() < seen.sum()
+  tapered, covering = tiling._tapered_and_covering(tiles, nside)
+  # The band is where two tiles meet; a footprint edge (one tile's taper
+  # with no neighbour) is neither seam nor interior.
+  np.testing.assert_array_equal(band, tapered & (covering >= 2))
+  edge = seen & tapered & ~band
+  assert 0 < (band & seen).sum() < seen.sum() and edge.any()
   stitched[seen & band] = 2.0
-  stitched[seen & ~band] = 0.5
+  stitched[seen & ~tapered] = 0.5
+  stitched[edge] = 100.0
   metric = tiling.seam_metric(tiles, stitched, np.zeros_like(stitched))
   assert metric.ratio == pytest.approx(4.0)
   assert metric.rmse_seam == pytest.approx(2.0)
-  assert metric.n_seam + metric.n_interior == seen.sum()
+  assert metric.n_seam + metric.n_interior + edge.sum() == seen.sum()
   with pytest.raises(ValueError, match='1-D HEALPix maps of one shape'):
     tiling.seam_metric(tiles, stitched, stitched[:-1])

@@ -396,30 +396,6 @@ class _TensorFlowSetup(dask_plugin.WorkerPlugin):
                     'the thread bound could be set.', RuntimeWarning)
 
 
-def _select_galaxies(cat, tiles):
-  """Per tile, the indices of galaxies within its circumscribed disc."""
-  import healpy as hp  # pylint: disable=g-import-not-at-top
-  half_diagonal = math.radians(
-      max(t.npix * t.pixel_scale_arcmin for t in tiles) / 60.0 / math.sqrt(2.0))
-  coarse = 1
-  while hp.nside2resol(coarse * 2) > half_diagonal / 4 and coarse < 2**13:
-    coarse *= 2
-  pix = hp.ang2pix(coarse, cat.ra, cat.dec, lonlat=True)
-  order = np.argsort(pix, kind='stable')
-  starts = np.searchsorted(pix[order], np.arange(hp.nside2npix(coarse) + 1))
-  xyz = sky.unit_vectors(cat.ra, cat.dec)
-  selections = []
-  for tile in tiles:
-    centre = sky.unit_vectors(tile.ra_deg, tile.dec_deg)
-    near = hp.query_disc(coarse, centre, half_diagonal * 1.05, inclusive=True)
-    candidates = np.concatenate(
-        [order[starts[p]:starts[p + 1]] for p in near] or [np.zeros(0, int)])
-    candidates.sort()
-    keep = xyz[candidates] @ centre >= math.cos(half_diagonal * 1.05)
-    selections.append(candidates[keep])
-  return selections
-
-
 def _subset(cat, index):
   return catalog_lib.Catalog(*(c[index] for c in cat))
 
@@ -847,7 +823,7 @@ def map_survey(catalog, output_dir, *, estimators=('ks', 'wiener'), npix=128,
       'num_tiles': len(tiles), 'catalog_sha256': _fingerprint(cat),
       'num_galaxies': len(cat.ra)}, resume)
   todo = [t for t in tiles if t.index not in finished]
-  selections = _select_galaxies(cat, todo) if todo else []
+  selections = tiling.galaxies_near_tiles(cat.ra, cat.dec, todo)
   jobs = [(_subset(cat, s), t) for s, t in zip(selections, todo)]
   local_cluster = client is None and scheduler_address is None
   if tf_threads is None and local_cluster and n_workers:

@@ -8,21 +8,20 @@ of the ellipticities into each tile's frame `bin_tile` shares). The maps
 estimated on the tiles are combined on a HEALPix map (`stitch_healpix`, RING
 ordering) or on one large TAN grid (`mosaic_wcs`) by a weighted mean.
 
-Tile layout (`plan_tiles`). Tile centres are the pixel centres of a coarse
-HEALPix grid (RING ordering; ``Tile.index`` is the coarse pixel). Each tile
-has a tapered band of ``margin_pix`` pixels along its edges (`edge_weight`)
-and a full-weight interior. The coarse NSIDE (`tile_nside`) is the smallest
-integer (not necessarily a power of 2) whose every pixel, projected into the
-gnomonic plane about its own centre, fits inside that interior: its
-boundary's largest |x| or |y| is at most the interior's half-width. (HEALPix
-pixels are diamonds in a north-up square, so this allows a pixel side of
-about 1/0.875 of the half-width, against 1/1.04 for the disc of
-``healpy.max_pixrad``.) So every point of the sky has weight 1 in the tile
-of its coarse pixel, the tapered band of each tile lies inside neighbouring
-tiles, and the layout works the same at the equator, at high declination
-and around a pole. The price of square north-up tiles on a diamond grid is
-redundancy: each point is covered by about (N / (0.875 · √(π/3)/NSIDE))²
-tiles' worth of pixels, 3–4 for 128² tiles with 16-pixel margins.
+Tile layout (`tile_layout`, `plan_tiles`). The sphere is cut into cells:
+a polar cap at each pole and, between them, declination bands of equal
+height, each cut into equal RA cells, as few as fit; each cell is the
+full-weight interior's share of one north-up tile centred on it (the cap's
+tile on the pole). Each tile has a tapered band of ``margin_pix`` pixels
+along its edges (`edge_weight`) inside which its neighbours' interiors
+reach. Every point of the sky has weight 1 in the tile of its cell, and the
+layout works the same at the equator, at high declination and around a
+pole. Tiles are numbered band after band (`TileLayout.index_of`). The price
+of square tiles with margins is redundancy: the tiles' pixels cover the sky
+about 2.0 times for 128² tiles with 16-pixel margins ((128/96)² for the
+margins, 1.1 for cells that fill their interiors only partly; a layout of
+tiles centred on a coarse HEALPix grid, whose diamond pixels fill a
+north-up square poorly, covers it 3–4 times).
 
 Blending. A tile's map is read at any sky position by projecting the
 position into the tile (`sky.gnomonic`) and interpolating bilinearly between
@@ -63,9 +62,11 @@ from tfp_massmap import sky
 
 __all__ = [
     'Tile',
-    'tile_nside',
+    'TileLayout',
+    'tile_layout',
     'nside_for_pixel_scale',
     'plan_tiles',
+    'galaxies_near_tiles',
     'bin_tile',
     'edge_weight',
     'stitch_healpix_pixels',
@@ -90,8 +91,8 @@ class Tile(
   """One square gnomonic tile of a survey.
 
   Attributes:
-    index: the RING pixel of the coarse HEALPix grid the tile is centred on
-      (int; see `tile_nside`).
+    index: the tile's number in its `TileLayout` (int), unique on the
+      sphere for one tile size, pixel scale and margin.
     ra_deg, dec_deg: the tile centre (tangent point) in degrees.
     npix: pixels N per side.
     pixel_scale_arcmin: pixel side at the tangent point in arcmin.
@@ -146,40 +147,94 @@ def _check_npix_margin(npix, margin_pix):
   return npix, margin_pix
 
 
-@functools.cache
-def _max_square_radius(nside):
-  """Largest |x| or |y| (radians) of a HEALPix pixel in its gnomonic plane.
+class TileLayout(
+    collections.namedtuple('TileLayout', [
+        'npix', 'pixel_scale_arcmin', 'margin_pix', 'dec_edges_deg',
+        'num_ra', 'first_index'])):
+  """Square tiles on the whole sphere in declination bands (`tile_layout`).
 
-  The maximum over the boundaries (4 points per side) of the pixels of one
-  quadrant of the sphere (the grid is symmetric under 90° turns about the
-  axis). Above NSIDE 256 the value at 256 scaled by the pixel side, plus
-  0.1 %: the ratio to the pixel side falls slowly with NSIDE (0.8791 at 16,
-  0.8747 at 97).
+  Attributes:
+    npix, pixel_scale_arcmin, margin_pix: the tiles' size, pixel side
+      (arcmin) and tapered margin (pixels), as in `Tile`.
+    dec_edges_deg: ``[B + 1]`` increasing band edges in degrees, from −90 to
+      90; bands 0 and B − 1 are the polar caps.
+    num_ra: ``[B]`` number of cells (tiles) along RA in each band (1 in a
+      cap).
+    first_index: ``[B]`` index of the first tile of each band; tiles are
+      numbered band after band, from RA 0 eastwards.
   """
-  if nside > 256:
-    return (_max_square_radius(256) * hp.nside2resol(nside)
-            / hp.nside2resol(256) * 1.001)
-  pix = np.arange(hp.nside2npix(nside))
-  pix = pix[hp.pix2ang(nside, pix)[1] < np.pi / 2]
-  boundary = np.moveaxis(hp.boundaries(nside, pix, step=4), 1, -1)  # [n, p, 3]
-  ra0, dec0 = (np.deg2rad(a) for a in hp.pix2ang(nside, pix, lonlat=True))
-  centre = sky.unit_vectors(np.rad2deg(ra0), np.rad2deg(dec0))
-  east = np.stack([-np.sin(ra0), np.cos(ra0), np.zeros_like(ra0)], axis=-1)
-  north = np.stack([-np.sin(dec0) * np.cos(ra0), -np.sin(dec0) * np.sin(ra0),
-                    np.cos(dec0)], axis=-1)
-  along = np.einsum('npk,nk->np', boundary, centre)
-  x = np.einsum('npk,nk->np', boundary, east) / along
-  y = np.einsum('npk,nk->np', boundary, north) / along
-  return float(np.maximum(np.abs(x), np.abs(y)).max())
+  __slots__ = ()
+
+  @property
+  def num_tiles(self):
+    """Number of tiles covering the sphere (int)."""
+    return int(self.first_index[-1] + self.num_ra[-1])
+
+  def index_of(self, ra_deg, dec_deg):
+    """Index of the tile whose cell holds each position (int array)."""
+    ra = np.mod(np.asarray(ra_deg, dtype=np.float64), 360.0)
+    dec = np.asarray(dec_deg, dtype=np.float64)
+    band = np.clip(np.searchsorted(self.dec_edges_deg, dec, side='right') - 1,
+                   0, len(self.num_ra) - 1)
+    num = self.num_ra[band]
+    cell = np.minimum(np.floor(ra / 360.0 * num).astype(np.int64), num - 1)
+    return self.first_index[band] + cell
+
+  def tile(self, index):
+    """The `Tile` of an index: centred on its cell (the pole for a cap)."""
+    index = int(index)
+    if not 0 <= index < self.num_tiles:
+      raise ValueError(f'tile index {index} is outside this layout of '
+                       f'{self.num_tiles} tiles; expected 0..{self.num_tiles - 1}.')
+    band = int(np.searchsorted(self.first_index, index, side='right') - 1)
+    num = int(self.num_ra[band])
+    lo, hi = self.dec_edges_deg[band], self.dec_edges_deg[band + 1]
+    if band == 0 or band == len(self.num_ra) - 1:
+      ra0, dec0 = 0.0, (-90.0 if band == 0 else 90.0)
+    else:
+      ra0 = (index - self.first_index[band] + 0.5) * 360.0 / num
+      dec0 = 0.5 * (lo + hi)
+    return Tile(index=index, ra_deg=float(ra0), dec_deg=float(dec0),
+                npix=self.npix, pixel_scale_arcmin=self.pixel_scale_arcmin,
+                margin_pix=self.margin_pix)
 
 
-def tile_nside(npix, pixel_scale_arcmin, margin_pix):
-  """NSIDE of the coarse HEALPix grid whose pixel centres are tile centres.
+def _interior_half_width_deg(npix, pixel_scale_arcmin, margin_pix):
+  """Half-width (gnomonic plane degrees) of a tile's full-weight interior."""
+  return ((npix - 1) / 2 - margin_pix) * pixel_scale_arcmin / 60.0
 
-  The smallest integer NSIDE whose every pixel fits inside the full-weight
-  interior of a tile centred on it (module docstring): in the gnomonic plane
-  about its centre the pixel's boundary stays within
-  h = ((N − 1)/2 − margin_pix) pixels of the centre along x and along y.
+
+def _cell_fits(lo_deg, hi_deg, width_deg, half_width_deg):
+  """Whether the cell [−w/2, w/2] × [lo, hi] fits in the interior square.
+
+  The cell's boundary (two meridian segments and two arcs of parallels,
+  densely sampled) is projected about the cell's centre; the interior is
+  convex, so the cell is inside when its boundary is (with a 0.1 % margin
+  for the sampling).
+  """
+  decs = np.linspace(lo_deg, hi_deg, 33)
+  ras = np.linspace(-0.5 * width_deg, 0.5 * width_deg, 65)
+  ra = np.concatenate([np.full_like(decs, ras[0]), np.full_like(decs, ras[-1]),
+                       ras, ras])
+  dec = np.concatenate([decs, decs, np.full_like(ras, lo_deg),
+                        np.full_like(ras, hi_deg)])
+  x, y = sky.gnomonic(ra, dec, (0.0, 0.5 * (lo_deg + hi_deg)))
+  extent = np.maximum(np.abs(x), np.abs(y))
+  return bool(np.all(np.isfinite(extent))
+              and extent.max() <= half_width_deg * 0.999)
+
+
+@functools.cache
+def tile_layout(npix, pixel_scale_arcmin, margin_pix):
+  """The tiles of a given size covering the sphere (module docstring).
+
+  A polar cap at each pole holds the points within the interior's inscribed
+  circle of the pole's tile. Between the caps, declination is cut into the
+  fewest equal bands no taller than 0.92 of the interior's side (the rest
+  leaves room for the curvature of the parallels), and each band into the
+  fewest equal RA cells whose every point, projected about the cell's
+  centre, lies inside the tile interior (checked on the cell's boundary).
+  So every point of the sphere has weight 1 in the tile of its cell.
 
   Args:
     npix: pixels N per tile side (int >= 2).
@@ -188,20 +243,38 @@ def tile_nside(npix, pixel_scale_arcmin, margin_pix):
       2 · margin_pix <= N − 2).
 
   Returns:
-    NSIDE (int >= 1).
+    A `TileLayout`.
 
   Raises:
-    ValueError: on invalid arguments.
+    ValueError: on invalid arguments, or tiles wider than 60 deg (a
+      gnomonic grid that large is not a flat map).
   """
   npix, margin_pix = _check_npix_margin(npix, margin_pix)
   pixel_scale_arcmin = _checks.positive_scalar(
       pixel_scale_arcmin, 'pixel_scale_arcmin', 'arcmin')
-  half_width = np.deg2rad(((npix - 1) / 2 - margin_pix) * pixel_scale_arcmin / 60.0)
-  # The square radius is about 0.875 pixel sides, √(π/3)/NSIDE radians.
-  nside = max(1, int(0.87 * np.sqrt(np.pi / 3) / half_width))
-  while _max_square_radius(nside) > half_width:
-    nside += 1
-  return nside
+  half_width = _interior_half_width_deg(npix, pixel_scale_arcmin, margin_pix)
+  if half_width > 30.0:
+    raise ValueError(
+        f'tiles of {npix} pixels of {pixel_scale_arcmin} arcmin with margin '
+        f'{margin_pix} have a {2 * half_width:.1f} deg interior; expected at '
+        'most 60 deg.')
+  cap_deg = np.rad2deg(np.arctan(np.deg2rad(half_width))) * 0.999
+  span = 180.0 - 2.0 * cap_deg
+  num_bands = max(1, int(np.ceil(span / (0.92 * 2.0 * cap_deg))))
+  edges = np.concatenate([[-90.0], np.linspace(-90.0 + cap_deg, 90.0 - cap_deg,
+                                               num_bands + 1), [90.0]])
+  num_ra = [1]
+  for lo, hi in zip(edges[1:-2], edges[2:-1]):
+    widest = np.cos(np.deg2rad(min(abs(lo), abs(hi)) if lo * hi > 0 else 0.0))
+    num = max(1, int(360.0 * widest / (2.0 * half_width)))  # A lower bound.
+    while not _cell_fits(lo, hi, 360.0 / num, half_width):
+      num += 1
+    num_ra.append(num)
+  num_ra = np.array(num_ra + [1], dtype=np.int64)
+  first = np.concatenate([[0], np.cumsum(num_ra)[:-1]])
+  return TileLayout(npix=npix, pixel_scale_arcmin=pixel_scale_arcmin,
+                    margin_pix=margin_pix, dec_edges_deg=edges, num_ra=num_ra,
+                    first_index=first)
 
 
 def nside_for_pixel_scale(pixel_scale_arcmin):
@@ -255,17 +328,55 @@ def _corner_radius(tile):
   return np.arctan(np.sqrt(2.0) * half)
 
 
+def galaxies_near_tiles(ra_deg, dec_deg, tiles):
+  """Per tile, the indices of the positions within its corner radius.
+
+  Positions are bucketed once in HEALPix pixels about a quarter of a tile
+  across, so each tile looks only at the buckets of a disc about its
+  centre: the cost is one pass over the positions plus the galaxies near
+  each tile, not positions × tiles.
+
+  Args:
+    ra_deg, dec_deg: 1-D arrays of positions in degrees.
+    tiles: a sequence of `Tile`.
+
+  Returns:
+    A list with, per tile, the sorted int64 indices of the positions whose
+    angle from the tile centre is at most that of the tile's outer corners
+    (every position that can fall on the tile's grid).
+  """
+  ra, dec = _as_positions(ra_deg, dec_deg)
+  if not tiles:
+    return []
+  radius = max(_corner_radius(t) for t in tiles) * (1 + 1e-6)
+  lookup = 1
+  while hp.nside2resol(2 * lookup) > 0.25 * radius and lookup < 2**13:
+    lookup *= 2
+  buckets = hp.ang2pix(lookup, ra, dec, lonlat=True)
+  order = np.argsort(buckets, kind='stable')
+  starts = np.searchsorted(buckets[order], np.arange(hp.nside2npix(lookup) + 1))
+  xyz = sky.unit_vectors(ra, dec)
+  selections = []
+  for tile in tiles:
+    centre = sky.unit_vectors(tile.ra_deg, tile.dec_deg)
+    near = hp.query_disc(lookup, centre, radius, inclusive=True)
+    candidates = np.sort(np.concatenate(
+        [order[starts[p]:starts[p + 1]] for p in near] or [np.zeros(0, np.int64)]))
+    within = np.cos(_corner_radius(tile) * (1 + 1e-6))
+    selections.append(candidates[xyz[candidates] @ centre >= within])
+  return selections
+
+
 def plan_tiles(ra_deg, dec_deg, *, npix, pixel_scale_arcmin, overlap_pix,
                min_fill=0.25):
   """Tiles covering the footprint of a set of galaxy positions.
 
-  Tiles are centred on the pixels of the coarse HEALPix grid of
-  `tile_nside` (``margin_pix = overlap_pix``) that hold at least one galaxy;
-  every galaxy lies in the full-weight interior of its coarse pixel's tile.
-  A tile in which fewer than ``min_fill`` of the N² pixels hold a galaxy is
-  skipped (its galaxies then count only where neighbouring tiles reach
-  them: footprint edges and stray galaxies are given up, not mapped from a
-  mostly empty tile).
+  The tiles of `tile_layout` (``margin_pix = overlap_pix``) whose cells
+  hold at least one galaxy; every galaxy lies in the full-weight interior
+  of its cell's tile. A tile in which fewer than ``min_fill`` of the N²
+  pixels hold a galaxy is skipped (its galaxies then count only where
+  neighbouring tiles reach them: footprint edges and stray galaxies are
+  given up, not mapped from a mostly empty tile).
 
   Args:
     ra_deg, dec_deg: 1-D arrays of galaxy positions in degrees.
@@ -278,8 +389,7 @@ def plan_tiles(ra_deg, dec_deg, *, npix, pixel_scale_arcmin, overlap_pix,
       to be kept, in [0, 1].
 
   Returns:
-    A list of `Tile`, ordered by coarse pixel index, with ``index`` the
-    coarse RING pixel.
+    A list of `Tile`, ordered by index (`TileLayout.index_of`).
 
   Raises:
     ValueError: on invalid arguments or positions.
@@ -295,37 +405,19 @@ def plan_tiles(ra_deg, dec_deg, *, npix, pixel_scale_arcmin, overlap_pix,
   if not 0.0 <= min_fill <= 1.0:
     raise ValueError(f'min_fill must be a number in [0, 1], got {min_fill!r}.')
   ra, dec = _as_positions(ra_deg, dec_deg)
-  nside = tile_nside(npix, pixel_scale_arcmin, margin_pix)
-  coarse = hp.ang2pix(nside, ra, dec, lonlat=True)
-  order = np.argsort(coarse, kind='stable')
-  sorted_coarse = coarse[order]
-  occupied, starts = np.unique(sorted_coarse, return_index=True)
-  stops = np.append(starts[1:], sorted_coarse.size)
-
-  def galaxies_in(pixels):
-    """Indices of the galaxies in the given coarse pixels."""
-    where = np.minimum(np.searchsorted(occupied, pixels), occupied.size - 1)
-    where = where[occupied[where] == pixels]
-    return np.concatenate([order[starts[w]:stops[w]] for w in where])
-
-  tiles = []
-  for index in occupied:
-    ra0, dec0 = hp.pix2ang(nside, int(index), lonlat=True)
-    tile = Tile(index=int(index), ra_deg=float(ra0) % 360.0, dec_deg=float(dec0),
-                npix=npix, pixel_scale_arcmin=pixel_scale_arcmin,
-                margin_pix=margin_pix)
-    if min_fill > 0:
-      near = hp.query_disc(nside, hp.ang2vec(ra0, dec0, lonlat=True),
-                           _corner_radius(tile), inclusive=True)
-      members = galaxies_in(near)
-      cols, rows = _tile_pixel_coords(tile, ra[members], dec[members])
-      cols, rows = np.floor(cols + 0.5), np.floor(rows + 0.5)
-      inside = (cols >= 0) & (cols < npix) & (rows >= 0) & (rows < npix)
-      filled = np.unique(rows[inside] * npix + cols[inside]).size
-      if filled < min_fill * npix * npix:
-        continue
-    tiles.append(tile)
-  return tiles
+  layout = tile_layout(npix, pixel_scale_arcmin, margin_pix)
+  tiles = [layout.tile(i) for i in np.unique(layout.index_of(ra, dec))]
+  if min_fill == 0:
+    return tiles
+  kept = []
+  for tile, members in zip(tiles, galaxies_near_tiles(ra, dec, tiles)):
+    cols, rows = _tile_pixel_coords(tile, ra[members], dec[members])
+    cols, rows = np.floor(cols + 0.5), np.floor(rows + 0.5)
+    inside = (cols >= 0) & (cols < npix) & (rows >= 0) & (rows < npix)
+    filled = np.unique(rows[inside] * npix + cols[inside]).size
+    if filled >= min_fill * npix * npix:
+      kept.append(tile)
+  return kept
 
 
 def bin_tile(catalog, tile, **bin_kwargs):
@@ -666,11 +758,14 @@ def mosaic_wcs(tiles, maps, pixel_scale_arcmin, center=None, weights=None):
 
 
 def seam_band(tiles, nside):
-  """HEALPix pixels (RING) in the tapered band of at least one tile.
+  """HEALPix pixels (RING) where tiles are blended across a seam.
 
-  The band of a tile is where its taper is strictly between 0 and 1 (within
-  ``margin_pix`` pixels of its outermost pixel centres); there the stitched
-  map mixes the edges of tiles.
+  A pixel is in the band when it lies in the tapered band of at least one
+  tile (its taper strictly between 0 and 1, within ``margin_pix`` pixels of
+  its outermost pixel centres) and at least two tiles cover it: there the
+  stitched map mixes the edges of tiles. The band of a tile with no
+  neighbour (the edge of the footprint, or beside a skipped tile) is not a
+  seam and is left out.
 
   Args:
     tiles: sequence of `Tile`.
@@ -679,12 +774,20 @@ def seam_band(tiles, nside):
   Returns:
     bool ``[12·nside²]``.
   """
+  tapered, covering = _tapered_and_covering(tiles, nside)
+  return tapered & (covering >= 2)
+
+
+def _tapered_and_covering(tiles, nside):
+  """Pixels in some tile's tapered band, and the number of tiles covering each."""
   nside = _checks.positive_int(nside, 'nside')
-  band = np.zeros(hp.nside2npix(nside), dtype=bool)
+  tapered = np.zeros(hp.nside2npix(nside), dtype=bool)
+  covering = np.zeros(hp.nside2npix(nside), dtype=np.int32)
   for tile in tiles:
     pix, _, _, w = _tile_healpix(tile, nside)
-    band[pix[w < 1]] = True
-  return band
+    tapered[pix[w < 1]] = True
+    covering[pix[w > 0]] += 1
+  return tapered, covering
 
 
 class SeamMetric(
@@ -695,7 +798,7 @@ class SeamMetric(
   Attributes:
     ratio: rmse_seam / rmse_interior (1 when seams cost nothing).
     rmse_seam: RMSE against the truth over the pixels of `seam_band`.
-    rmse_interior: RMSE over the other stitched pixels.
+    rmse_interior: RMSE over the stitched pixels in no tile's tapered band.
     n_seam, n_interior: the numbers of pixels of each set.
   """
   __slots__ = ()
@@ -728,8 +831,8 @@ def seam_metric(tiles, stitched, truth):
                      'any nside.')
   valid = ((stitched != hp.UNSEEN) & np.isfinite(stitched) & (truth != hp.UNSEEN)
            & np.isfinite(truth))
-  band = seam_band(tiles, hp.npix2nside(stitched.size))
-  seam, interior = valid & band, valid & ~band
+  tapered, covering = _tapered_and_covering(tiles, hp.npix2nside(stitched.size))
+  seam, interior = valid & tapered & (covering >= 2), valid & ~tapered
   if not seam.any() or not interior.any():
     raise ValueError(f'the stitched map has {int(seam.sum())} pixels in tile '
                      f'seams and {int(interior.sum())} elsewhere; the seam metric '
