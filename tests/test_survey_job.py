@@ -161,6 +161,8 @@ def test_products_are_the_stitched_pipeline_tiles(tmp_path, survey):
   assert hp.read_map(os.path.join(result.path, 'kappa_ks.fits'), h=True)[1]
   summary = json.loads((tmp_path / 'out' / 'summary.json').read_text())
   assert summary['num_tiles'] == len(result.tiles)
+  # A process that ran TensorFlow holds well over 100 MiB.
+  assert summary['peak_worker_rss_mib'] > 100
   assert (tmp_path / 'out' / 'maps.png').stat().st_size > 10_000
 
 

@@ -77,6 +77,7 @@ import hashlib
 import json
 import math
 import os
+import resource
 import sys
 import time
 import warnings
@@ -363,6 +364,8 @@ def _run_tile(galaxies, tile, settings, cache_dir):
                      for name, r in results.items()},
       'seconds': time.perf_counter() - began,
       'pid': os.getpid(),
+      # Peak resident memory of the worker process so far (Linux: KiB).
+      'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
   }
   npz_path, json_path = _tile_paths(cache_dir, tile.index)
   _write_atomic(npz_path, lambda f: np.savez(f, **arrays))
@@ -857,6 +860,9 @@ def map_survey(catalog, output_dir, *, estimators=('ks', 'wiener'), npix=128,
       'tile_phase_seconds': tile_seconds,
       'tiles_per_hour': (3600 * len(todo) / tile_seconds if todo else None),
       'mean_tile_seconds': float(np.mean([r['seconds'] for r in records])),
+      'peak_worker_rss_mib': max(
+          (r['peak_rss_mib'] for r in records if 'peak_rss_mib' in r),
+          default=None),
   }
   if truth is not None:
     summary['truth'] = _truth_metrics(pixels, maps, truth, mask, tiles,

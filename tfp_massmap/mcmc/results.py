@@ -57,7 +57,7 @@ class ChainTrace(
 class PosteriorSamples(
     collections.namedtuple('PosteriorSamples', [
         'samples', 'mean', 'std', 'interval_68', 'interval_95',
-        'diagnostics', 'trace'])):
+        'diagnostics', 'trace', 'parameters'], defaults=(None,))):
   """Posterior samples of convergence maps and their per-pixel summaries.
 
   ``[...]`` below is the batch shape of the data (empty for one map).
@@ -79,6 +79,10 @@ class PosteriorSamples(
       docstring lists them); per-chain entries (`PER_CHAIN_DIAGNOSTICS`)
       have one value per chain.
     trace: a `ChainTrace` when the sampler was asked to keep one, else None.
+    parameters: for a sampler of a joint posterior p(κ, θ | γ)
+      (`tfp_massmap.joint_posterior`), a `dict` from each parameter's name
+      to its samples ``[S, ...]``, the same chains as ``samples``; None
+      (the default) for a sampler of κ alone.
   """
   __slots__ = ()
 
@@ -91,10 +95,11 @@ class PosteriorSamples(
     Returns:
       ``self`` when no chain diverged; else a new `PosteriorSamples` of the
       other chains, with ``mean``, ``std`` and intervals recomputed, the
-      per-chain diagnostics (`PER_CHAIN_DIAGNOSTICS`) and the trace
-      restricted to them, the mean and minimum of ``would_be_acceptance``
-      recomputed, ``num_diverged_chains`` 0, and ``num_dropped_chains`` and
-      ``dropped_chains`` (indices in the original run) set.
+      per-chain diagnostics (`PER_CHAIN_DIAGNOSTICS`), the trace and the
+      parameter samples restricted to them, the mean and minimum of
+      ``would_be_acceptance`` recomputed, ``num_diverged_chains`` 0, and
+      ``num_dropped_chains`` and ``dropped_chains`` (indices in the
+      original run) set.
 
     Raises:
       ValueError: if fewer than 2 chains would remain.
@@ -124,8 +129,12 @@ class PosteriorSamples(
           states=tf.gather(trace.states, keep, axis=1),
           accept_probability=tf.gather(trace.accept_probability, keep,
                                        axis=1))
+    parameters = self.parameters
+    if parameters is not None:
+      parameters = {name: tf.gather(value, keep)
+                    for name, value in parameters.items()}
     return from_samples(tf.gather(self.samples, keep), diagnostics,
-                        trace=trace)
+                        trace=trace, parameters=parameters)
 
 
 def acceptance_summary(would_be_acceptance):
@@ -136,7 +145,8 @@ def acceptance_summary(would_be_acceptance):
               min_would_be_acceptance=float(np.min(would_be_acceptance)))
 
 
-def from_samples(samples, diagnostics, *, mean=None, std=None, trace=None):
+def from_samples(samples, diagnostics, *, mean=None, std=None, trace=None,
+                 parameters=None):
   """A `PosteriorSamples` with per-pixel summaries of ``samples``.
 
   Args:
@@ -147,13 +157,24 @@ def from_samples(samples, diagnostics, *, mean=None, std=None, trace=None):
     std: optional ``[..., N, N]`` standard deviation likewise; default the
       sample standard deviation (1/S), None when S = 1.
     trace: optional `ChainTrace`.
+    parameters: optional `dict` from parameter names to their samples
+      ``[S, ...]`` (one per sample of ``samples``), stored as given.
 
   Returns:
     A `PosteriorSamples` whose intervals are `credible_interval` of
     ``samples`` (None when S = 1).
+
+  Raises:
+    ValueError: if a parameter's samples do not have S entries along axis 0.
   """
   samples = tf.convert_to_tensor(samples)
   several = samples.shape[0] >= 2
+  for name, value in (parameters or {}).items():
+    shape = tf.TensorShape(np.shape(value))
+    if shape.rank is None or shape.rank < 1 or shape[0] != samples.shape[0]:
+      raise ValueError(
+          f'parameters[{name!r}] must hold one sample per sample of '
+          f'samples ({samples.shape[0]}) along axis 0, got shape {shape}.')
   if mean is None:
     mean = tf.reduce_mean(samples, axis=0)
   if std is None and several:
@@ -165,7 +186,8 @@ def from_samples(samples, diagnostics, *, mean=None, std=None, trace=None):
       interval_68=credible_interval(samples, 0.68) if several else None,
       interval_95=credible_interval(samples, 0.95) if several else None,
       diagnostics=diagnostics,
-      trace=trace)
+      trace=trace,
+      parameters=parameters)
 
 
 def credible_interval(samples, level):
