@@ -9,8 +9,11 @@
 # and on 360² maps of the same pixels, 40 samples of the default schedule
 # (30 levels x 3 leapfrog, 92 score evaluations per sample), with XLA off
 # (tf.function graph) and on: the first call (trace + compile + sampling)
-# and a later call on new data (sampling alone). The rows go to
-# OUT_DIR/gpu_posterior.json and the log to OUT_DIR/gpu_check.log; copy them
+# and a later call on new data (sampling alone). Then a survey of 10 tiles
+# (a 9 deg² synthetic box at NSIDE 1024, made on the spot) mapped with KS,
+# Wiener and the posterior (40 samples per tile, one worker): tiles per hour
+# on the GPU. The rows go to OUT_DIR/gpu_posterior.json and
+# OUT_DIR/survey/summary.json, the log to OUT_DIR/gpu_check.log; copy them
 # into docs/benchmarks.md with the machine and the date.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,5 +29,13 @@ PY=python
     --configs=learned:128:graph,learned:128:xla,learned:360:graph,learned:360:xla \
     --num_samples=40 --num_levels=30 --calls=2 --fresh_calls=0 \
     --output="$OUT/gpu_posterior.json"
+  date -u
+  "$PY" benchmarks/make_synthetic_survey.py --box=30,33,-1.5,1.5 --nside=1024 \
+    --output_dir="$OUT/synthetic" --overwrite
+  "$PY" examples/map_survey.py --catalog="$OUT/synthetic/catalog.parquet" \
+    --truth="$OUT/synthetic/kappa.fits" --nside=1024 \
+    --estimators=ks,wiener,posterior --num_samples=40 --workers=1 \
+    --output_dir="$OUT/survey" --overwrite --noresume
+  cat "$OUT/survey/summary.json"
   date -u
 } 2>&1 | tee "$OUT/gpu_check.log"

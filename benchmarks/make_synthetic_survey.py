@@ -52,6 +52,8 @@ flags.DEFINE_float('shift', cosmology.COSMOS_SHIFT, 'Lognormal shift λ '
 flags.DEFINE_integer('seed', 0, 'Seed of the field, positions and noise.')
 flags.DEFINE_bool('small', False, 'The 4 deg² test footprint instead of the '
                   '132 deg² default.')
+flags.DEFINE_list('box', None, 'Footprint of one box instead: ra_min,ra_max,'
+                  'dec_min,dec_max [deg] (RA runs east from ra_min).')
 flags.DEFINE_bool('overwrite', False, 'Replace a non-empty output_dir.')
 flags.mark_flag_as_required('output_dir')
 
@@ -66,6 +68,12 @@ def main(argv):
   logging.getLogger('healpy').setLevel(logging.WARNING)
   footprint = (synthetic_survey.SMALL_FOOTPRINT if FLAGS.small
                else synthetic_survey.DEFAULT_FOOTPRINT)
+  if FLAGS.box:
+    try:
+      footprint = (synthetic_survey.Box(*map(float, FLAGS.box)),)
+    except (TypeError, ValueError):
+      raise app.UsageError(f'--box must be 4 numbers ra_min,ra_max,dec_min,dec_max '
+                           f'in degrees, got {",".join(FLAGS.box)!r}.') from None
   nside = FLAGS.nside or (256 if FLAGS.small else 2048)
   shift = FLAGS.shift or None
   folder = outputs.OutputFolder(FLAGS.output_dir, overwrite=FLAGS.overwrite)
