@@ -335,6 +335,11 @@ def test_read_cluster_list_synthetic(tmp_path):
   np.testing.assert_array_equal(clusters['ra'], [150.80244, 150.41533])
   np.testing.assert_array_equal(clusters['dec'], [1.98985, 2.43096])
   np.testing.assert_array_equal(clusters['z'], [0.25, 0.12])
+  np.testing.assert_array_equal(clusters['m500'], [0.69, 2.26])
+  np.testing.assert_array_equal(clusters['m500_error'], [0.14, 0.05])
+  path.write_text('3\t150.8\t1.9\t1.0\t0.70\t0.16\t0.25\t0.69\n')
+  with pytest.raises(ValueError, match='at least 9 columns'):
+    catalog.read_cluster_list(path)
 
 
 def test_cosmos_reference_grids(cosmos_dir):
@@ -370,6 +375,9 @@ def test_cosmos_reference_grids(cosmos_dir):
   assert clusters.shape == (72,)
   row = clusters[clusters['id'] == 42][0]
   assert (row['ra'], row['dec'], row['z']) == (150.41533, 2.43096, 0.12)
+  # 12 groups above 5e13 solar masses, the most massive 2.6e14 at z = 0.37.
+  assert (clusters['m500'] > 5).sum() == 12
+  assert clusters['z'][np.argmax(clusters['m500'])] == 0.37
   x, y = sm.wcs.world_to_pixel_values(clusters['ra'], clusters['dec'])
   inside = (x > -0.5) & (x < 359.5) & (y > -0.5) & (y < 359.5)
   assert inside.mean() > 0.9

