@@ -63,10 +63,13 @@ flags.DEFINE_bool('flip_e2', False,
                   'Kaiser-Squires convention, such as COSMOS).')
 flags.DEFINE_bool('keep_unphysical_ellipticities', False,
                   'Keep catalogue rows with |e| >= 1 (by default dropped).')
-_ESTIMATORS = ('ks', 'wiener', 'posterior')
+_ESTIMATORS = ('ks', 'wiener', 'posterior', 'curved_ks')
 flags.DEFINE_list('estimators', ['ks', 'wiener'],
                   'Estimators per tile: ks (Kaiser-Squires), wiener (Wiener '
-                  'filter), posterior (annealed HMC samples under the prior).')
+                  'filter), posterior (annealed HMC samples under the prior); '
+                  'and curved_ks, the curved-sky Kaiser-Squires map of the '
+                  'whole catalogue (spin-2 harmonics at --nside) with its '
+                  'B-mode map, beside a tile estimator.')
 flags.DEFINE_integer('npix', 128, 'Tile side in pixels (the prior\'s size).')
 flags.DEFINE_float('pixel_scale_arcmin', 0.8,
                    'Tile pixel side [arcmin] (the prior\'s pixel scale).')

@@ -103,7 +103,9 @@ __all__ = [
 ]
 
 # Estimators a survey run may request (pipeline names).
-ESTIMATORS = ('ks', 'wiener', 'posterior')
+ESTIMATORS = ('ks', 'wiener', 'posterior', 'curved_ks')
+# Estimators of the whole footprint at once, not per tile.
+_SPHERE_ESTIMATORS = ('curved_ks',)
 # Files of the output folder written by earlier versions of the job.
 _OWN_FILES = ('*.fits', 'tiles.json', 'summary.json', 'maps.png')
 _TILE_NAME = 'tile_{:05d}'
@@ -546,6 +548,25 @@ def _stitch(tiles, cache_dir, nside, estimators, keep_samples):
   return pixels, maps, (observed >= 0.5).astype(np.float64), weight
 
 
+def _curved_kaiser_squires(cat, nside, pixels, smoothing_arcmin):
+  """Curved-sky KS of the whole catalogue, read on the stitched pixels.
+
+  The galaxies are averaged on HEALPix pixels at ``nside`` (no tile, no
+  rotation) and inverted with spin-2 harmonics
+  (`curved_sky.kaiser_squires_healpix`, the DES Y3 method), with the tiled
+  KS's Gaussian smoothing. Returns the E and B maps; the B map of a
+  pure-E field is noise and mask leakage only (a null test). Memory: a few
+  full-sky float64 maps at ``nside`` (0.4 GB each at 2048, 1.6 GB at 4096).
+  """
+  from tfp_massmap import curved_sky  # pylint: disable=g-import-not-at-top
+  shear = curved_sky.healpix_shear_maps(cat, nside)
+  kappa_e, kappa_b = curved_sky.kaiser_squires_healpix(
+      shear.gamma1, shear.gamma2, mask=shear.mask,
+      smoothing_arcmin=smoothing_arcmin or None)
+  return {'kappa_curved_ks': kappa_e[pixels],
+          'kappa_curved_ks_bmode': kappa_b[pixels]}
+
+
 def _write_partial_map(path, nside, pixels, values, run_id):
   """A partial-sky HEALPix FITS map (explicit RING pixels), as healpy reads.
 
@@ -592,7 +613,7 @@ def _truth_metrics(pixels, maps, truth, mask, tiles, nside):
   weights = where[None].astype(np.float64)
   out = {}
   for name, m in maps.items():
-    if m.ndim != 1 or name == 'kappa_posterior_std':
+    if m.ndim != 1 or name in ('kappa_posterior_std', 'kappa_curved_ks_bmode'):
       continue
     out[name] = {'rmse': float(metrics.rmse(truth[None], m[None], weights)),
                  'pearson_r': float(metrics.pearson_r(truth[None], m[None],
@@ -644,7 +665,7 @@ def _plot(path, pixels, maps, mask, footprint, tiles, nside, run_id):
       nside, footprint[0], footprint[1], display_nside))]
   labels = {'kappa_ks': 'Kaiser-Squires (tiled)', 'kappa_wiener': 'Wiener (tiled)',
             'kappa_posterior': 'Posterior mean', 'kappa_posterior_std':
-            'Posterior std'}
+            'Posterior std', 'kappa_curved_ks': 'Kaiser-Squires (curved sky)'}
   on = mask == 1
   panels += [(label, _display_map(nside, pixels[on], maps[name][on],
                                   display_nside))
@@ -688,6 +709,10 @@ def _checked_settings(estimators, prior, num_samples, keep_samples, n_workers,
                      f'got {list(estimators)}.')
   if len(set(estimators)) != len(estimators):
     raise ValueError(f'estimators lists a name twice: {list(estimators)}.')
+  if all(e in _SPHERE_ESTIMATORS for e in estimators):
+    raise ValueError(f'estimators {list(estimators)} has no tile estimator; '
+                     'curved_ks is made beside the tiled maps (on their '
+                     'footprint): add ks, wiener or posterior.')
   _checked_int(num_samples, 'num_samples', 2)
   _checked_int(keep_samples, 'keep_samples', 0)
   if 'posterior' in estimators and keep_samples > num_samples:
@@ -740,8 +765,11 @@ def map_survey(catalog, output_dir, *, estimators=('ks', 'wiener'), npix=128,
       with `read_survey_catalog` first for other column names.
     output_dir: the output folder (replaced as a whole, `outputs`); tiles
       are cached in ``tile_cache_dir(output_dir)``.
-    estimators: names among ``ks``, ``wiener``, ``posterior`` (a sequence
-      or a comma-separated string).
+    estimators: names among ``ks``, ``wiener``, ``posterior`` (run per
+      tile) and ``curved_ks`` (curved-sky Kaiser-Squires of the whole
+      catalogue, written as ``kappa_curved_ks.fits`` and its B-mode map
+      ``kappa_curved_ks_bmode.fits`` on the tiles' pixels; needs a tile
+      estimator beside it), a sequence or a comma-separated string.
     npix: tile side in pixels.
     pixel_scale_arcmin: tile pixel side (arcmin).
     overlap_pix: overlap of neighbouring tiles (tile pixels).
@@ -813,14 +841,15 @@ def map_survey(catalog, output_dir, *, estimators=('ks', 'wiener'), npix=128,
                      f'{len(cat.ra)} galaxies; lower min_fill or use larger '
                      'pixels.')
   settings = _TileSettings(
-      estimators=estimators, prior=prior_spec, num_samples=int(num_samples),
+      estimators=tuple(e for e in estimators if e not in _SPHERE_ESTIMATORS),
+      prior=prior_spec, num_samples=int(num_samples),
       num_levels=int(num_levels), seed=int(seed), sigma_e=float(sigma_e),
       ks_smoothing_arcmin=float(ks_smoothing_arcmin),
       keep_samples=int(keep_samples),
       allow_pixel_scale_mismatch=bool(allow_pixel_scale_mismatch))
   cache_dir = tile_cache_dir(output_dir)
   finished = _prepare_cache(cache_dir, {
-      **settings._asdict(), 'estimators': list(estimators),
+      **settings._asdict(), 'estimators': list(settings.estimators),
       'npix': int(npix), 'pixel_scale_arcmin': float(pixel_scale_arcmin),
       'overlap_pix': int(overlap_pix), 'min_fill': float(min_fill),
       'num_tiles': len(tiles), 'catalog_sha256': _fingerprint(cat),
@@ -835,8 +864,13 @@ def map_survey(catalog, output_dir, *, estimators=('ks', 'wiener'), npix=128,
   tile_seconds = _run_tiles(jobs, settings, cache_dir, client, n_workers,
                             tf_threads, scheduler_address, progress=bar)
 
-  pixels, maps, mask, weight = _stitch(tiles, cache_dir, nside, estimators,
-                                       keep_samples)
+  pixels, maps, mask, weight = _stitch(tiles, cache_dir, nside,
+                                       settings.estimators, keep_samples)
+  curved_seconds = None
+  if 'curved_ks' in estimators:
+    began = time.perf_counter()
+    maps.update(_curved_kaiser_squires(cat, nside, pixels, ks_smoothing_arcmin))
+    curved_seconds = time.perf_counter() - began
   footprint = np.unique(hp.ang2pix(nside, cat.ra, cat.dec, lonlat=True),
                         return_counts=True)
   records = []
@@ -860,6 +894,7 @@ def map_survey(catalog, output_dir, *, estimators=('ks', 'wiener'), npix=128,
       'tile_phase_seconds': tile_seconds,
       'tiles_per_hour': (3600 * len(todo) / tile_seconds if todo else None),
       'mean_tile_seconds': float(np.mean([r['seconds'] for r in records])),
+      'curved_ks_seconds': curved_seconds,
       'peak_worker_rss_mib': max(
           (r['peak_rss_mib'] for r in records if 'peak_rss_mib' in r),
           default=None),
