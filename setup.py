@@ -22,7 +22,8 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS_REQUIRE = {
-    'tests': ['pytest', 'dill', 'ruff==0.17.6'],  # dill: tfds.testing; ruff: lint
+    # dill: tfds.testing; ruff: lint; lenspack: agreement tests (pure Python).
+    'tests': ['pytest', 'dill', 'ruff==0.17.6', 'lenspack==1.0.0'],
     'gpu': ['tensorflow[and-cuda]==2.21.0'],
 }
 

@@ -35,6 +35,7 @@ from tfp_massmap import shear_map
 from tfp_massmap import sky
 from tfp_massmap import sparse
 from tfp_massmap import starlet
+from tfp_massmap import statistics
 from tfp_massmap import survey
 from tfp_massmap import training
 from tfp_massmap import wiener
