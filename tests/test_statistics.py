@@ -457,6 +457,17 @@ def test_posterior_peak_catalog_of_known_samples():
   empty = statistics.posterior_peak_catalog(samples, 5., 2., PIX)
   assert all(len(v) == 0 for v in empty.values())
   assert 'height_lower' in empty
+  # At given positions (e.g. clusters): the bump's, one 8 px away (outside
+  # the 4-px radius: no peak), one off the map and one off the mask.
+  mask = np.ones((n, n), np.float32)
+  mask[30:, 30:] = 0
+  at = statistics.peak_probability_at(samples, [21, 28, 45, 35], [20, 20, 0, 35],
+                                      0.3, 2., PIX, mask=mask)
+  np.testing.assert_allclose(at['probability'], [0.8, 0.0, 0.0, 0.0])
+  assert np.isnan(at['height_lower'][2:]).all()
+  assert np.isfinite(at['height_lower'][:2]).all()
+  with pytest.raises(ValueError, match='x and y must be 1-D arrays of one shape'):
+    statistics.peak_probability_at(samples, [1, 2], [1], 0.3, 2., PIX)
 
 
 # ---------------------------------------------------------------------------

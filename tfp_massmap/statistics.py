@@ -136,6 +136,7 @@ __all__ = [
     'one_point_pdf',
     'peak_catalog',
     'peak_counts',
+    'peak_probability_at',
     'posterior_peak_catalog',
 ]
 
@@ -1019,18 +1020,105 @@ def _disc_offsets(radius_px):
   return dy[inside], dx[inside]
 
 
+def peak_probability_at(samples, x, y, threshold, match_radius_arcmin,
+                        pixel_scale_arcmin, mask=None, noise_std=None,
+                        level=0.68):
+  """How firmly posterior samples hold a peak near given pixel positions.
+
+  At each position, over the S samples: the probability that a sample has
+  a peak above ``threshold`` within ``match_radius_arcmin``; the scatter of
+  the positions of those matched peaks (the highest one in the disc of
+  each sample); and the central credible interval of the height, the
+  highest detection value of each sample on the mask within the radius
+  (all S samples, matched or not). Positions are those of the peaks of the
+  posterior mean (`posterior_peak_catalog`) or of known objects, e.g.
+  X-ray clusters through a WCS.
+
+  Args:
+    samples: ``[S, N, N]`` posterior samples of one map (S >= 2).
+    x, y: 1-D integer pixel columns and rows (0-based; positions off the map
+      or off the mask get probability 0 and NaN heights).
+    threshold: peak threshold, κ or S/N with ``noise_std``.
+    match_radius_arcmin: matching radius in arcmin (> 0).
+    pixel_scale_arcmin: pixel side in arcmin.
+    mask: optional 0/1 ``[N, N]`` mask.
+    noise_std: optional ``[N, N]`` noise std of κ (heights in S/N).
+    level: credible level of the height interval.
+
+  Returns:
+    `dict` of numpy ``[len(x)]`` arrays: ``probability`` (fraction of
+    samples with a matched peak), ``position_scatter_arcmin`` (RMS
+    distance of the matched peaks from their centroid; NaN with fewer than
+    2 matches), ``height_lower``, ``height_upper``.
+
+  Raises:
+    ValueError: for samples not ``[S, N, N]`` with S >= 2, a
+      match_radius_arcmin or pixel_scale_arcmin <= 0, a level outside
+      (0, 1), x and y of different shapes, or as `find_peaks`.
+  """
+  samples = np.asarray(samples)
+  if samples.ndim != 3 or samples.shape[0] < 2:
+    raise ValueError(f'samples must be [S, N, N] with S >= 2 samples of one '
+                     f'map, got shape {samples.shape}.')
+  radius = _checks.positive_scalar(match_radius_arcmin, 'match_radius_arcmin',
+                                   'arcmin')
+  pix = _checks.positive_scalar(pixel_scale_arcmin, 'pixel_scale_arcmin',
+                                'arcmin')
+  if not 0. < level < 1.:
+    raise ValueError(f'level must be in (0, 1), got {level!r}.')
+  x = np.asarray(x).astype(np.int64)
+  y = np.asarray(y).astype(np.int64)
+  if x.ndim != 1 or x.shape != y.shape:
+    raise ValueError(f'x and y must be 1-D arrays of one shape, got shapes '
+                     f'{x.shape} and {y.shape}.')
+  kappa, n = _as_maps(samples, 'samples')
+  mask_t = _as_mask(mask, kappa, 'samples')
+  is_peak, detection = _peaks(kappa, n, threshold,
+                              _as_noise(noise_std, kappa, mask_t, 'samples'),
+                              mask_t)
+  is_peak, detection = is_peak.numpy(), detection.numpy()
+  observed = (np.ones((n, n), bool) if mask is None else
+              np.broadcast_to(np.asarray(mask) > 0, (n, n)))
+  dy, dx = _disc_offsets(radius / pix)
+  num = samples.shape[0]
+  out = {key: np.full(x.size, np.nan) for key in (
+      'probability', 'position_scatter_arcmin', 'height_lower', 'height_upper')}
+  out['probability'][:] = 0.0
+  heights, where = [], []
+  for i, (y0, x0) in enumerate(zip(y, x)):
+    ys, xs = y0 + dy, x0 + dx
+    keep = (ys >= 0) & (ys < n) & (xs >= 0) & (xs < n)
+    ys, xs = ys[keep], xs[keep]
+    keep = observed[ys, xs]
+    ys, xs = ys[keep], xs[keep]
+    if ys.size == 0:
+      continue
+    values = detection[:, ys, xs]  # [S, D]
+    peaks = is_peak[:, ys, xs]
+    matched = peaks.any(axis=1)
+    best = np.argmax(np.where(peaks, values, -np.inf), axis=1)[matched]
+    if matched.sum() >= 2:
+      positions = np.stack([ys[best], xs[best]], axis=1) * pix
+      spread = positions - positions.mean(axis=0)
+      out['position_scatter_arcmin'][i] = math.sqrt(
+          (spread**2).sum(axis=1).mean())
+    out['probability'][i] = matched.sum() / num
+    heights.append(values.max(axis=1))
+    where.append(i)
+  if heights:
+    bounds = np.asarray(results.credible_interval(
+        np.stack(heights, axis=1), level), np.float64)
+    out['height_lower'][where], out['height_upper'][where] = bounds
+  return out
+
+
 def posterior_peak_catalog(samples, threshold, match_radius_arcmin,
                            pixel_scale_arcmin, mask=None, noise_std=None,
                            wcs=None, level=0.68):
   """Peaks of the posterior mean and how firmly the samples hold each.
 
-  For each peak of the posterior mean above ``threshold`` (`peak_catalog`),
-  over the S samples: the probability that a sample has a peak above the
-  threshold within ``match_radius_arcmin``; the scatter of the positions of
-  those matched peaks (the highest one in the disc of each sample); and
-  the central credible interval of the height, the highest detection value
-  of each sample on the mask within the radius (all S samples, matched or
-  not).
+  The peaks of the posterior mean above ``threshold`` (`peak_catalog`),
+  each with `peak_probability_at` its position.
 
   Args:
     samples: ``[S, N, N]`` posterior samples of one map (S >= 2).
@@ -1044,66 +1132,18 @@ def posterior_peak_catalog(samples, threshold, match_radius_arcmin,
 
   Returns:
     `dict` of numpy arrays, one entry per peak of the mean, highest first:
-    the columns of `peak_catalog` of the posterior mean, and
-    ``probability`` (fraction of samples with a matched peak),
-    ``position_scatter_arcmin`` (RMS distance of the matched peaks from
-    their centroid; NaN with fewer than 2 matches), ``height_lower``,
-    ``height_upper`` (κ, or S/N with ``noise_std``).
+    the columns of `peak_catalog` of the posterior mean, and those of
+    `peak_probability_at`.
 
   Raises:
-    ValueError: for samples not ``[S, N, N]`` with S >= 2, a
-      match_radius_arcmin or pixel_scale_arcmin <= 0, a level outside
-      (0, 1), or as `peak_catalog`.
+    ValueError: as `peak_probability_at` and `peak_catalog`.
   """
   samples = np.asarray(samples)
   if samples.ndim != 3 or samples.shape[0] < 2:
     raise ValueError(f'samples must be [S, N, N] with S >= 2 samples of one '
                      f'map, got shape {samples.shape}.')
-  radius = _checks.positive_scalar(match_radius_arcmin, 'match_radius_arcmin',
-                                   'arcmin')
-  pix = _checks.positive_scalar(pixel_scale_arcmin, 'pixel_scale_arcmin',
-                                'arcmin')
-  if not 0. < level < 1.:
-    raise ValueError(f'level must be in (0, 1), got {level!r}.')
-  mean_map = samples.mean(axis=0)
-  catalog = peak_catalog(mean_map, threshold, noise_std, mask, wcs)
-  kappa, n = _as_maps(samples, 'samples')
-  mask_t = _as_mask(mask, kappa, 'samples')
-  is_peak, detection = _peaks(kappa, n, threshold,
-                              _as_noise(noise_std, kappa, mask_t, 'samples'),
-                              mask_t)
-  is_peak, detection = is_peak.numpy(), detection.numpy()
-  observed = (np.ones((n, n), bool) if mask is None else
-              np.broadcast_to(np.asarray(mask) > 0, (n, n)))
-  dy, dx = _disc_offsets(radius / pix)
-  num = samples.shape[0]
-  columns = {key: [] for key in ('probability', 'position_scatter_arcmin')}
-  heights = []
-  for y0, x0 in zip(catalog['y'], catalog['x']):
-    ys, xs = y0 + dy, x0 + dx
-    keep = (ys >= 0) & (ys < n) & (xs >= 0) & (xs < n)
-    ys, xs = ys[keep], xs[keep]
-    keep = observed[ys, xs]  # The peak's own pixel is always on the mask.
-    ys, xs = ys[keep], xs[keep]
-    values = detection[:, ys, xs]  # [S, D]
-    peaks = is_peak[:, ys, xs]
-    matched = peaks.any(axis=1)
-    best = np.argmax(np.where(peaks, values, -np.inf), axis=1)[matched]
-    if matched.sum() >= 2:
-      positions = np.stack([ys[best], xs[best]], axis=1) * pix
-      spread = positions - positions.mean(axis=0)
-      scatter = math.sqrt((spread**2).sum(axis=1).mean())
-    else:
-      scatter = math.nan
-    columns['probability'].append(matched.sum() / num)
-    columns['position_scatter_arcmin'].append(scatter)
-    heights.append(values.max(axis=1))
-  for key, value in columns.items():
-    catalog[key] = np.asarray(value, np.float64)
-  if heights:
-    bounds = results.credible_interval(np.stack(heights, axis=1), level)
-    bounds = np.asarray(bounds, np.float64)
-  else:
-    bounds = np.zeros((2, 0))
-  catalog['height_lower'], catalog['height_upper'] = bounds
+  catalog = peak_catalog(samples.mean(axis=0), threshold, noise_std, mask, wcs)
+  catalog.update(peak_probability_at(
+      samples, catalog['x'], catalog['y'], threshold, match_radius_arcmin,
+      pixel_scale_arcmin, mask=mask, noise_std=noise_std, level=level))
   return catalog
