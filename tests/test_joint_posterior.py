@@ -1,0 +1,309 @@
+"""The joint posterior p(κ, A | γ) of the Gaussian amplitude prior, exactly.
+
+With p(κ | A) = N(0, A C) the data are Gaussian given A,
+γ | A ~ N(0, A M C Mᵀ + σ_pix² I) (M the dense shear operator, C the
+fiducial pixel covariance), so the marginal posterior p(A | γ) is exact on a
+1-D grid: the reference here is a dense float64 eigendecomposition of
+M C Mᵀ on a 16² map (512 shear values), independent of the package's
+Fourier-space code. Given A, κ is Gaussian with the Wiener mean and
+covariance, diagonal in Fourier space for the full mask and white noise
+used here: the κ samples, whitened with the moments at their own A, must be
+N(0, 1).
+
+The known-answer problem is in the regime the sampler handles (noise
+σ_pix = 0.005 against pixel signal std 0.015 at A = 1: most modes measured);
+where noise dominates many modes the (κ, A) posterior is a funnel that the
+annealing crosses slowly (tfp_massmap.joint_posterior docstring).
+"""
+
+import numpy as np
+import pytest
+import scipy.stats
+import tensorflow as tf
+
+from tfp_massmap import cosmology
+from tfp_massmap import joint_posterior
+from tfp_massmap import lensing
+from tfp_massmap import likelihood
+from tfp_massmap import posterior
+from tfp_massmap import shear_map as shear_map_lib
+from tfp_massmap import testing
+from tfp_massmap.mcmc import GeometricSchedule
+from tfp_massmap.mcmc import results
+from tfp_massmap.priors import conditional
+from tfp_massmap.priors import gaussian
+
+N = 16
+PIXEL_ARCMIN = 3.2
+NOISE = 0.005
+BOUNDS = (0.2, 5.)
+A_TRUE = 1.
+
+# Measured on this problem (and on A_true = 0.5 and 2 maps): amplitude mean
+# within 2 Monte Carlo errors of the exact one, std within 6 %.
+SETTINGS = dict(schedule=GeometricSchedule(0.05, 1e-3, num_levels=40),
+                num_final_steps=150, num_leapfrog_steps=5,
+                step_size_factor=1.)
+
+
+@pytest.fixture(scope='module')
+def problem():
+  ell, cl = cosmology.cosmos_convergence_cl()
+  fiducial64 = gaussian.GaussianPrior.from_power_spectrum(
+      ell, cl, N, PIXEL_ARCMIN, dtype=tf.float64)
+  truth = gaussian.GaussianPrior(A_TRUE * fiducial64.spectrum).sample(
+      seed=(7, 0))
+  noise = np.full([N, N], NOISE)
+  shear = likelihood.ShearLikelihood(truth, noise, np.ones([N, N])).sample(
+      seed=(7, 1)).numpy()
+  data = shear_map_lib.ShearMap(
+      shear=shear.astype(np.float32), noise_std=noise.astype(np.float32),
+      mask=np.ones([N, N], np.float32), pixel_scale_arcmin=PIXEL_ARCMIN)
+  fiducial = gaussian.GaussianPrior.from_power_spectrum(ell, cl, N,
+                                                        PIXEL_ARCMIN)
+  joint = conditional.AmplitudeGaussianPrior(fiducial, BOUNDS)
+  return dict(data=data, shear=shear, joint=joint,
+              spectrum=fiducial64.spectrum.numpy())
+
+
+def _exact_amplitude_posterior(problem):
+  """Mean and std of p(A | γ) under the uniform prior, dense and float64."""
+  shear_operator = testing.dense_matrix(lensing.shear_from_convergence, N)
+  spectrum = problem['spectrum']
+  covariance = testing.dense_matrix(
+      lambda x: gaussian.fourier_filter(x, spectrum), N)
+  signal = shear_operator @ covariance @ shear_operator.T
+  eigenvalues, vectors = np.linalg.eigh(0.5 * (signal + signal.T))
+  power = (vectors.T @ problem['shear'].reshape(-1))**2
+  grid = np.linspace(*BOUNDS, 4001)
+  variance = grid[:, np.newaxis] * np.maximum(eigenvalues, 0.) + NOISE**2
+  log_like = -0.5 * np.sum(power / variance + np.log(variance), axis=1)
+  weights = np.exp(log_like - log_like.max())
+  weights /= weights.sum()
+  mean = np.sum(weights * grid)
+  return mean, np.sqrt(np.sum(weights * (grid - mean)**2))
+
+
+def _whitened_residuals(problem, kappa, amplitude):
+  """(κ − E[κ | γ, A]) / sd[κ | γ, A] per Fourier mode, back in pixels."""
+  spectrum = problem['spectrum']
+  kappa_e, _ = lensing.kaiser_squires(tf.constant(problem['shear']))
+  data_modes = np.fft.fft2(kappa_e.numpy())
+  whitened = []
+  for k, a in zip(kappa.astype(np.float64), amplitude.astype(np.float64)):
+    signal = a * spectrum
+    variance = signal * NOISE**2 / (signal + NOISE**2)
+    mean = signal / (signal + NOISE**2) * data_modes
+    scale = np.where(variance > 0, 1. / np.sqrt(np.where(variance > 0,
+                                                         variance, 1.)), 0.)
+    whitened.append(np.real(np.fft.ifft2((np.fft.fft2(k) - mean) * scale)))
+  # The mean mode (no variance) is left out: N² − 1 unit modes.
+  return np.array(whitened) * np.sqrt(N**2 / (N**2 - 1.))
+
+
+def test_joint_posterior_matches_the_exact_amplitude_posterior(problem):
+  num_samples = 128
+  result = joint_posterior.sample_joint_posterior(
+      problem['data'], problem['joint'], num_samples=num_samples,
+      seed=(1, 2), progress=False, **SETTINGS)
+  amplitude = result.parameters['amplitude'].numpy()
+  assert amplitude.shape == (num_samples,)
+  exact_mean, exact_std = _exact_amplitude_posterior(problem)
+  # The data constrain A to ±0.1 of a range 0.2-5.
+  assert 0.85 < exact_mean < 1. and 0.08 < exact_std < 0.12
+  assert abs(amplitude.mean() - exact_mean) < 3.5 * exact_std / np.sqrt(
+      num_samples)
+  assert 0.8 < amplitude.std() / exact_std < 1.2
+  # κ given each sample's own A: the exact Wiener mean and covariance.
+  z = _whitened_residuals(problem, result.samples.numpy(), amplitude)
+  assert abs(z.mean()) < 0.02
+  assert 0.95 < np.mean(z**2) < 1.08
+  d = result.diagnostics
+  assert d['num_diverged_chains'] == 0
+  # 1 bootstrap + (40 + 150) transitions x 5 leapfrog + 1 Tweedie step.
+  assert d['score_evaluations_per_sample'] == 1 + 190 * 5 + 1
+  assert d['num_steps'] == 190 and d['num_final_steps'] == 150
+  assert d['theta_names'] == ['amplitude'] and d['theta_bounds'] == [
+      list(BOUNDS)]
+  summary = joint_posterior.parameter_summary(result)['amplitude']
+  assert summary['mean'] == pytest.approx(amplitude.mean(), rel=1e-6)
+  assert summary['interval_68'][0] < exact_mean < summary['interval_68'][1]
+  np.testing.assert_allclose(
+      summary['interval_95'],
+      np.percentile(amplitude, [2.5, 97.5], method='weibull'), rtol=1e-5)
+
+
+def test_too_short_annealing_is_detected(problem):
+  """The known-answer check can fail: the default annealing without final
+  steps leaves A about 1.2 posterior std low on this map."""
+  result = joint_posterior.sample_joint_posterior(
+      problem['data'], problem['joint'], num_samples=64, seed=(1, 2),
+      num_final_steps=0, progress=False)
+  exact_mean, exact_std = _exact_amplitude_posterior(problem)
+  amplitude = result.parameters['amplitude'].numpy()
+  assert amplitude.mean() < exact_mean - 5 * exact_std / np.sqrt(64)
+
+
+def test_joint_score_is_the_conditional_posterior_score_and_its_theta_part(
+    problem):
+  """The κ part is `annealed_posterior_score_fn` with ``given(θ)``; the u
+  part the derivative of log p_σ(κ, θ(u)) + log|dθ/du| (finite
+  differences in float64)."""
+  data = shear_map_lib.as_shear_map(problem['data'], dtype=tf.float64)
+  joint = conditional.AmplitudeGaussianPrior(
+      gaussian.GaussianPrior(problem['spectrum'],
+                             pixel_scale_arcmin=PIXEL_ARCMIN), BOUNDS)
+  score_fn = joint_posterior.joint_posterior_score_fn(
+      data.shear, data.noise_std, data.mask, joint, joint.theta_bounds)
+  bijector = joint_posterior.theta_bijector(joint.theta_bounds, tf.float64)
+  kappa = joint.fiducial.sample(2, seed=(3, 3))
+  u = np.array([[-0.4], [0.9]])
+  sigma = tf.constant(0.01, tf.float64)
+  score_kappa, score_u = score_fn([kappa, tf.constant(u)], sigma)
+  theta = bijector.forward(u).numpy()
+  for i in range(2):
+    conditional_score = posterior.annealed_posterior_score_fn(
+        data.shear, data.noise_std, data.mask, joint.given(theta[i]))
+    want = conditional_score(kappa[i:i + 1], sigma)[0]
+    np.testing.assert_allclose(score_kappa[i], want, rtol=1e-9,
+                               atol=1e-9 * np.abs(want).max())
+
+  def log_density(u):  # log p_σ(κ, θ(u)) + log dθ/du.
+    width = BOUNDS[1] - BOUNDS[0]
+    theta = BOUNDS[0] + width * scipy.stats.norm.cdf(u)
+    return joint.log_prob(kappa, theta, sigma).numpy() + np.log(
+        width * scipy.stats.norm.pdf(u[:, 0]))
+
+  step = 1e-5
+  finite_difference = (log_density(u + step) - log_density(u - step)) / (
+      2. * step)
+  np.testing.assert_allclose(score_u[:, 0], finite_difference, rtol=1e-6)
+  # Under a uniform θ prior u is N(0, 1): θ = low + (high − low) Φ(u).
+  np.testing.assert_allclose(bijector.forward([[0.]]), [[np.mean(BOUNDS)]],
+                             rtol=1e-12)
+
+
+def test_conditional_posterior_is_sample_posterior_with_given(problem):
+  sampler = joint_posterior.JointPosteriorSampler(
+      problem['joint'], schedule=GeometricSchedule(0.05, 1e-3, 12),
+      num_leapfrog_steps=5, step_size_factor=1.)
+  kwargs = dict(num_samples=128, seed=(4, 5))
+  result = sampler.sample_conditional(problem['data'], [A_TRUE], **kwargs)
+  given = problem['joint'].given([A_TRUE])
+  same = posterior.sample_posterior(
+      problem['data'], given, schedule=GeometricSchedule(0.05, 1e-3, 12),
+      num_leapfrog_steps=5, step_size_factor=1., progress=False, **kwargs)
+  np.testing.assert_array_equal(result.samples.numpy(), same.samples.numpy())
+  assert result.parameters is None
+  # And it is the exact posterior at that A (dense solve).
+  mean, covariance = testing.exact_gaussian_posterior(problem['data'],
+                                                      given)
+  std = np.sqrt(np.diag(covariance)).reshape(N, N)
+  error = np.sqrt(np.mean((result.mean.numpy() - mean)**2) / np.mean(std**2))
+  assert error < 0.15  # Monte Carlo floor 1/√128 = 0.09.
+  assert 0.9 < np.sqrt(np.mean(result.std.numpy()**2) / np.mean(std**2)) < 1.1
+  with pytest.raises(ValueError, match='amplitude = 9.0 is outside'):
+    sampler.sample_conditional(problem['data'], [9.], **kwargs)
+
+
+def test_sampler_compiles_once_and_seeds_repeat(problem):
+  sampler = joint_posterior.JointPosteriorSampler(
+      problem['joint'], schedule=GeometricSchedule(0.05, 1e-3, 4),
+      num_final_steps=4)
+  first = sampler.sample(problem['data'], num_samples=4, seed=(1, 1))
+  traced = sampler.tracing_count()
+  again = sampler.sample(problem['data'], num_samples=4, seed=(1, 1))
+  flipped = sampler.sample(
+      problem['data']._replace(shear=-problem['data'].shear), num_samples=4,
+      seed=(1, 1))
+  assert sampler.tracing_count() == traced
+  np.testing.assert_array_equal(first.samples.numpy(), again.samples.numpy())
+  np.testing.assert_array_equal(first.parameters['amplitude'].numpy(),
+                                again.parameters['amplitude'].numpy())
+  assert not np.allclose(first.samples.numpy(), flipped.samples.numpy())
+  # A fixed starting θ: every chain starts there.
+  fixed = sampler.sample(problem['data'], num_samples=4, seed=(1, 1),
+                         initial_theta=[1.5], batch_size=2)
+  assert fixed.diagnostics['batch_size'] == 2
+  assert np.all(np.isfinite(fixed.parameters['amplitude'].numpy()))
+
+
+def test_diverged_chains_are_counted_and_dropped_with_their_theta(problem):
+  """A u step twice the width of u given κ (about 0.1) blows chains up."""
+  with pytest.warns(RuntimeWarning, match=r'chains diverged .*theta_step'):
+    result = joint_posterior.sample_joint_posterior(
+        problem['data'], problem['joint'], num_samples=16, seed=(2, 2),
+        schedule=GeometricSchedule(0.05, 1e-3, 8), theta_step_size=0.2,
+        num_final_steps=10, progress=False)
+  diverged = result.diagnostics['diverged_chains']
+  assert 2 <= len(diverged) < 16
+  kept = result.drop_diverged()
+  keep = sorted(set(range(16)) - set(diverged))
+  np.testing.assert_array_equal(
+      kept.parameters['amplitude'].numpy(),
+      tf.gather(result.parameters['amplitude'], keep).numpy())
+  assert kept.samples.shape[0] == len(keep)
+
+
+def test_parameters_field_of_posterior_samples():
+  samples = tf.zeros([3, 4, 4])
+  with pytest.raises(ValueError, match=r"parameters\['a'\] must hold one "
+                     r'sample per sample of samples \(3\)'):
+    results.from_samples(samples, {}, parameters={'a': tf.zeros([2])})
+  result = results.from_samples(samples, {})
+  assert result.parameters is None
+  with pytest.raises(ValueError, match='holds no parameter samples'):
+    joint_posterior.parameter_summary(result)
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(initial_theta=[6.]), 'amplitude = 6.0 is outside'),
+    (dict(initial_theta=[0.2]), 'strictly inside'),
+    (dict(initial_theta=[[1.], [1.]]), r'initial_theta must have shape \[D\]'),
+    (dict(divergence_bound=0.5), 'divergence_bound=0.5 must exceed'),
+    (dict(num_samples=0), 'num_samples must be an integer >= 1'),
+])
+def test_sample_refuses_bad_arguments(problem, kwargs, match):
+  sampler = joint_posterior.JointPosteriorSampler(
+      problem['joint'], schedule=GeometricSchedule(0.05, 1e-3, 2))
+  kwargs = dict(dict(num_samples=4), **kwargs)
+  with pytest.raises(ValueError, match=match):
+    sampler.sample(problem['data'], **kwargs)
+
+
+def test_divergence_bound_must_clear_the_starting_theta(problem):
+  sampler = joint_posterior.JointPosteriorSampler(
+      problem['joint'], schedule=GeometricSchedule(0.01, 1e-3, 2))
+  # |κ| starts within 6 σ_max = 0.06, but u ~ N(0, 1) reaches 2 or more.
+  with pytest.raises(ValueError, match=r'largest starting \|u\| \+ 3'):
+    sampler.sample(problem['data'], num_samples=64, divergence_bound=3.,
+                   seed=(1, 1))
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(theta_step_size=0.), 'theta_step_size must be a positive'),
+    (dict(theta_step_size_factor=-1.), 'theta_step_size_factor must be a'),
+    (dict(num_final_steps=-1), 'num_final_steps must be an integer >= 0'),
+    (dict(step_size_factor=1.5), r'step_size_factor must be in \(0, √2'),
+    (dict(method='nuts'), 'method must be one of'),
+])
+def test_sampler_refuses_bad_settings(problem, kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    joint_posterior.JointPosteriorSampler(problem['joint'], **kwargs)
+
+
+def test_sampler_refuses_a_map_prior_and_mismatched_data(problem):
+  with pytest.raises(ValueError, match='must have a log_prob_theta method'):
+    joint_posterior.JointPosteriorSampler(problem['joint'].fiducial)
+  sampler = joint_posterior.JointPosteriorSampler(
+      problem['joint'], schedule=GeometricSchedule(0.05, 1e-3, 2))
+  data = problem['data']
+  with pytest.raises(ValueError, match='defined on 16x16 maps but the shear '
+                     'map is 8x8'):
+    sampler.sample(data._replace(shear=data.shear[:8, :8],
+                                 noise_std=data.noise_std[:8, :8],
+                                 mask=data.mask[:8, :8]), num_samples=2)
+  with pytest.raises(ValueError, match='computes in float32'):
+    sampler.sample(data._replace(shear=data.shear.astype(np.float64),
+                                 noise_std=data.noise_std.astype(np.float64)),
+                   num_samples=2)

@@ -1,0 +1,724 @@
+"""The joint posterior of a convergence map and cosmological parameters.
+
+`JointPosteriorSampler` draws independent samples of
+
+  p(κ, θ | γ) ∝ p(γ | κ) p(κ, θ)
+
+for a joint prior (`tfp_massmap.priors.conditional.JointPrior`: a score over
+κ and θ, a prior range and density over θ) with the annealed HMC of
+`tfp_massmap.posterior`, its state of two parts, [κ maps ``[C, N, N]``, θ
+``[C, D]``], through `tfp.mcmc.sample_chain`. The annealed target at noise
+level σ is the shear likelihood with variance σ_pix² + σ² (as for κ alone)
+times the joint prior smoothed in κ, p_σ(κ, θ) (θ itself is not smoothed:
+see the conditional module's docstring).
+
+#### θ inside its bounds
+
+The chains move an unconstrained u ∈ ℝ^D with θ = low + (high − low) Φ(u)
+(`theta_bijector`: Φ the standard normal CDF, `tfb.NormalCDF` then
+`tfb.Scale` and `tfb.Shift`), and the target in u holds the log-det
+Jacobian: ∇u log p = (∂θ/∂u) ∇θ log p_σ(κ, θ) + ∇u log|∂θ/∂u|
+(`joint_posterior_score_fn`). So θ never leaves its range, and a uniform θ
+prior is u ~ N(0, I): a chain that wanders towards a bound is pulled back
+with force |u|. (With `tfb.Sigmoid`
+the prior of u is logistic, whose tails are flat where the likelihood is
+saturated: on a 16² test map one chain in 128 stayed stuck at the upper
+bound.) θ starts uniform over its range (u ~ N(0, I)), or at
+``initial_theta``.
+
+#### Step sizes
+
+κ takes leapfrog steps ``step_size_factor · σ`` as in `PosteriorSampler`
+(stable below √2 σ, `AnnealedHamiltonianMonteCarlo`). u takes steps
+
+  ε_u = max(theta_step_size_factor · σ, theta_step_size),
+
+set before each transition by a wrapper kernel (as TFP's step-size
+adaptation kernels set ``step_size``). θ is not smoothed, so its posterior
+width does not shrink with σ: steps ∝ σ move it at large σ, where κ's
+excess power drives it, and the floor ``theta_step_size`` keeps it moving
+at the last levels, where steps ∝ σ would freeze it. Leapfrog on u is stable
+while ε_u < 2 w_u, w_u the width of u's conditional given κ (about 0.1 for
+the amplitude of a 16² map, smaller for larger maps: scale
+``theta_step_size`` down as 1/√(number of modes)). Too large a step shows in
+a low would-be acceptance and in diverged chains.
+
+#### What the annealing does to θ
+
+The annealed target's θ-marginal is p(θ) ∫ p_σ(γ | κ) p_σ(κ | θ) dκ: for
+the Gaussian amplitude prior the data's E-mode power is explained by
+A S + σ_pix² + 2σ², so at σ² comparable to the signal power the θ-marginal
+leans towards small amplitudes (to the lower bound on a 16² map at
+σ ≈ 0.015) and recovers only as σ → σ_min, while the steps shrink. So the
+sampler runs ``num_final_steps`` (default 100) more transitions at σ_min,
+where θ and κ settle. On 16² maps (full mask, white noise, amplitude
+uniform on (0.2, 5), 128 chains, default schedule) the amplitude posterior
+mean comes out low by 0.5 to 1.9 posterior std without them, and by 0.1 to
+0.4 with 100 (σ_pix = 0.005, most modes measured; std within 5 %). Where
+noise dominates many modes (σ_pix = 0.015) κ's prior-dominated modes
+(width √(A S)) and θ (narrow given κ) form a funnel that steps ∝ σ for κ
+cross slowly: there the mean is off by up to 0.8 posterior std with 100
+final steps. tests/test_joint_posterior.py pins the first regime.
+
+#### Divergence
+
+As in `PosteriorSampler`, a chain whose state ever held a NaN, an inf or a
+value beyond ``divergence_bound`` diverged, with the kernel's running max
+over both parts: |κ| (dimensionless) or |u|; |u| > 10 is θ within 1e-23 of
+its range's width from a bound, where u has run away.
+
+`sample_joint_posterior` is the one-call form, `parameter_summary` the mean,
+std and 68/95 % intervals of each parameter, and
+`JointPosteriorSampler.sample_conditional` the conditional posterior
+p(κ | γ, θ) at a fixed θ (`PosteriorSampler` with ``joint_prior.given(θ)``).
+Shear, convergence and noise levels are dimensionless; θ has its own units.
+"""
+
+import time
+import warnings
+
+import numpy as np
+import tensorflow as tf
+import tqdm
+
+from tensorflow_probability.python.bijectors import chain as chain_bijector
+from tensorflow_probability.python.bijectors import normal_cdf
+from tensorflow_probability.python.bijectors import scale as scale_bijector
+from tensorflow_probability.python.bijectors import shift as shift_bijector
+from tensorflow_probability.python.internal import samplers
+from tensorflow_probability.python.internal import special_math
+from tensorflow_probability.python.mcmc import kernel as kernel_base
+from tensorflow_probability.python.mcmc import sample as sample_lib
+
+from tfp_massmap import _checks
+from tfp_massmap import likelihood as likelihood_lib
+from tfp_massmap import posterior
+from tfp_massmap.mcmc import annealed_hmc
+from tfp_massmap.mcmc import driver
+from tfp_massmap.mcmc import results
+from tfp_massmap.priors import conditional
+
+__all__ = [
+    'DEFAULT_NUM_FINAL_STEPS',
+    'DEFAULT_THETA_STEP_SIZE',
+    'DEFAULT_THETA_STEP_SIZE_FACTOR',
+    'JointPosteriorSampler',
+    'joint_posterior_score_fn',
+    'parameter_summary',
+    'sample_joint_posterior',
+    'theta_bijector',
+]
+
+# Transitions at σ_min after the annealing ("What the annealing does to θ").
+DEFAULT_NUM_FINAL_STEPS = 100
+# u's leapfrog step max(factor · σ, floor): "Step sizes" in the docstring.
+DEFAULT_THETA_STEP_SIZE_FACTOR = 5.
+DEFAULT_THETA_STEP_SIZE = 0.05
+
+# How far the divergence bound on |u| must lie above the largest start |u|.
+_U_MARGIN = 3.
+
+
+def theta_bijector(bounds, dtype):
+  """θ = low + (high − low) Φ(u), from u ∈ ℝ^D onto the box ``bounds``.
+
+  Args:
+    bounds: ``[D, 2]`` (low, high) per parameter.
+    dtype: float32 or float64.
+
+  Returns:
+    A `tfb.Chain` of `tfb.Shift`, `tfb.Scale` and `tfb.NormalCDF` (Φ, the
+    standard normal CDF): θ uniform over ``bounds`` is u ~ N(0, I).
+  """
+  bounds = np.asarray(bounds, dtype.as_numpy_dtype)
+  return chain_bijector.Chain([
+      shift_bijector.Shift(tf.constant(bounds[:, 0])),
+      scale_bijector.Scale(tf.constant(bounds[:, 1] - bounds[:, 0])),
+      normal_cdf.NormalCDF()])
+
+
+def joint_posterior_score_fn(shear, noise_std, mask, joint_prior, bounds):
+  """The annealed joint posterior score ([κ, u], σ) ↦ [∇κ, ∇u] log p_σ.
+
+  ∇κ = ∇κ log p_σ(γ | κ) + ∇κ log p_σ(κ, θ) (the `ShearLikelihood` with
+  variance noise_std² + σ², by automatic differentiation, plus the prior's
+  κ score) and, with θ = low + (high − low) Φ(u) (`theta_bijector`),
+
+    ∇u = (high − low) φ(u) ∇θ log p_σ(κ, θ) − u,
+
+  the last term the gradient of the log-det Jacobian log φ(u) (closed form:
+  TFP bijectors cache θ from u, and a gradient through that cache can miss
+  the Jacobian term). The likelihood does not depend on θ. One call of
+  ``joint_prior.score`` per evaluation.
+
+  Args:
+    shear: observed mean ellipticity ``[N, N, 2]``.
+    noise_std: ``[N, N]`` or ``[N, N, 2]``.
+    mask: ``[N, N]`` 0/1.
+    joint_prior: a `JointPrior`.
+    bounds: ``[D, 2]`` (low, high), the prior range of θ.
+
+  Returns:
+    A callable ``([κ [..., N, N], u [..., D]], sigma) -> [∇κ, ∇u]``.
+  """
+  bounds = np.asarray(bounds, np.float64)
+
+  def score(parts, sigma):
+    kappa, u = parts
+    with tf.GradientTape() as tape:
+      tape.watch(kappa)
+      log_likelihood = likelihood_lib.ShearLikelihood(
+          kappa, noise_std, mask, extra_variance=tf.square(sigma)).log_prob(
+              shear)
+    likelihood_score = tape.gradient(log_likelihood, kappa)
+    width = tf.constant(bounds[:, 1] - bounds[:, 0], u.dtype)
+    theta = tf.constant(bounds[:, 0], u.dtype) + width * special_math.ndtr(u)
+    prior_kappa, prior_theta = joint_prior.score(kappa, theta, sigma)
+    normal_density = tf.exp(-0.5 * tf.square(u)) / np.sqrt(2. * np.pi)
+    score_u = width * normal_density * prior_theta - u
+    return [likelihood_score + prior_kappa, score_u]
+  return score
+
+
+class _ThetaStepSize(kernel_base.TransitionKernel):
+  """Sets the u part's leapfrog step to max(factor · σ, floor) at every σ.
+
+  Wraps an `AnnealedHamiltonianMonteCarlo` on [κ, u] and, like TFP's
+  step-size adaptation kernels, sets the ``step_size`` of its results before
+  each transition: κ keeps its factor (step ∝ σ), u gets the factor
+  max(``theta_step_size_factor``, ``theta_step_size`` / σ) at the next
+  transition's noise level σ.
+  """
+
+  def __init__(self, inner_kernel, theta_step_size_factor, theta_step_size):
+    self._parameters = dict(inner_kernel=inner_kernel,
+                            theta_step_size_factor=theta_step_size_factor,
+                            theta_step_size=theta_step_size)
+
+  @property
+  def inner_kernel(self):
+    return self._parameters['inner_kernel']
+
+  @property
+  def parameters(self):
+    return self._parameters
+
+  @property
+  def is_calibrated(self):
+    return self.inner_kernel.is_calibrated
+
+  def _set_theta_factor(self, kernel_results):
+    kappa_factor = kernel_results.step_size[0]
+    sigma = tf.cast(self.inner_kernel.schedule.sigma(kernel_results.step),
+                    kappa_factor.dtype)
+    dtype = kappa_factor.dtype
+    theta_factor = tf.maximum(
+        tf.constant(self._parameters['theta_step_size_factor'], dtype),
+        tf.constant(self._parameters['theta_step_size'], dtype) / sigma)
+    return kernel_results._replace(step_size=[kappa_factor, theta_factor])
+
+  def one_step(self, current_state, previous_kernel_results, seed=None):
+    state, kernel_results = self.inner_kernel.one_step(
+        current_state, previous_kernel_results, seed=seed)
+    return state, self._set_theta_factor(kernel_results)
+
+  def bootstrap_results(self, init_state):
+    return self._set_theta_factor(
+        self.inner_kernel.bootstrap_results(init_state))
+
+
+class _HeldSchedule:
+  """A schedule followed by ``extra_steps`` more steps at its last level."""
+
+  def __init__(self, schedule, extra_steps):
+    self._schedule = schedule
+    self._extra_steps = extra_steps
+
+  @property
+  def num_steps(self):
+    return self._schedule.num_steps + self._extra_steps
+
+  @property
+  def parameters(self):
+    return dict(schedule=self._schedule, extra_steps=self._extra_steps)
+
+  def sigma(self, step):
+    step = tf.convert_to_tensor(step)
+    return self._schedule.sigma(tf.minimum(
+        step, tf.constant(self._schedule.num_steps - 1, step.dtype)))
+
+  def __repr__(self):
+    return f'{self._schedule!r} + {self._extra_steps} steps at its last level'
+
+
+def _compile_chain(make_kernel, jit_compile):
+  """`driver.compile_chain` without a trace, for a state of several parts.
+
+  (``driver.compile_chain`` returns ``out.all_states[-1]``, the last part
+  of a list state rather than each part's last state.)
+  """
+  @tf.function(jit_compile=jit_compile, autograph=False)
+  def run(state, kernel_results, seed, num_results, *args):
+    out = sample_lib.sample_chain(
+        num_results=1, num_burnin_steps=num_results - 1,
+        current_state=state, previous_kernel_results=kernel_results,
+        kernel=make_kernel(*args), trace_fn=None,
+        return_final_kernel_results=True, seed=seed)
+    return [part[-1] for part in out.all_states], out.final_kernel_results
+  return run
+
+
+def parameter_summary(result):
+  """Mean, std and central 68 % and 95 % intervals of each parameter.
+
+  Args:
+    result: a `PosteriorSamples` with ``parameters`` (from
+      `JointPosteriorSampler.sample`, before or after ``drop_diverged``).
+
+  Returns:
+    `dict` from each parameter name to a dict of Python floats: ``mean``,
+    ``std`` (1/S normalisation), ``interval_68`` and ``interval_95``
+    (``[lower, upper]`` lists, `credible_interval`: 95 % needs 39 samples).
+
+  Raises:
+    ValueError: if ``result`` holds no parameter samples or fewer than 2.
+  """
+  parameters = getattr(result, 'parameters', None)
+  if not parameters:
+    raise ValueError('result holds no parameter samples (its parameters '
+                     'field is None): parameter_summary takes the result of '
+                     'a joint posterior sampler (sample_joint_posterior).')
+  summary = {}
+  for name, value in parameters.items():
+    value = np.asarray(value, np.float64)
+    summary[name] = dict(
+        mean=float(value.mean()), std=float(value.std()),
+        **{f'interval_{round(100 * level)}':
+           results.credible_interval(value, level).numpy().tolist()
+           for level in (0.68, 0.95)})
+  return summary
+
+
+class JointPosteriorSampler:
+  """Annealed-HMC sampler of p(κ, θ | γ), compiled once, for many shear maps.
+
+  Like `tfp_massmap.posterior.PosteriorSampler` (same schedule, method and
+  κ settings, same compile-once behaviour: the data, the starting states
+  and the seeds are tensor arguments), with a state of two parts [κ, u] and
+  θ = `theta_bijector`(u) (module docstring). Each of ``num_samples``
+  chains starts at κ = ``initial_state + σ_max · z`` and θ uniform over its
+  range (or ``initial_theta``), anneals through the schedule and
+  ``num_final_steps`` more transitions at its last level, and its final
+  (κ, θ), κ denoised at σ_min at that θ when ``tweedie``, is one sample of
+  the joint posterior; the κ samples alone are samples of the marginal
+  p(κ | γ).
+
+  #### Example
+
+  ```python
+  fiducial = GaussianPrior.from_power_spectrum(ell, cl, n, pixel_scale)
+  joint = AmplitudeGaussianPrior(fiducial, (0.6, 1.0), sigma8_fiducial=0.8)
+  sampler = JointPosteriorSampler(joint, num_final_steps=100)
+  result = sampler.sample(shear_map, num_samples=64, seed=(1, 2))
+  result.parameters['sigma8']            # [64] σ8 samples
+  parameter_summary(result)['sigma8']    # mean, std, 68/95 % intervals
+  ```
+  """
+
+  def __init__(self,
+               joint_prior,
+               *,
+               schedule=None,
+               num_final_steps=DEFAULT_NUM_FINAL_STEPS,
+               method='hmc',
+               num_leapfrog_steps=None,
+               step_size_factor=posterior.DEFAULT_STEP_SIZE_FACTOR,
+               theta_step_size_factor=DEFAULT_THETA_STEP_SIZE_FACTOR,
+               theta_step_size=DEFAULT_THETA_STEP_SIZE,
+               metropolis_correction=None,
+               tweedie=True,
+               jit_compile=None):
+    """Builds the sampler; checks every setting.
+
+    Args:
+      joint_prior: a `tfp_massmap.priors.conditional.JointPrior`, e.g. an
+        `AmplitudeGaussianPrior`.
+      schedule, method, num_leapfrog_steps, metropolis_correction, tweedie,
+        jit_compile: as in `PosteriorSampler` (default schedule:
+        `posterior.default_schedule()`).
+      num_final_steps: transitions at the schedule's last noise level after
+        it (int >= 0, default 100), where θ and κ settle (module docstring,
+        "What the annealing does to θ").
+      step_size_factor: κ's leapfrog step / σ, in (0, √2) (default 0.5; 1
+        suits an exact prior score).
+      theta_step_size_factor, theta_step_size: u's leapfrog step is
+        max(theta_step_size_factor · σ, theta_step_size) (positive floats,
+        dimensionless; u is N(0, 1) under a uniform θ prior); defaults 5 and
+        0.05 (module docstring, "Step sizes").
+
+    Raises:
+      ValueError: for a joint prior with missing or malformed members
+        (`conditional.joint_prior_properties`), or a bad setting.
+    """
+    self._properties = conditional.joint_prior_properties(joint_prior)
+    self._prior = joint_prior
+    self._num_final_steps = _checks.positive_int(
+        num_final_steps, 'num_final_steps', minimum=0)
+    # posterior's private helpers: one place for the checks of both samplers.
+    # pylint: disable=protected-access
+    self._annealing = posterior._checked_schedule(schedule)
+    self._schedule = _HeldSchedule(self._annealing, self._num_final_steps)
+    self._method = method
+    self._num_leapfrog_steps, self._metropolis_correction = (
+        posterior._method_settings(method, num_leapfrog_steps,
+                                   metropolis_correction))
+    # pylint: enable=protected-access
+    self._step_size_factor = _checks.positive_scalar(step_size_factor,
+                                                     'step_size_factor')
+    self._theta_step_size_factor = _checks.positive_scalar(
+        theta_step_size_factor, 'theta_step_size_factor')
+    self._theta_step_size = _checks.positive_scalar(theta_step_size,
+                                                    'theta_step_size')
+    self._tweedie = bool(tweedie)
+    self._jit_compile = driver.default_jit_compile(jit_compile)
+    self._make_kernel(lambda x, sigma: x)  # Checks the kernel settings now.
+    self._start = tf.function(self._start_fn, jit_compile=self._jit_compile,
+                              autograph=False)
+    self._advance = _compile_chain(self._kernel, self._jit_compile)
+    self._finish = tf.function(self._finish_fn, jit_compile=self._jit_compile,
+                               autograph=False)
+
+  @property
+  def prior(self):
+    return self._prior
+
+  @property
+  def schedule(self):
+    """The annealing schedule (without the ``num_final_steps``)."""
+    return self._annealing
+
+  @property
+  def theta_names(self):
+    return self._properties.theta_names
+
+  @property
+  def settings(self):
+    """`dict` of the sampler's settings, as recorded in the diagnostics."""
+    return dict(schedule=self._annealing,
+                num_final_steps=self._num_final_steps,
+                num_steps=self._schedule.num_steps, method=self._method,
+                num_leapfrog_steps=self._num_leapfrog_steps,
+                step_size_factor=self._step_size_factor,
+                theta_step_size_factor=self._theta_step_size_factor,
+                theta_step_size=self._theta_step_size,
+                metropolis_correction=self._metropolis_correction,
+                tweedie=self._tweedie, jit_compile=self._jit_compile)
+
+  def tracing_count(self):
+    """How many times the compiled functions were traced so far (int)."""
+    return sum(f.experimental_get_tracing_count()
+               for f in (self._start, self._advance, self._finish))
+
+  def _bijector(self, dtype):
+    return theta_bijector(self._properties.theta_bounds, dtype)
+
+  def _make_kernel(self, target_score_fn):
+    return _ThetaStepSize(
+        annealed_hmc.AnnealedHamiltonianMonteCarlo(
+            target_score_fn=target_score_fn,
+            schedule=self._schedule,
+            step_size_factor=[self._step_size_factor] * 2,
+            num_leapfrog_steps=self._num_leapfrog_steps,
+            metropolis_correction=self._metropolis_correction),
+        self._theta_step_size_factor, self._theta_step_size)
+
+  def _kernel(self, shear, noise_std, mask):
+    return self._make_kernel(joint_posterior_score_fn(
+        shear, noise_std, mask, self._prior, self._properties.theta_bounds))
+
+  def _start_fn(self, maps, u, seed, shear, noise_std, mask):
+    sigma = tf.cast(self._schedule.sigma(0), maps.dtype)
+    state = [maps + sigma * samplers.normal(tf.shape(maps), dtype=maps.dtype,
+                                            seed=seed), u]
+    return state, self._kernel(shear, noise_std, mask).bootstrap_results(
+        state)
+
+  def _finish_fn(self, state):
+    kappa, u = state
+    theta = self._bijector(u.dtype).forward(u)
+    if self._tweedie:
+      sigma = tf.cast(self._schedule.sigma(self._schedule.num_steps - 1),
+                      kappa.dtype)
+      kappa = conditional.denoise_given(self._prior, kappa, theta, sigma)
+    return kappa, theta
+
+  def _initial_u(self, initial_theta, num_samples, dtype, seed):
+    """Starting u ``[num_samples, D]``: of the given θ, or N(0, I)."""
+    bounds = self._properties.theta_bounds
+    num_params = bounds.shape[0]
+    if initial_theta is None:  # θ uniform over its range.
+      return samplers.normal([num_samples, num_params], dtype=dtype,
+                             seed=seed)
+    theta = np.asarray(initial_theta, np.float64)
+    if theta.shape not in ((num_params,), (num_samples, num_params)):
+      raise ValueError(
+          f'initial_theta must have shape [D] or [{num_samples}, D] with '
+          f'D = {num_params} (parameters {self.theta_names}), got shape '
+          f'{theta.shape}.')
+    for row in theta.reshape(-1, num_params):
+      conditional.check_theta(self._prior, row, 'initial_theta')
+    unit = (theta - bounds[:, 0]) / (bounds[:, 1] - bounds[:, 0])
+    if np.any(unit <= 0.) or np.any(unit >= 1.):
+      raise ValueError('initial_theta must lie strictly inside '
+                       f'theta_bounds {bounds.tolist()} (θ at a bound is '
+                       f'u = ±inf), got {theta.tolist()}.')
+    return tf.broadcast_to(
+        normal_cdf.NormalCDF().inverse(tf.constant(unit, dtype)),
+        [num_samples, num_params])
+
+  def sample(self,
+             shear_map,
+             *,
+             num_samples=64,
+             initial_state=None,
+             initial_theta=None,
+             batch_size=None,
+             seed=None,
+             divergence_bound=posterior.DEFAULT_DIVERGENCE_BOUND,
+             allow_pixel_scale_mismatch=False,
+             progress=False):
+    """Independent samples of p(κ, θ | γ) for one shear map.
+
+    Args:
+      shear_map, num_samples, initial_state, batch_size, seed,
+        allow_pixel_scale_mismatch, progress: as in `PosteriorSampler.sample`
+        (the prior's dtype, map size and pixel scale are checked against the
+        data the same way).
+      initial_theta: optional θ ``[D]`` or ``[num_samples, D]`` strictly
+        inside ``theta_bounds`` where the chains start; default uniform over
+        the range, drawn from ``seed``.
+      divergence_bound: a chain with |κ| or |u| above this at any step has
+        diverged (module docstring); default 10. Must exceed the reach of the
+        starting maps (max|initial_state| + 6 σ_max) and the largest
+        starting |u| + 3.
+
+    Returns:
+      A `PosteriorSamples`: ``samples`` ``[S, N, N]`` and the per-pixel
+      summaries of κ, ``parameters`` a dict from each name of
+      ``theta_names`` to its samples ``[S]`` (the same chains; their
+      summary: `parameter_summary`), and ``diagnostics``, those of
+      `PosteriorSampler.sample` without the trace settings, with
+      ``settings`` (``num_final_steps``, ``theta_step_size_factor``,
+      ``theta_step_size``), ``theta_names`` and ``theta_bounds``;
+      ``max_abs_kappa`` per chain is the running max of |κ| and |u|,
+      ``final_step_size_factor`` κ's factor.
+
+    Raises:
+      ValueError: before sampling, as `PosteriorSampler.sample`, or for a
+        bad ``initial_theta`` or ``divergence_bound``.
+
+    Warns:
+      RuntimeWarning: when chains diverged, naming how many.
+    """
+    # pylint: disable=protected-access
+    data, pixel_scales = posterior._checked_data(
+        shear_map, self._prior, allow_pixel_scale_mismatch,
+        'sample_joint_posterior')
+    dtype = data.shear.dtype
+    n = int(data.shear.shape[0])
+    num_samples = _checks.positive_int(num_samples, 'num_samples')
+    batch_size = (num_samples if batch_size is None else min(
+        _checks.positive_int(batch_size, 'batch_size'), num_samples))
+    seed = samplers.sanitize_seed(seed, salt='sample_joint_posterior')
+    theta_seed, seed = samplers.split_seed(seed)
+    start_maps = posterior._initial_state(
+        initial_state, num_samples, n, dtype, 'initial_state')
+    start_u = self._initial_u(initial_theta, num_samples, dtype, theta_seed)
+    divergence_bound = posterior._check_divergence_bound(
+        divergence_bound, start_maps, self._schedule)
+    u_reach = float(tf.reduce_max(tf.abs(start_u))) + _U_MARGIN
+    if divergence_bound <= u_reach:
+      raise ValueError(
+          f'divergence_bound={divergence_bound!r} must exceed the largest '
+          f'starting |u| + {_U_MARGIN:g} = {u_reach:.3g} (u, the '
+          'unconstrained theta, counts in the divergence check), or chains '
+          'would count as diverged from the start.')
+    data_args = (data.shear, data.noise_std, data.mask)
+    num_steps = self._schedule.num_steps
+    chunks = driver.chunk_lengths(num_steps, posterior._MAX_CHUNK_STEPS)
+    # pylint: enable=protected-access
+    batch_starts = list(range(0, num_samples, batch_size))
+    batch_seeds = samplers.split_seed(seed, n=len(batch_starts))
+    kappas, thetas, finals = [], [], []
+    began = time.perf_counter()
+    with warnings.catch_warnings(), tqdm.tqdm(
+        total=len(batch_starts) * num_steps, disable=not progress,
+        unit='step', desc='joint annealed HMC') as bar:
+      warnings.filterwarnings(
+          'ignore', message='supplied `TransitionKernel` is not calibrated')
+      for first, batch_seed in zip(batch_starts, batch_seeds):
+        init_seed, run_seed = samplers.split_seed(batch_seed)
+        batch = slice(first, first + batch_size)
+        state, kernel_results = self._start(start_maps[batch],
+                                            start_u[batch], init_seed,
+                                            *data_args)
+        state, kernel_results, _ = driver.run_chunks(
+            self._advance, state, kernel_results, chunks, run_seed,
+            *data_args, progress_bar=bar)
+        kappa, theta = self._finish(state)
+        kappas.append(kappa)
+        thetas.append(theta)
+        finals.append(kernel_results)
+    wall_time = time.perf_counter() - began
+    kappa = tf.concat(kappas, axis=0)
+    theta = tf.concat(thetas, axis=0)
+    diagnostics = self._diagnostics(kappa, theta, finals, divergence_bound,
+                                    wall_time)
+    diagnostics.update(batch_size=batch_size, **pixel_scales)
+    diverged = diagnostics['num_diverged_chains']
+    if diverged:
+      warnings.warn(
+          f'{diverged} of {num_samples} chains diverged (a state with NaN, '
+          f'inf, |kappa| > {divergence_bound:g} or |u| > '
+          f'{divergence_bound:g}; indices in '
+          "diagnostics['diverged_chains']): their samples are junk. Use a "
+          f'smaller step_size_factor (now {self._step_size_factor:g}), '
+          f'theta_step_size_factor (now {self._theta_step_size_factor:g}) or '
+          f'theta_step_size (now {self._theta_step_size:g}); '
+          'PosteriorSamples.drop_diverged() removes them.', RuntimeWarning)
+    parameters = {name: theta[:, i]
+                  for i, name in enumerate(self.theta_names)}
+    return results.from_samples(kappa, diagnostics, parameters=parameters)
+
+  def _diagnostics(self, kappa, theta, finals, divergence_bound, wall_time):
+    """The diagnostics dict of `sample`, from the final kernel results."""
+    num_samples = int(kappa.shape[0])
+    num_steps = self._schedule.num_steps
+    per_chain = lambda field: np.concatenate(
+        [np.asarray(getattr(r, field), np.float64) for r in finals])
+    accepted = per_chain('num_accepted') / num_steps
+    max_abs = per_chain('max_abs_state')
+    finite = (np.all(np.isfinite(kappa.numpy()), axis=(1, 2)) &
+              np.all(np.isfinite(theta.numpy()), axis=1))
+    diverged = np.flatnonzero(~(max_abs <= divergence_bound) | ~finite)
+    if self._metropolis_correction or self._num_leapfrog_steps > 1:
+      would_be = (per_chain('sum_accept_probability') / num_steps).tolist()
+    else:  # No part of a one-step trajectory is at a single noise level.
+      would_be = None
+    evaluations = int(finals[-1].num_score_evaluations) + int(self._tweedie)
+    return dict(
+        acceptance_rate=float(np.mean(accepted)),
+        score_evaluations_per_sample=evaluations,
+        num_score_evaluations=evaluations * num_samples,
+        wall_time_s=wall_time,
+        wall_time_per_sample_s=wall_time / num_samples,
+        tracing_count=self.tracing_count(),
+        **self.settings,
+        theta_names=list(self.theta_names),
+        theta_bounds=self._properties.theta_bounds.tolist(),
+        divergence_bound=divergence_bound,
+        acceptance_per_chain=accepted.tolist(),
+        final_step_size_factor=[self._step_size_factor] * num_samples,
+        num_diverged_chains=len(diverged),
+        diverged_chains=diverged.tolist(),
+        max_abs_kappa=[float(v) if np.isfinite(v) else None for v in max_abs],
+        num_dropped_chains=0,
+        dropped_chains=[],
+        would_be_acceptance=would_be,
+        **results.acceptance_summary(would_be))
+
+  def sample_conditional(self, shear_map, theta, **kwargs):
+    """Samples of the conditional posterior p(κ | γ, θ) at a fixed θ.
+
+    `posterior.PosteriorSampler` with ``joint_prior.given(theta)`` and this
+    sampler's annealing schedule and κ settings (method, leapfrog steps,
+    ``step_size_factor``, correction, Tweedie step, XLA): the same samples
+    as ``sample_posterior(shear_map, joint_prior.given(theta), ...)`` with
+    those settings and seed. Each call builds (and traces) a new sampler.
+
+    Args:
+      shear_map: the data, as in `sample`.
+      theta: one θ ``[D]`` inside ``theta_bounds``.
+      **kwargs: the arguments of `PosteriorSampler.sample` (``num_samples``,
+        ``seed``, ...).
+
+    Returns:
+      A `PosteriorSamples` of κ (``parameters`` None).
+
+    Raises:
+      ValueError: for a θ outside the prior range, or as
+        `PosteriorSampler.sample`.
+    """
+    conditional.check_theta(self._prior, theta)
+    sampler = posterior.PosteriorSampler(
+        self._prior.given(theta), schedule=self._annealing,
+        method=self._method, num_leapfrog_steps=self._num_leapfrog_steps,
+        step_size_factor=self._step_size_factor,
+        metropolis_correction=self._metropolis_correction,
+        tweedie=self._tweedie, jit_compile=self._jit_compile)
+    return sampler.sample(shear_map, **kwargs)
+
+
+def sample_joint_posterior(shear_map,
+                           joint_prior,
+                           *,
+                           num_samples=64,
+                           schedule=None,
+                           num_final_steps=DEFAULT_NUM_FINAL_STEPS,
+                           method='hmc',
+                           num_leapfrog_steps=None,
+                           step_size_factor=posterior.DEFAULT_STEP_SIZE_FACTOR,
+                           theta_step_size_factor=(
+                               DEFAULT_THETA_STEP_SIZE_FACTOR),
+                           theta_step_size=DEFAULT_THETA_STEP_SIZE,
+                           metropolis_correction=None,
+                           tweedie=True,
+                           initial_state=None,
+                           initial_theta=None,
+                           batch_size=None,
+                           seed=None,
+                           divergence_bound=posterior.DEFAULT_DIVERGENCE_BOUND,
+                           allow_pixel_scale_mismatch=False,
+                           jit_compile=None,
+                           progress=True):
+  """Independent samples of the joint posterior p(κ, θ | γ).
+
+  The one-call form of `JointPosteriorSampler`:
+  ``JointPosteriorSampler(joint_prior, schedule=..., ...).sample(shear_map,
+  num_samples=..., ...)`` (a new sampler, traced anew, per call; keep a
+  `JointPosteriorSampler` to map many shear maps).
+
+  Args:
+    shear_map: the data, a `tfp_massmap.ShearMap`.
+    joint_prior: a `JointPrior`, e.g. an `AmplitudeGaussianPrior`.
+    schedule, num_final_steps, method, num_leapfrog_steps, step_size_factor,
+      theta_step_size_factor, theta_step_size, metropolis_correction,
+      tweedie, jit_compile: as in `JointPosteriorSampler`.
+    num_samples, initial_state, initial_theta, batch_size, seed,
+      divergence_bound, allow_pixel_scale_mismatch, progress: as in
+      `JointPosteriorSampler.sample`.
+
+  Returns:
+    A `PosteriorSamples` with ``parameters`` (`JointPosteriorSampler.sample`).
+
+  Raises:
+    ValueError: as `JointPosteriorSampler` and its ``sample``, before any
+      sampling.
+
+  Warns:
+    RuntimeWarning: when chains diverged, naming how many.
+  """
+  sampler = JointPosteriorSampler(
+      joint_prior, schedule=schedule, num_final_steps=num_final_steps,
+      method=method, num_leapfrog_steps=num_leapfrog_steps,
+      step_size_factor=step_size_factor,
+      theta_step_size_factor=theta_step_size_factor,
+      theta_step_size=theta_step_size,
+      metropolis_correction=metropolis_correction, tweedie=tweedie,
+      jit_compile=jit_compile)
+  return sampler.sample(
+      shear_map, num_samples=num_samples, initial_state=initial_state,
+      initial_theta=initial_theta, batch_size=batch_size, seed=seed,
+      divergence_bound=divergence_bound,
+      allow_pixel_scale_mismatch=allow_pixel_scale_mismatch,
+      progress=progress)
