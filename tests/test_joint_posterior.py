@@ -307,3 +307,47 @@ def test_sampler_refuses_a_map_prior_and_mismatched_data(problem):
     sampler.sample(data._replace(shear=data.shear.astype(np.float64),
                                  noise_std=data.noise_std.astype(np.float64)),
                    num_samples=2)
+
+
+class _WithNuisance:
+  """The amplitude prior and a second parameter b, uniform on (0, 1) and
+  independent of κ: its posterior is its prior."""
+
+  def __init__(self, joint):
+    self._joint = joint
+    self.theta_names = joint.theta_names + ('b',)
+    self.theta_bounds = np.concatenate([joint.theta_bounds, [[0., 1.]]])
+    self.dtype = joint.dtype
+    self.pixel_scale_arcmin = joint.pixel_scale_arcmin
+    self.num_pixels_per_side = joint.num_pixels_per_side
+
+  def score(self, x, theta, sigma):
+    score_x, score_a = self._joint.score(x, theta[..., :1], sigma)
+    return score_x, tf.concat([score_a, tf.zeros_like(score_a)], axis=-1)
+
+  def log_prob_theta(self, theta):
+    return self._joint.log_prob_theta(theta[..., :1])
+
+  def given(self, theta):
+    return self._joint.given(theta[:1])
+
+
+def test_two_parameters_and_the_jacobian(problem):
+  """θ = (A, b): b's samples are uniform on (0, 1) (through u ~ N(0, 1) and
+  the log-det Jacobian), and A is as with A alone; no denoise method, so
+  the Tweedie step comes from the κ score."""
+  num_samples = 256
+  result = joint_posterior.sample_joint_posterior(
+      problem['data'], _WithNuisance(problem['joint']),
+      num_samples=num_samples, seed=(3, 4), progress=False,
+      schedule=GeometricSchedule(0.05, 1e-3, num_levels=20),
+      num_final_steps=40)
+  assert sorted(result.parameters) == ['amplitude', 'b']
+  b = result.parameters['b'].numpy()
+  assert abs(b.mean() - 0.5) < 3.5 * np.sqrt(1 / 12 / num_samples)
+  assert 0.9 < b.std() / np.sqrt(1 / 12) < 1.1
+  exact_mean, exact_std = _exact_amplitude_posterior(problem)
+  amplitude = result.parameters['amplitude'].numpy()
+  assert abs(amplitude.mean() - exact_mean) < exact_std
+  np.testing.assert_allclose(np.mean(result.samples.numpy(), axis=(1, 2)),
+                             0., atol=1e-6)
