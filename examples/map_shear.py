@@ -112,8 +112,27 @@ flags.DEFINE_enum('projection', 'tan', ['tan', 'radec'],
 flags.DEFINE_float('center_ra', None, 'Grid centre RA [deg]; default median.')
 flags.DEFINE_float('center_dec', None, 'Grid centre Dec [deg]; default median.')
 flags.DEFINE_string('clusters', None,
-                    'Optional cluster list (whitespace table: ID RA Dec ... z) '
-                    'to overlay on the figure.')
+                    'Optional X-ray cluster list (the whitespace table of '
+                    'Finoguenov et al. 2007: ID RA Dec r500 flux error z M500 ...) '
+                    'to overlay on the figure and, with --statistics and the '
+                    'posterior, to cross-match with the peaks (clusters.fits).')
+flags.DEFINE_float('cluster_min_m500', 0.0,
+                   'Mass cut of the clusters drawn and matched [1e13 solar '
+                   'masses, M500].')
+flags.DEFINE_bool('statistics', False,
+                  'Also write statistics.json (power spectrum, one-point PDF '
+                  'and moments, peak counts, Minkowski functionals of each map; '
+                  'posterior bands) and, with the posterior, peaks.fits (the '
+                  'posterior peak catalogue with sky positions).')
+flags.DEFINE_float('statistics_smoothing_arcmin', 1.6,
+                   'Gaussian smoothing std [arcmin] before the one-point, peak '
+                   'and Minkowski statistics.')
+flags.DEFINE_float('peak_threshold_snr', 3.0,
+                   'Peaks of the posterior mean above this S/N (mean / '
+                   'posterior std) go into peaks.fits.')
+flags.DEFINE_float('peak_match_radius_arcmin', 2.0,
+                   'Radius [arcmin] within which a sample\'s peak (or a '
+                   'cluster) matches a peak.')
 _METHODS = ('ks', 'wiener', 'posterior', 'sparse', 'tv', 'mcalens')
 flags.DEFINE_list('methods', ['ks', 'wiener', 'posterior'],
                   'Estimators to run: ks (Kaiser-Squires), wiener (Wiener filter), '
@@ -172,7 +191,8 @@ EXIT_DIVERGED = 3
 # Files of the output folder; and those that versions without a manifest
 # wrote, so that such a folder may be replaced.
 _OWN_FILES = ('kappa_*.fits', 'mask.fits', 'noise_std.fits', 'maps.png',
-              'summary.json', 'summary.json.tmp', '.*.tmp', 'tmp*.png')
+              'summary.json', 'summary.json.tmp', '.*.tmp', 'tmp*.png',
+              'statistics.json', 'peaks.fits', 'clusters.fits')
 
 # Flags that act only with --catalog, only with the posterior, or only with
 # some methods ({flag: methods it applies to}).
@@ -182,6 +202,8 @@ _CATALOGUE_FLAGS = ('hdu', 'ra_col', 'dec_col', 'e1_col', 'e2_col', 'weight_col'
 _POSTERIOR_FLAGS = ('prior', 'prior_path', 'allow_prior_pixel_scale_mismatch',
                     'num_samples', 'num_levels', 'num_leapfrog_steps',
                     'step_size_factor', 'drop_diverged_chains')
+_STATISTICS_FLAGS = ('statistics_smoothing_arcmin', 'peak_threshold_snr',
+                     'peak_match_radius_arcmin')
 _METHOD_FLAGS = {'ks_smoothing_arcmin': ('ks',),
                  'sparse_threshold_sigma': ('sparse', 'mcalens'),
                  'tv_regularisation': ('tv',)}
@@ -254,6 +276,13 @@ def _check_flag_scope(methods):
     if _present(name) and not set(users) & set(methods):
       raise InputError(f'--{name} applies to --methods {list(users)}, which are '
                        'not requested.')
+  if not FLAGS.statistics:
+    stray = [f'--{name}' for name in _STATISTICS_FLAGS if _present(name)]
+    if stray:
+      raise InputError(f'{stray} apply to --statistics; pass it or drop them.')
+  if _present('cluster_min_m500') and not FLAGS.clusters:
+    raise InputError('--cluster_min_m500 applies to --clusters; pass a cluster '
+                     'list or drop it.')
   if _present('prior') and _present('prior_path'):
     raise InputError('pass either --prior or --prior_path, not both.')
   if (FLAGS.center_ra is None) != (FLAGS.center_dec is None):
@@ -283,6 +312,12 @@ def _check_numbers(methods):
                      f'(arcmin), got {FLAGS.ks_smoothing_arcmin}.')
   positive('sparse_threshold_sigma')
   positive('tv_regularisation')
+  positive('statistics_smoothing_arcmin')
+  positive('peak_threshold_snr')
+  positive('peak_match_radius_arcmin')
+  if not (math.isfinite(FLAGS.cluster_min_m500) and FLAGS.cluster_min_m500 >= 0):
+    raise InputError('--cluster_min_m500 must be a finite number >= 0 (1e13 '
+                     f'solar masses), got {FLAGS.cluster_min_m500}.')
   if FLAGS.seed < 0:
     raise InputError(f'--seed must be >= 0, got {FLAGS.seed}.')
   if FLAGS.demo_index < 0:
@@ -363,18 +398,25 @@ def _load_data():
   return shear_map, None, f'catalogue {FLAGS.catalog} ({len(cat.ra)} galaxies)'
 
 
-def _load_clusters(shear_map):
-  """The --clusters overlay as [(x_pix, y_pix, label)] inside the map, or None."""
+def _load_clusters():
+  """The --clusters table (`catalog.read_cluster_list`), or None."""
   from tfp_massmap import catalog  # pylint: disable=g-import-not-at-top
   if not FLAGS.clusters:
     return None
   with _input_errors(f'--clusters={FLAGS.clusters}'):
-    table = catalog.read_cluster_list(FLAGS.clusters)
+    return catalog.read_cluster_list(FLAGS.clusters)
+
+
+def _cluster_overlay(shear_map, table):
+  """The clusters above --cluster_min_m500 on the map: [(x, y, label)]."""
+  if table is None:
+    return None
+  table = table[table['m500'] >= FLAGS.cluster_min_m500]
   x, y = shear_map.wcs.world_to_pixel_values(table['ra'], table['dec'])
   n = shear_map.mask.shape[0]
-  keep = (x >= 0) & (x < n) & (y >= 0) & (y < n)
-  return [(xi, yi, f'z={zi:.2f}') for xi, yi, zi in
-          zip(x[keep], y[keep], table['z'][keep])]
+  keep = (x >= -0.5) & (x < n - 0.5) & (y >= -0.5) & (y < n - 0.5)
+  return [(xi, yi, f'z={zi:.2f}, {mi:.1f}') for xi, yi, zi, mi in
+          zip(x[keep], y[keep], table['z'][keep], table['m500'][keep])]
 
 
 def _posterior_prior(shear_map):
@@ -414,7 +456,7 @@ def _validate():
   folder = _output_folder()
   _check_memory(methods)
   shear_map, truth, description = _load_data()
-  clusters = _load_clusters(shear_map)
+  clusters = _load_clusters()
   prior = _posterior_prior(shear_map) if 'posterior' in methods else None
   return _Plan(methods, folder, shear_map, truth, description, clusters, prior)
 
@@ -483,7 +525,47 @@ def _products(plan, results):
   return maps, pipeline.strict_json(summary), panels
 
 
-def _write(plan, maps, summary, panels):
+def _statistics_products(plan, results):
+  """(statistics dict, {name: table columns}, figure peaks) for --statistics."""
+  from tfp_massmap import pipeline  # pylint: disable=g-import-not-at-top
+  if not FLAGS.statistics:
+    return None, {}, None
+  stats = pipeline.statistics_summary(
+      plan.shear_map, results, smoothing_arcmin=FLAGS.statistics_smoothing_arcmin)
+  stats['run_id'] = plan.folder.run_id
+  tables, overlay = {}, None
+  if 'posterior' in results:
+    peaks, matched = pipeline.peak_tables(
+        plan.shear_map, results['posterior'],
+        threshold_snr=FLAGS.peak_threshold_snr,
+        match_radius_arcmin=FLAGS.peak_match_radius_arcmin,
+        clusters=plan.clusters, min_m500=FLAGS.cluster_min_m500)
+    tables['peaks'] = peaks
+    overlay = list(zip(peaks['x'], peaks['y'], peaks['probability']))
+    stats['peaks'] = {'threshold_snr': FLAGS.peak_threshold_snr,
+                      'match_radius_arcmin': FLAGS.peak_match_radius_arcmin,
+                      'num_peaks': int(peaks['x'].size)}
+    if matched is not None:
+      tables['clusters'] = matched
+      stats['clusters'] = {
+          'min_m500_1e13_msun': FLAGS.cluster_min_m500,
+          'num_on_map': int(matched['id'].size),
+          'mean_peak_probability': float(np.mean(matched['peak_probability']))
+                                   if matched['id'].size else None}
+  return pipeline.strict_json(stats), tables, overlay
+
+
+def _write_table(path, columns, run_id):
+  """A FITS binary table of numpy columns, with the run id in its header."""
+  from astropy.io import fits  # pylint: disable=g-import-not-at-top
+  from astropy.table import Table  # pylint: disable=g-import-not-at-top
+  table = Table({k: np.asarray(v) for k, v in columns.items()})
+  hdu = fits.table_to_hdu(table)
+  hdu.header['RUNID'] = (run_id, 'run id of this output set')
+  fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(path)
+
+
+def _write(plan, maps, summary, panels, stats=None, tables=None, peaks=None):
   """Writes every product into the output folder as one transaction."""
   from tfp_massmap import catalog  # pylint: disable=g-import-not-at-top
   from tfp_massmap import plotting  # pylint: disable=g-import-not-at-top
@@ -496,8 +578,14 @@ def _write(plan, maps, summary, panels):
                              wcs=plan.shear_map.wcs, header=header)
     plotting.plot_maps(panels, folder.path_for('maps.png'),
                        plan.shear_map.pixel_scale_arcmin, mask=plan.shear_map.mask,
-                       clusters=plan.clusters, title=plan.description,
+                       clusters=_cluster_overlay(plan.shear_map, plan.clusters),
+                       peaks=peaks, title=plan.description,
                        metadata={'RunID': folder.run_id})
+    for name, columns in (tables or {}).items():
+      _write_table(folder.path_for(f'{name}.fits'), columns, folder.run_id)
+    if stats is not None:
+      with open(folder.path_for('statistics.json'), 'w', encoding='utf-8') as f:
+        f.write(json.dumps(stats, indent=2, allow_nan=False) + '\n')
     with open(folder.path_for('summary.json'), 'w', encoding='utf-8') as f:
       f.write(summary_text + '\n')
   return summary_text
@@ -510,9 +598,12 @@ def main(argv):
   plan = _validate()
   results = _run_methods(plan)
   maps, summary, panels = _products(plan, results)
-  summary_text = _write(plan, maps, summary, panels)
+  stats, tables, peaks = _statistics_products(plan, results)
+  summary_text = _write(plan, maps, summary, panels, stats, tables, peaks)
   print(summary_text)
-  print(f'wrote {len(maps)} FITS maps, maps.png and summary.json to '
+  extra = ''.join(f', {name}.fits' for name in tables) + (
+      ', statistics.json' if stats is not None else '')
+  print(f'wrote {len(maps)} FITS maps, maps.png, summary.json{extra} to '
         f'{plan.folder.path} (run id {plan.folder.run_id})')
 
 

@@ -28,8 +28,22 @@ def _run(module, *args):
 
 def test_embedded_default_writes_maps_summary_and_figure(map_shear, tmp_path):
   _run(map_shear, f'--output_dir={tmp_path}', '--prior=gaussian', '--num_samples=8',
-       '--num_levels=12')
+       '--num_levels=12', '--statistics', '--peak_threshold_snr=2.5')
   summary = json.loads((tmp_path / 'summary.json').read_text())
+  stats = json.loads((tmp_path / 'statistics.json').read_text())
+  assert stats['run_id'] == summary['run_id']
+  power = {name: np.array(stats['methods'][name]['power_spectrum'])
+           for name in ('ks', 'wiener', 'posterior')}
+  band = stats['posterior_bands']['power_spectrum']
+  # A single Wiener map lacks the small-scale power that each posterior
+  # sample has: at the highest ℓ it lies far below the samples' band.
+  assert power['wiener'][-1] < 0.5 * np.array(band['lower_95'])[-1]
+  assert np.all(np.array(band['lower_68']) <= np.array(band['upper_68']))
+  peaks = astropy.table.Table.read(tmp_path / 'peaks.fits')
+  assert stats['peaks']['num_peaks'] == len(peaks) > 0
+  assert set(peaks.colnames) >= {'x', 'y', 'ra_deg', 'dec_deg', 'snr',
+                                 'probability', 'height_lower'}
+  assert np.all(peaks['snr'] > 2.5) and np.all(peaks['probability'] <= 1)
   for name in ('ks', 'wiener', 'posterior'):
     entry = summary['methods'][name]
     assert 0 < entry['rmse'] < 0.05 and 0 < entry['pearson_r'] < 1
@@ -113,6 +127,10 @@ def _no_work(module, monkeypatch):
     (['--methods=ks', '--demo_index=3'], '--demo_index selects the embedded default'),
     (['--methods=ks', '--hdu=7'], 'has no HDU 7'),
     (['--methods=ks', '--clusters=/nonexistent/clusters.txt'], '--clusters='),
+    (['--methods=ks', '--peak_threshold_snr=4'], 'apply to --statistics'),
+    (['--methods=ks', '--statistics', '--peak_match_radius_arcmin=0'],
+     '--peak_match_radius_arcmin must be a finite number > 0'),
+    (['--methods=ks', '--cluster_min_m500=5'], '--cluster_min_m500 applies to'),
     (['--methods=ks', '--npix=1000000'], 'GiB of memory; this machine has'),
     (['--prior=gaussian', '--num_samples=1'], '--num_samples must be >= 2'),
     (['--prior=gaussian', '--step_size_factor=2'], '--step_size_factor must be in (0, √2'),

@@ -146,3 +146,75 @@ def test_strict_json():
       {'a': (np.float32(np.inf), -np.inf, [np.nan, 1.5]), 'b': np.arange(2),
        1: np.float64(2.)}) == {
            'a': [None, None, [None, 1.5]], 'b': [0, 1], '1': 2.}
+
+
+def _bump(n, y0, x0, height, width=1.5):
+  rows = np.arange(n)
+  return height * np.exp(-0.5 * ((rows[:, None] - y0)**2 +
+                                 (rows[None, :] - x0)**2) / width**2)
+
+
+def test_peak_tables_cross_match_known_clusters():
+  from tfp_massmap import demo  # pylint: disable=g-import-not-at-top
+  from tfp_massmap.mcmc import results  # pylint: disable=g-import-not-at-top
+  shear_map, _ = demo.demo_problem(index=0, noise_seed=0)
+  shear_map = shear_map._replace(mask=np.ones_like(np.asarray(shear_map.mask)))
+  n = shear_map.mask.shape[0]
+  rng = np.random.default_rng(0)
+  # 10 samples with white noise of std 0.01: bump A at (y, x) = (40, 50) in
+  # every sample (the mean's S/N is about 20); bump B at (90, 30) in 7 of
+  # them, where each of those 7 has S/N 1/√(0.7 · 0.3) = 2.18 but the mean
+  # only 0.7 of it: B is in no catalogue above S/N 2, and its probability
+  # at a cluster's position is at most 0.7 (S/N = sample / std is nearly
+  # flat across B, where std follows the bump: noise decides whether the
+  # maximum in the disc is a strict local maximum, measured 4 of the 7).
+  samples = 0.01 * rng.standard_normal((10, n, n))
+  samples += _bump(n, 40, 50, 0.2)
+  samples[:7] += _bump(n, 90, 30, 0.5)
+  post = results.from_samples(tf.constant(samples), {})
+  result = pipeline.EstimatorResult(np.asarray(post.mean), 0., {}, post)
+  ra, dec = shear_map.wcs.pixel_to_world_values([50, 30, 10], [40, 90, 10])
+  clusters = np.zeros(3, dtype=[('id', np.int64), ('ra', float), ('dec', float),
+                                ('z', float), ('m500', float)])
+  clusters['id'], clusters['ra'], clusters['dec'] = [7, 8, 9], ra, dec
+  clusters['z'], clusters['m500'] = [0.3, 0.5, 0.7], [6.0, 8.0, 1.0]
+  peaks, matched = pipeline.peak_tables(shear_map, result, threshold_snr=2.0,
+                                        match_radius_arcmin=2.0,
+                                        clusters=clusters, min_m500=5.0)
+  top = np.argmax(peaks['snr'])
+  assert (peaks['x'][top], peaks['y'][top]) == (50, 40)
+  assert peaks['probability'][top] == 1.0
+  assert peaks['nearest_cluster_id'][top] == 7
+  assert peaks['nearest_cluster_arcmin'][top] == pytest.approx(0.0, abs=1e-6)
+  assert not np.any((np.abs(peaks['x'] - 30) <= 2) & (np.abs(peaks['y'] - 90) <= 2))
+  # The 1e13 group is below the cut.
+  np.testing.assert_array_equal(matched['id'], [7, 8])
+  assert matched['peak_probability'][0] == 1.0
+  assert 0.3 <= matched['peak_probability'][1] <= 0.7
+  assert matched['nearest_peak_arcmin'][0] == pytest.approx(0.0, abs=1e-6)
+  assert matched['nearest_peak_arcmin'][1] > 2.0
+  with pytest.raises(ValueError, match='threshold_snr must be a positive'):
+    pipeline.peak_tables(shear_map, result, threshold_snr=0.0)
+
+
+def test_statistics_summary_is_the_statistics_of_the_maps(problem):
+  from tfp_massmap import statistics  # pylint: disable=g-import-not-at-top
+  from tfp_massmap.mcmc import results  # pylint: disable=g-import-not-at-top
+  data, truth, _, _ = problem
+  truth = np.asarray(truth, np.float64)
+  # Identical samples: every band collapses onto that map's statistic.
+  post = results.from_samples(tf.constant(np.stack([truth] * 4)), {})
+  given = {'posterior': pipeline.EstimatorResult(truth, 0., {}, post)}
+  stats = pipeline.statistics_summary(data, given, smoothing_arcmin=6.4)
+  mine = stats['methods']['posterior']
+  for key, band in stats['posterior_bands'].items():
+    np.testing.assert_allclose(band['lower_95'], mine[key], rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(band['upper_68'], mine[key], rtol=1e-6, atol=1e-12)
+  mask = np.asarray(data.mask, np.float64)
+  centred = truth - truth[mask > 0].mean()
+  _, power = statistics.masked_power_spectrum(
+      centred, PIXEL_ARCMIN, mask=mask,
+      ell_edges=pipeline.power_spectrum.default_ell_edges(NPIX, PIXEL_ARCMIN, 12))
+  np.testing.assert_allclose(mine['power_spectrum'], power.numpy(), rtol=1e-10)
+  # Bins in units of the smoothed map's rms: its variance is σ_ref².
+  assert mine['variance'] == pytest.approx(stats['sigma_ref']**2, rel=1e-6)

@@ -6,7 +6,9 @@ label for figures and its memory cost. `run_estimators` runs the requested
 ones on one shear map, one after another, timing each; `summarise` builds
 the JSON summary of a run (seconds and reports of each estimator, RMSE and
 Pearson r against the truth when known, posterior interval coverage), and
-`strict_json` makes it strict JSON. `examples/map_shear.py` (with files,
+`strict_json` makes it strict JSON; `statistics_summary` and `peak_tables`
+add the summary statistics of the maps and the posterior peak catalogue
+(cross-matched with a cluster list). `examples/map_shear.py` (with files,
 flags and exit codes around it), `benchmarks/bench_posterior.py` and the
 tests call these.
 
@@ -37,14 +39,18 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
+from tfp_massmap import _checks
 from tfp_massmap import cosmology
 from tfp_massmap import lensing
 from tfp_massmap import lognormal_posterior
 from tfp_massmap import metrics
 from tfp_massmap import posterior
+from tfp_massmap import power_spectrum
 from tfp_massmap import priors
 from tfp_massmap import shear_map as shear_map_lib
+from tfp_massmap import sky
 from tfp_massmap import sparse
+from tfp_massmap import statistics
 from tfp_massmap import wiener
 
 __all__ = [
@@ -55,7 +61,9 @@ __all__ = [
     'EstimatorOptions',
     'EstimatorResult',
     'memory_need_bytes',
+    'peak_tables',
     'run_estimators',
+    'statistics_summary',
     'strict_json',
     'summarise',
 ]
@@ -376,6 +384,204 @@ def summarise(shear_map, results, truth=None, **fields):
                                                         mask)
     summary['methods'][name] = entry
   return summary
+
+
+def _without_mean(maps, mask):
+  """Maps less their mean on the mask (shear leaves the mean free)."""
+  maps = np.asarray(maps, np.float64)
+  on = np.asarray(mask) > 0
+  return maps - maps[..., on].mean(axis=-1)[..., None, None]
+
+
+def _map_statistics(maps, mask, pixel_scale_arcmin, smoothing_arcmin, bins):
+  """Statistics of maps ``[B, N, N]`` on the mask: {name: numpy [B, ...]}."""
+  mask_t = tf.constant(mask, tf.float64)
+  raw = tf.constant(_without_mean(maps, mask))
+  _, power = statistics.masked_power_spectrum(
+      raw, pixel_scale_arcmin, mask=mask_t, ell_edges=bins['ell_edges'])
+  smooth = lensing.gaussian_smooth(raw, smoothing_arcmin, pixel_scale_arcmin)
+  smooth = tf.constant(_without_mean(smooth.numpy(), mask))
+  moments = statistics.moments(smooth, mask=mask_t)
+  mf = statistics.minkowski_functionals(smooth, bins['thresholds'],
+                                        pixel_scale_arcmin, mask=mask_t)
+  return {
+      'power_spectrum': power.numpy(),
+      'pdf': statistics.one_point_pdf(smooth, bins['pdf_edges'],
+                                      mask=mask_t).numpy(),
+      'peak_counts': statistics.peak_counts(smooth, bins['peak_edges'],
+                                            mask=mask_t).numpy(),
+      'v0': mf.v0.numpy(), 'v1': mf.v1.numpy(), 'v2': mf.v2.numpy(),
+      'variance': moments.variance.numpy(),
+      'skewness': moments.skewness.numpy(),
+      'excess_kurtosis': moments.excess_kurtosis.numpy(),
+  }
+
+
+def statistics_summary(shear_map, results, smoothing_arcmin=1.6):
+  """Summary statistics of every estimator's map, with posterior bands.
+
+  Each map (and each posterior sample) loses its mean on the mask; the
+  power spectrum (`statistics.masked_power_spectrum`, 12 log ℓ bins) is
+  of the unsmoothed maps, the one-point PDF, moments, peak counts and
+  Minkowski functionals of the maps smoothed by a Gaussian of
+  ``smoothing_arcmin``, on the mask. κ bins are fixed multiples of σ_ref,
+  the rms of the first map's smoothed values on the mask (the posterior
+  mean when there is one): PDF edges −3σ_ref..5σ_ref (16 bins),
+  thresholds −2σ_ref..4σ_ref (13), peak heights 0..6σ_ref (6 bins). For a
+  posterior, each statistic also has its sample mean and 68 % and 95 %
+  bands over the samples (`statistics.band`).
+
+  Args:
+    shear_map: the data the estimators ran on.
+    results: `run_estimators`'s result.
+    smoothing_arcmin: Gaussian smoothing std (arcmin, > 0) of the
+      one-point, peak and Minkowski statistics.
+
+  Returns:
+    A `dict` (not yet strict JSON: see `strict_json`): ``smoothing_arcmin``,
+    ``sigma_ref``, the bins (``ell`` in rad⁻¹, ``pdf_edges``,
+    ``thresholds``, ``peak_edges`` in κ), ``methods``: name → statistic →
+    values, and ``posterior_bands``: statistic → ``mean``, ``lower_68``,
+    ``upper_68``, ``lower_95``, ``upper_95`` (absent without a posterior).
+  """
+  if not results:
+    raise ValueError('results is empty; expected the maps of run_estimators.')
+  mask = np.asarray(shear_map.mask, np.float64)
+  pix = float(shear_map.pixel_scale_arcmin)
+  n = int(mask.shape[-1])
+  first = results['posterior'] if 'posterior' in results else next(
+      iter(results.values()))
+  smooth = lensing.gaussian_smooth(tf.constant(_without_mean(
+      first.kappa[None], mask)), smoothing_arcmin, pix).numpy()[0]
+  sigma_ref = float(np.std(smooth[mask > 0]))
+  ell_edges = power_spectrum.default_ell_edges(n, pix, 12)
+  bins = {'ell_edges': ell_edges,
+          'pdf_edges': sigma_ref * np.linspace(-3.0, 5.0, 17),
+          'thresholds': sigma_ref * np.linspace(-2.0, 4.0, 13),
+          'peak_edges': sigma_ref * np.arange(7.0)}
+  out = {'smoothing_arcmin': float(smoothing_arcmin), 'sigma_ref': sigma_ref,
+         'ell': np.sqrt(ell_edges[1:] * ell_edges[:-1]),
+         **{k: v for k, v in bins.items() if k != 'ell_edges'},
+         'methods': {}}
+  for name, result in results.items():
+    values = _map_statistics(result.kappa[None], mask, pix, smoothing_arcmin,
+                             bins)
+    out['methods'][name] = {k: v[0] for k, v in values.items()}
+  if 'posterior' in results:
+    samples = np.asarray(results['posterior'].posterior.samples, np.float64)
+    values = _map_statistics(samples, mask, pix, smoothing_arcmin, bins)
+    bands = {}
+    with warnings.catch_warnings():  # Too few samples for 95 %: said there.
+      warnings.simplefilter('ignore', UserWarning)
+      for key, value in values.items():
+        b68 = statistics.band(value, 0.68)
+        b95 = statistics.band(value, 0.95)
+        bands[key] = {'mean': b68.mean.numpy(),
+                      'lower_68': b68.lower.numpy(), 'upper_68': b68.upper.numpy(),
+                      'lower_95': b95.lower.numpy(), 'upper_95': b95.upper.numpy()}
+    out['posterior_bands'] = bands
+  return out
+
+
+def _angular_separation_arcmin(ra1, dec1, ra2, dec2):
+  """Angles (arcmin) between positions ``[P]`` and ``[Q]``: ``[P, Q]``.
+
+  From the chord |u − v| = 2 sin(θ/2), exact at small angles (arccos of
+  the dot product loses half the digits there).
+  """
+  u = sky.unit_vectors(ra1, dec1)[:, None, :]
+  v = sky.unit_vectors(ra2, dec2)[None, :, :]
+  chord = np.linalg.norm(u - v, axis=-1)
+  return np.degrees(2.0 * np.arcsin(np.minimum(chord / 2.0, 1.0))) * 60.0
+
+
+def peak_tables(shear_map, result, threshold_snr=3.0, match_radius_arcmin=2.0,
+                clusters=None, min_m500=0.0):
+  """The posterior peak catalogue, cross-matched with a cluster list.
+
+  Peaks are those of the posterior mean in S/N = mean / posterior std above
+  ``threshold_snr`` (`statistics.posterior_peak_catalog`, with sky
+  positions through the map's WCS). With ``clusters``: for each cluster on
+  the map with M500 >= ``min_m500``, the posterior probability of a peak
+  above the threshold within the matching radius of its position
+  (`statistics.peak_probability_at`) and the separation of the nearest
+  peak of the catalogue; for each peak, the nearest cluster (of any mass)
+  and its separation, redshift and mass.
+
+  Args:
+    shear_map: the data (its mask, pixel scale and WCS; a WCS is needed).
+    result: the ``posterior`` `EstimatorResult` (with its samples).
+    threshold_snr: S/N threshold of the peaks (> 0).
+    match_radius_arcmin: matching radius in arcmin (> 0).
+    clusters: optional structured array with ``id``, ``ra``, ``dec`` (deg),
+      ``z`` and ``m500`` (10¹³ M☉), as `catalog.read_cluster_list` reads.
+    min_m500: mass cut of the clusters whose peak probability is reported
+      (10¹³ M☉).
+
+  Returns:
+    ``(peaks, matched)``: dicts of numpy columns (one row per peak, highest
+    first; one row per cluster above the cut on the map), ``matched``
+    None without clusters. Peak columns: those of
+    `statistics.posterior_peak_catalog` (``x``, ``y``, ``kappa``, ``snr``,
+    ``ra_deg``, ``dec_deg``, ``probability``, ``position_scatter_arcmin``,
+    ``height_lower``, ``height_upper``) plus, with clusters,
+    ``nearest_cluster_id``, ``nearest_cluster_arcmin``,
+    ``nearest_cluster_z``, ``nearest_cluster_m500``. Cluster columns:
+    ``id``, ``ra_deg``, ``dec_deg``, ``z``, ``m500``, ``x``, ``y``,
+    ``on_mask``, ``peak_probability``, ``nearest_peak_arcmin``.
+
+  Raises:
+    ValueError: without posterior samples or WCS, or for bad thresholds.
+  """
+  post = getattr(result, 'posterior', None)
+  if post is None or post.std is None:
+    raise ValueError('peak_tables needs the posterior estimator\'s result with '
+                     'at least 2 samples.')
+  if shear_map.wcs is None:
+    raise ValueError('peak_tables needs a shear map with a WCS (sky positions).')
+  threshold = _checks.positive_scalar(threshold_snr, 'threshold_snr', 'S/N')
+  samples = np.asarray(post.samples, np.float64)
+  mask = np.asarray(shear_map.mask, np.float64)
+  std = np.where(mask > 0, np.asarray(post.std, np.float64), 1.0)
+  pix = float(shear_map.pixel_scale_arcmin)
+  peaks = statistics.posterior_peak_catalog(
+      samples, threshold, match_radius_arcmin, pix, mask=mask, noise_std=std,
+      wcs=shear_map.wcs)
+  if clusters is None:
+    return peaks, None
+  n = mask.shape[-1]
+  x, y = shear_map.wcs.world_to_pixel_values(clusters['ra'], clusters['dec'])
+  x, y = np.floor(np.asarray(x) + 0.5), np.floor(np.asarray(y) + 0.5)
+  on_map = (x >= 0) & (x < n) & (y >= 0) & (y < n)
+  if peaks['x'].size:
+    separation = _angular_separation_arcmin(
+        peaks['ra_deg'], peaks['dec_deg'], clusters['ra'], clusters['dec'])
+    nearest = np.argmin(separation, axis=1)
+    peaks['nearest_cluster_id'] = clusters['id'][nearest]
+    peaks['nearest_cluster_arcmin'] = separation[np.arange(nearest.size), nearest]
+    peaks['nearest_cluster_z'] = clusters['z'][nearest]
+    peaks['nearest_cluster_m500'] = clusters['m500'][nearest]
+  else:
+    for key, dtype in (('id', np.int64), ('arcmin', float), ('z', float),
+                       ('m500', float)):
+      peaks[f'nearest_cluster_{key}'] = np.zeros(0, dtype)
+  chosen = on_map & (clusters['m500'] >= float(min_m500))
+  cx, cy = x[chosen].astype(np.int64), y[chosen].astype(np.int64)
+  at = statistics.peak_probability_at(
+      samples, cx, cy, threshold, match_radius_arcmin, pix, mask=mask,
+      noise_std=std)
+  matched = {'id': clusters['id'][chosen], 'ra_deg': clusters['ra'][chosen],
+             'dec_deg': clusters['dec'][chosen], 'z': clusters['z'][chosen],
+             'm500': clusters['m500'][chosen], 'x': cx, 'y': cy,
+             'on_mask': mask[cy, cx] > 0,
+             'peak_probability': at['probability']}
+  if peaks['x'].size:
+    matched['nearest_peak_arcmin'] = _angular_separation_arcmin(
+        matched['ra_deg'], matched['dec_deg'], peaks['ra_deg'],
+        peaks['dec_deg']).min(axis=1)
+  else:
+    matched['nearest_peak_arcmin'] = np.full(cx.size, np.nan)
+  return peaks, matched
 
 
 def _jsonable(value):

@@ -15,7 +15,8 @@ __all__ = ['plot_maps']
 
 
 def plot_maps(panels, path, pixel_scale_arcmin, mask=None, clusters=None,
-              ncols=None, title=None, shared_scale=True, metadata=None):
+              ncols=None, title=None, shared_scale=True, metadata=None,
+              peaks=None):
   """Writes a PNG with one panel per map.
 
   Args:
@@ -35,6 +36,9 @@ def plot_maps(panels, path, pixel_scale_arcmin, mask=None, clusters=None,
     shared_scale: use one colour scale for all non-std panels.
     metadata: optional {key: str} written as PNG text chunks, e.g.
       ``{'RunID': run_id}``.
+    peaks: optional sequence of (x_pix, y_pix, probability) drawn as open
+      circles whose area grows with the probability (0 to 1), on the panels
+      whose title starts with 'Posterior mean'.
 
   Returns:
     The path written.
@@ -78,6 +82,11 @@ def plot_maps(panels, path, pixel_scale_arcmin, mask=None, clusters=None,
                                  (y + 0.5) * pixel_scale_arcmin),
                     color='cyan', fontsize=6, xytext=(3, 3),
                     textcoords='offset points')
+    if peaks and name.startswith('Posterior mean'):
+      x, y, probability = (np.asarray(c, np.float64) for c in zip(*peaks))
+      ax.scatter((x + 0.5) * pixel_scale_arcmin, (y + 0.5) * pixel_scale_arcmin,
+                 s=10 + 140 * probability, facecolors='none',
+                 edgecolors='lime', linewidths=1.0)
   for ax in axes.ravel()[len(items):]:
     ax.axis('off')
   if title:
