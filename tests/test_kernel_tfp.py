@@ -18,6 +18,7 @@ import tensorflow_probability as tfp
 from tensorflow_probability.python.internal import unnest
 
 from tfp_massmap.mcmc import annealed_hmc
+from tfp_massmap.mcmc import driver
 from tfp_massmap.mcmc import ConstantSchedule
 from tfp_massmap.mcmc import GeometricSchedule
 from tfp_massmap.mcmc import jittered_step_size
@@ -294,6 +295,32 @@ def test_list_of_parts_sample_the_target():
   final = [part[-1].numpy() for part in run()]
   np.testing.assert_allclose(np.var(final[0]), 1., rtol=0.04)
   np.testing.assert_allclose(np.var(final[1]), 1., rtol=0.08)
+
+
+@pytest.mark.parametrize('trace', [False, True])
+def test_compiled_chain_returns_each_parts_final_state(trace):
+  """`driver.compile_chain` on a list state gives every part's last state.
+
+  Each part has its own shape, so a driver that returned the last kept
+  value of the last part only (``all_states[-1]``) fails here.
+  """
+  def score(parts, sigma):
+    return [-x / (1. + tf.square(sigma)) for x in parts]
+  kernel = annealed_hmc.AnnealedHamiltonianMonteCarlo(
+      score, ConstantSchedule(1., 6), step_size_factor=0.8,
+      num_leapfrog_steps=1)
+  state = [tf.ones([4, 3, 3]), tf.ones([4, 2])]
+  run = driver.compile_chain(lambda: kernel, jit_compile=False,
+                             trace_fn=(lambda s, r: s[1]) if trace else None)
+  out = run(state, kernel.bootstrap_results(state), (1, 2), 3)
+  final = out[0]
+  assert [tuple(p.shape) for p in final] == [(4, 3, 3), (4, 2)]
+  expected = tfp.mcmc.sample_chain(
+      1, state, num_burnin_steps=2, kernel=kernel, trace_fn=None, seed=(1, 2))
+  for got, want in zip(final, expected):
+    np.testing.assert_allclose(got, want[-1], rtol=1e-6)
+  if trace:
+    assert tuple(out[2].shape) == (3, 4, 2)
 
 
 def test_one_part_list_is_the_tensor_state():

@@ -19,6 +19,7 @@ import sys
 from tfp_massmap import catalog
 from tfp_massmap import cosmology
 from tfp_massmap import demo
+from tfp_massmap import joint_posterior
 from tfp_massmap import lensing
 from tfp_massmap import likelihood
 from tfp_massmap import lognormal
@@ -45,6 +46,9 @@ from tfp_massmap.likelihood import ShearLikelihood
 from tfp_massmap.lognormal import LognormalField
 from tfp_massmap.mcmc import PosteriorSamples
 from tfp_massmap.mcmc import credible_interval
+from tfp_massmap.joint_posterior import JointPosteriorSampler
+from tfp_massmap.joint_posterior import parameter_summary
+from tfp_massmap.joint_posterior import sample_joint_posterior
 from tfp_massmap.posterior import PosteriorSampler
 from tfp_massmap.posterior import map_estimate
 from tfp_massmap.priors import GaussianPrior

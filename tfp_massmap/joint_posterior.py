@@ -88,7 +88,6 @@ from tensorflow_probability.python.bijectors import shift as shift_bijector
 from tensorflow_probability.python.internal import samplers
 from tensorflow_probability.python.internal import special_math
 from tensorflow_probability.python.mcmc import kernel as kernel_base
-from tensorflow_probability.python.mcmc import sample as sample_lib
 
 from tfp_massmap import _checks
 from tfp_massmap import likelihood as likelihood_lib
@@ -251,23 +250,6 @@ class _HeldSchedule:
     return f'{self._schedule!r} + {self._extra_steps} steps at its last level'
 
 
-def _compile_chain(make_kernel, jit_compile):
-  """`driver.compile_chain` without a trace, for a state of several parts.
-
-  (``driver.compile_chain`` returns ``out.all_states[-1]``, the last part
-  of a list state rather than each part's last state.)
-  """
-  @tf.function(jit_compile=jit_compile, autograph=False)
-  def run(state, kernel_results, seed, num_results, *args):
-    out = sample_lib.sample_chain(
-        num_results=1, num_burnin_steps=num_results - 1,
-        current_state=state, previous_kernel_results=kernel_results,
-        kernel=make_kernel(*args), trace_fn=None,
-        return_final_kernel_results=True, seed=seed)
-    return [part[-1] for part in out.all_states], out.final_kernel_results
-  return run
-
-
 def parameter_summary(result):
   """Mean, std and central 68 % and 95 % intervals of each parameter.
 
@@ -384,7 +366,8 @@ class JointPosteriorSampler:
     self._make_kernel(lambda x, sigma: x)  # Checks the kernel settings now.
     self._start = tf.function(self._start_fn, jit_compile=self._jit_compile,
                               autograph=False)
-    self._advance = _compile_chain(self._kernel, self._jit_compile)
+    self._advance = driver.compile_chain(self._kernel,
+                                         jit_compile=self._jit_compile)
     self._finish = tf.function(self._finish_fn, jit_compile=self._jit_compile,
                                autograph=False)
 

@@ -90,16 +90,21 @@ def compile_chain(make_kernel, *, jit_compile, trace_fn=None,
           current_state=state, previous_kernel_results=kernel_results,
           kernel=kernel, trace_fn=None, return_final_kernel_results=True,
           seed=seed)
-      return out.all_states[-1], out.final_kernel_results
+      return _last(out.all_states), out.final_kernel_results
     out = sample_lib.sample_chain(
         num_results=num_results,
         num_steps_between_results=num_steps_between_results,
         current_state=state, previous_kernel_results=kernel_results,
         kernel=kernel, trace_fn=trace_fn, return_final_kernel_results=True,
         seed=seed)
-    return out.all_states[-1], out.final_kernel_results, out.trace
+    return _last(out.all_states), out.final_kernel_results, out.trace
 
   return run
+
+
+def _last(all_states):
+  """Each state part's last kept value (a list state is a list of parts)."""
+  return tf.nest.map_structure(lambda part: part[-1], all_states)
 
 
 def run_chunks(chain, state, kernel_results, chunks, seed, *args, unit=1,

@@ -12,10 +12,20 @@ gives its denoiser.
 - `LognormalPrior` (``lognormal.py``): the shifted lognormal field of a
   `tfp_massmap.LognormalField`, exact density and score at σ = 0 (its
   posterior is sampled by `tfp_massmap.lognormal_posterior`).
+- Joint priors over (κ, θ) (``conditional.py``): `JointPrior`, the
+  protocol of a prior over a map and cosmological parameters, whose
+  ``given(theta)`` is a `Prior`; `AmplitudeGaussianPrior`, a Gaussian field
+  whose spectrum scales with an amplitude (or σ8), with exact scores.
 - Learned priors (``learned.py``): `tfp_massmap.ScoreNetwork` files, the
   shipped ones by name and one's own by path, through `load_prior`.
 """
 
+from tfp_massmap.priors.conditional import AmplitudeGaussianPrior
+from tfp_massmap.priors.conditional import JointPrior
+from tfp_massmap.priors.conditional import JointPriorProperties
+from tfp_massmap.priors.conditional import check_theta
+from tfp_massmap.priors.conditional import denoise_given
+from tfp_massmap.priors.conditional import joint_prior_properties
 from tfp_massmap.priors.gaussian import GaussianPrior
 from tfp_massmap.priors.gaussian import fourier_filter
 from tfp_massmap.priors.learned import SHIPPED_PRIORS
@@ -30,7 +40,10 @@ from tfp_massmap.priors.protocol import denoise
 from tfp_massmap.priors.protocol import prior_properties
 
 __all__ = [
+    'AmplitudeGaussianPrior',
     'GaussianPrior',
+    'JointPrior',
+    'JointPriorProperties',
     'LognormalPrior',
     'PIXEL_SCALE_TOLERANCE',
     'Prior',
@@ -38,8 +51,11 @@ __all__ = [
     'PriorProperties',
     'SHIPPED_PRIORS',
     'check_prior',
+    'check_theta',
     'denoise',
+    'denoise_given',
     'fourier_filter',
+    'joint_prior_properties',
     'load_prior',
     'prior_properties',
 ]
