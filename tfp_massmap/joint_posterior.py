@@ -576,39 +576,14 @@ class JointPosteriorSampler:
   def _diagnostics(self, kappa, theta, finals, divergence_bound, wall_time):
     """The diagnostics dict of `sample`, from the final kernel results."""
     num_samples = int(kappa.shape[0])
-    num_steps = self._schedule.num_steps
-    per_chain = lambda field: np.concatenate(
-        [np.asarray(getattr(r, field), np.float64) for r in finals])
-    accepted = per_chain('num_accepted') / num_steps
-    max_abs = per_chain('max_abs_state')
     finite = (np.all(np.isfinite(kappa.numpy()), axis=(1, 2)) &
               np.all(np.isfinite(theta.numpy()), axis=1))
-    diverged = np.flatnonzero(~(max_abs <= divergence_bound) | ~finite)
-    if self._metropolis_correction or self._num_leapfrog_steps > 1:
-      would_be = (per_chain('sum_accept_probability') / num_steps).tolist()
-    else:  # No part of a one-step trajectory is at a single noise level.
-      would_be = None
-    evaluations = int(finals[-1].num_score_evaluations) + int(self._tweedie)
     return dict(
-        acceptance_rate=float(np.mean(accepted)),
-        score_evaluations_per_sample=evaluations,
-        num_score_evaluations=evaluations * num_samples,
-        wall_time_s=wall_time,
-        wall_time_per_sample_s=wall_time / num_samples,
-        tracing_count=self.tracing_count(),
-        **self.settings,
+        **posterior.chain_diagnostics(
+            self, finals, finite, divergence_bound, wall_time,
+            [self._step_size_factor] * num_samples),
         theta_names=list(self.theta_names),
-        theta_bounds=self._properties.theta_bounds.tolist(),
-        divergence_bound=divergence_bound,
-        acceptance_per_chain=accepted.tolist(),
-        final_step_size_factor=[self._step_size_factor] * num_samples,
-        num_diverged_chains=len(diverged),
-        diverged_chains=diverged.tolist(),
-        max_abs_kappa=[float(v) if np.isfinite(v) else None for v in max_abs],
-        num_dropped_chains=0,
-        dropped_chains=[],
-        would_be_acceptance=would_be,
-        **results.acceptance_summary(would_be))
+        theta_bounds=self._properties.theta_bounds.tolist())
 
   def sample_conditional(self, shear_map, theta, **kwargs):
     """Samples of the conditional posterior p(κ | γ, θ) at a fixed θ.

@@ -226,6 +226,59 @@ def _trace_fn(state, kernel_results):
           _accept_probability(kernel_results.energy_error))
 
 
+def chain_diagnostics(sampler, finals, finite, divergence_bound, wall_time,
+                      final_step_size_factor):
+  """The diagnostics of an annealed sampler's run, from its kernel results.
+
+  Shared by `PosteriorSampler` and `joint_posterior.JointPosteriorSampler`
+  (their docstrings list the entries).
+
+  Args:
+    sampler: the sampler (its schedule, kernel settings, ``settings`` and
+      ``tracing_count``).
+    finals: the final `AnnealedHMCKernelResults` of each chunk of chains.
+    finite: bool ``[S]``, whether each chain's final state is finite.
+    divergence_bound: the runaway bound on the state's absolute value.
+    wall_time: seconds of the run.
+    final_step_size_factor: ``[S]`` each chain's last step factor.
+
+  Returns:
+    A `dict` of diagnostics.
+  """
+  num_samples = int(np.size(finite))
+  num_steps = sampler._schedule.num_steps  # pylint: disable=protected-access
+  per_chain = lambda field: np.concatenate(
+      [np.asarray(getattr(r, field), np.float64) for r in finals])
+  accepted = per_chain('num_accepted') / num_steps
+  max_abs = per_chain('max_abs_state')
+  diverged = np.flatnonzero(~(max_abs <= divergence_bound) | ~finite)
+  # pylint: disable=protected-access
+  if sampler._metropolis_correction or sampler._num_leapfrog_steps > 1:
+    would_be = (per_chain('sum_accept_probability') / num_steps).tolist()
+  else:  # No part of a one-step trajectory is at a single noise level.
+    would_be = None
+  evaluations = int(finals[-1].num_score_evaluations) + int(sampler._tweedie)
+  # pylint: enable=protected-access
+  return dict(
+      acceptance_rate=float(np.mean(accepted)),
+      score_evaluations_per_sample=evaluations,
+      num_score_evaluations=evaluations * num_samples,
+      wall_time_s=wall_time,
+      wall_time_per_sample_s=wall_time / num_samples,
+      tracing_count=sampler.tracing_count(),
+      **sampler.settings,
+      divergence_bound=divergence_bound,
+      acceptance_per_chain=accepted.tolist(),
+      final_step_size_factor=np.asarray(final_step_size_factor).tolist(),
+      num_diverged_chains=len(diverged),
+      diverged_chains=diverged.tolist(),
+      max_abs_kappa=[float(v) if np.isfinite(v) else None for v in max_abs],
+      num_dropped_chains=0,
+      dropped_chains=[],
+      would_be_acceptance=would_be,
+      **results.acceptance_summary(would_be))
+
+
 class PosteriorSampler:
   """Annealed-HMC posterior sampler, compiled once, for many shear maps.
 
@@ -563,41 +616,12 @@ class PosteriorSampler:
 
   def _diagnostics(self, samples, finals, divergence_bound, wall_time):
     """The diagnostics dict (`sample`) from the final kernel results."""
-    num_samples = int(samples.shape[0])
-    num_steps = self._schedule.num_steps
-    per_chain = lambda field: np.concatenate(
-        [np.asarray(getattr(r, field), np.float64) for r in finals])
-    accepted = per_chain('num_accepted') / num_steps
     final_factor = np.concatenate([
         np.broadcast_to(np.asarray(r.step_size, np.float64).ravel(),
                         np.shape(r.num_accepted)) for r in finals])
-    max_abs = per_chain('max_abs_state')
-    finite_samples = np.all(np.isfinite(samples.numpy()), axis=(1, 2))
-    diverged = np.flatnonzero(~(max_abs <= divergence_bound) |
-                              ~finite_samples)
-    if self._metropolis_correction or self._num_leapfrog_steps > 1:
-      would_be = (per_chain('sum_accept_probability') / num_steps).tolist()
-    else:  # No part of a one-step trajectory is at a single noise level.
-      would_be = None
-    evaluations = int(finals[-1].num_score_evaluations) + int(self._tweedie)
-    return dict(
-        acceptance_rate=float(np.mean(accepted)),
-        score_evaluations_per_sample=evaluations,
-        num_score_evaluations=evaluations * num_samples,
-        wall_time_s=wall_time,
-        wall_time_per_sample_s=wall_time / num_samples,
-        tracing_count=self.tracing_count(),
-        **self.settings,
-        divergence_bound=divergence_bound,
-        acceptance_per_chain=accepted.tolist(),
-        final_step_size_factor=final_factor.tolist(),
-        num_diverged_chains=len(diverged),
-        diverged_chains=diverged.tolist(),
-        max_abs_kappa=[float(v) if np.isfinite(v) else None for v in max_abs],
-        num_dropped_chains=0,
-        dropped_chains=[],
-        would_be_acceptance=would_be,
-        **results.acceptance_summary(would_be))
+    finite = np.all(np.isfinite(samples.numpy()), axis=(1, 2))
+    return chain_diagnostics(self, finals, finite, divergence_bound,
+                             wall_time, final_factor)
 
 
 def _schedule_key(schedule):
