@@ -14,6 +14,14 @@ cosmology directory of the release (the list of 101 is not shipped here).
 
 Splits are fixed by the realisation number r: r mod 10 = 8 → validation,
 r mod 10 = 9 → test, otherwise train (80/10/10 of the 10,000).
+
+Labels. Every example carries its cosmology as the features ``m_nu``,
+``omega_m`` and ``a_s``, parsed from the cosmology folder name, so a prior
+conditioned on θ trains on these maps as on the ``lognormal_kappa``
+``cosmo_<N>`` maps. σ8 is not a feature: the release names only (Mν, Ωm, A_s),
+and σ8 of a cosmology with massive neutrinos needs a Boltzmann code (CAMB or
+CLASS, with the simulations' h = 0.7, Ωb = 0.046, n_s = 0.97), which is not a
+dependency of this package; A_s is the amplitude label to use.
 """
 
 import dataclasses
@@ -131,7 +139,7 @@ def make_config(z_source=1.0, cosmology=None, *, m_nu=None, omega_m=None,
   Args:
     z_source: source redshift, one of 0.5, 1.0, 1.5, 2.0, 2.5.
     cosmology: directory name, e.g.
-      ``'convergence_gal_mnv0.10000_om0.30000_As2.1000'``; default fiducial.
+      ``'convergence_gal_mnv0.10000_om0.28000_As1.9000'``; default fiducial.
     m_nu: sum of neutrino masses, eV (with omega_m and a_s, instead of name).
     omega_m: matter density parameter.
     a_s: primordial amplitude A_s, dimensionless (e.g. 2.1e-9).
@@ -217,9 +225,13 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 doc='convergence (dimensionless), [N, N] as stored in the '
                 'FITS file (row = y, column = x); N = 512 in the release'),
             'z_source': scalar(np.float32, doc='source redshift'),
-            'm_nu': scalar(np.float32, doc='sum of neutrino masses, eV'),
-            'omega_m': scalar(np.float32, doc='matter density parameter'),
-            'a_s': scalar(np.float32, doc='primordial amplitude A_s'),
+            'm_nu': scalar(np.float32, doc='sum of neutrino masses Mν, eV '
+                           '(from the cosmology folder name)'),
+            'omega_m': scalar(np.float32, doc='matter density parameter Ωm '
+                              '(dimensionless; from the folder name)'),
+            'a_s': scalar(np.float32, doc='primordial amplitude A_s '
+                          '(dimensionless, e.g. 2.1e-9; from the folder '
+                          'name)'),
             'realization': scalar(np.int32, doc='realisation number r'),
             'pixel_scale_arcmin': scalar(
                 np.float32, doc='pixel side, arcmin (60 ANGLE / N)'),

@@ -13,7 +13,7 @@ import tensorflow_datasets as tfds
 from tfp_massmap.datasets.massivenus import massivenus_dataset_builder as mnv
 
 DUMMY = mnv.Builder.code_path.parent / 'dummy_data'
-OTHER = 'convergence_gal_mnv0.10000_om0.30000_As2.1000'
+OTHER = 'convergence_gal_mnv0.10000_om0.28000_As1.9000'
 
 
 class MassivenusTest(tfds.testing.DatasetBuilderTestCase):
@@ -22,7 +22,7 @@ class MassivenusTest(tfds.testing.DatasetBuilderTestCase):
   BUILDER_CONFIG_NAMES_TO_TEST = [
       'z2.5',
       # download_and_extract is mocked to return dummy_data/.
-      mnv.make_config(1.0, m_nu=0.1, omega_m=0.3, a_s=2.1e-9, download=True),
+      mnv.make_config(1.0, m_nu=0.1, omega_m=0.28, a_s=1.9e-9, download=True),
   ]
   SPLITS = {'train': 2, 'validation': 1, 'test': 1}  # realisations 1, 2 | 8 | 9
   # The archives' checksums cannot be recorded offline; checksums.tsv is empty.
@@ -48,13 +48,29 @@ def test_examples_match_the_fits_files(tmp_path):
   assert example['a_s'] == np.float32(2.1e-9)
 
 
+def test_examples_carry_the_cosmology_of_their_folder(tmp_path):
+  builder = _prepare(tmp_path, mnv.make_config(1.0, cosmology=OTHER), DUMMY)
+  examples = list(tfds.as_numpy(builder.as_dataset(split='train')))
+  assert len(examples) == 2
+  for example in examples:
+    assert example['m_nu'] == np.float32(0.1)
+    assert example['omega_m'] == np.float32(0.28)
+    assert example['a_s'] == np.float32(1.9e-9)
+  # sigma8 is not in the release's names (module docstring).
+  assert 'sigma8' not in builder.info.features
+  docs = {name: feature.doc.desc
+          for name, feature in builder.info.features.items()}
+  for name in ('m_nu', 'omega_m', 'a_s'):
+    assert 'folder name' in docs[name]
+
+
 def test_make_config_by_name_or_parameters():
-  by_params = mnv.make_config(1.0, m_nu=0.1, omega_m=0.3, a_s=2.1e-9)
+  by_params = mnv.make_config(1.0, m_nu=0.1, omega_m=0.28, a_s=1.9e-9)
   by_name = mnv.make_config(1.0, cosmology=OTHER)
-  assert by_params.name == by_name.name == 'z1.0_mnv0.10000_om0.30000_As2.1000'
+  assert by_params.name == by_name.name == 'z1.0_mnv0.10000_om0.28000_As1.9000'
   assert by_params.cosmology == OTHER
   assert mnv.make_config(2.0) is mnv.Builder.builder_configs['z2.0']
-  assert mnv.parse_cosmology(OTHER) == (0.1, 0.3, pytest.approx(2.1e-9))
+  assert mnv.parse_cosmology(OTHER) == (0.1, 0.28, pytest.approx(1.9e-9))
 
 
 @pytest.mark.parametrize('kwargs, match', [

@@ -16,8 +16,9 @@ SIZE = 16
 ANGLE_DEG = 3.5
 REALIZATIONS = (1, 2, 8, 9)
 FIDUCIAL = 'convergence_gal_mnv0.00000_om0.30000_As2.1000'
-# A second cosmology (only z_s = 1.0) for the config-factory test.
-OTHER = 'convergence_gal_mnv0.10000_om0.30000_As2.1000'
+# A second cosmology (only z_s = 1.0, every parameter off the fiducial) for
+# the config-factory and label tests.
+OTHER = 'convergence_gal_mnv0.10000_om0.28000_As1.9000'
 
 
 def write(cosmology, z_source, rng):
