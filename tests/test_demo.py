@@ -48,7 +48,12 @@ def test_negative_index_raises():
 
 def test_builder_configs_come_from_the_cosmology_module():
   configs = {c.name: c for c in lkb.Builder.BUILDER_CONFIGS}
-  assert len(configs) == 2 * len(cosmology.LOGNORMAL_KAPPA_SETTINGS)
+  assert len(configs) == (2 * len(cosmology.LOGNORMAL_KAPPA_SETTINGS)
+                          + len(cosmology.COSMO_KAPPA_SETTINGS))
+  for setting in cosmology.COSMO_KAPPA_SETTINGS:
+    config = configs[f'cosmo_{setting.map_size}']
+    assert (config.map_size, config.pixel_scale_arcmin,
+            tuple(config.split_sizes)) == tuple(setting)
   for setting in cosmology.LOGNORMAL_KAPPA_SETTINGS:
     for kind in ('lognormal', 'gaussian'):
       config = configs[f'{kind}_{setting.map_size}']
