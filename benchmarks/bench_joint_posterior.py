@@ -1,0 +1,515 @@
+r"""Calibration of the joint map-cosmology sampler p(κ, σ8 | γ) (issue 15).
+
+Simulation-based calibration (Talts et al. 2018, arXiv:1804.06788) of the
+σ8 posterior of `JointPosteriorSampler` under the exact amplitude prior
+`AmplitudeGaussianPrior`: p(κ | σ8) = N(0, A S) with A = (σ8 / σ8_fid)², S
+the shipped COSMOS C_ℓ (`cosmology.cosmos_convergence_cl`, the spectrum of
+σ8_fid = 0.8159, the Planck 2015 / IllustrisTNG σ8 of that table's header:
+`tfp_massmap.cosmology` holds no σ8 constant, so the number is written here)
+and σ8 uniform on ``--sigma8_range``. For each of ``--num_maps`` maps:
+
+1. σ8 ~ U(range), κ ~ p(κ | σ8) (float64), γ = `ShearLikelihood.sample` with
+   white noise σ_pix = σ_e / √(n_gal · pixel area) (the `survey` module's
+   COSMOS galaxy density and σ_e) and a full mask;
+2. ``--num_chains`` samples of p(κ, σ8 | γ); the rank of the true σ8 among
+   them and whether the 68/95 % intervals (`parameter_summary`) cover it;
+3. the exact σ8 posterior on a grid: with a full mask and white noise the
+   shear is Fourier diagonal, the orthonormal-DFT E modes of the
+   Kaiser-Squires map are κ̂_k + n̂_k with variance A S_k + σ_pix², so
+
+     log p(σ8 | γ) = const − ½ Σ_k [|κ̂_E,k|² / (A S_k + σ_pix²)
+                                    + log(A S_k + σ_pix²)]
+
+   (N² modes, k = 0 carries no signal): the sampler's mean and std are
+   compared with it map by map (the controlled check of any miscalibration);
+4. the κ posterior under three priors, by annealed HMC with the same
+   ``--num_chains``: the joint prior (its κ samples), the oracle conditional
+   p(κ | σ8_true) and the fixed cosmology p(κ | σ8_fid) (`PosteriorSampler`
+   of ``given(σ8)``; the oracle's spectrum is a `tf.Variable` set per map,
+   so it is traced once). Per-pixel 68/95 % coverage of the truth and the
+   posterior-mean RMSE (`metrics`), reported by thirds of the σ8 range;
+   the exact Wiener-mean RMSE of the oracle and the fixed prior beside;
+5. the Fisher width of σ8 from the power spectrum alone, same noise and
+   mask: each of the N² − 1 modes has power C_k + N with C_k = A S_k and
+   N = σ_pix², and Var(|κ̂_E,k|²) = (C_k + N)² for the real field's N²
+   real degrees of freedom, so
+
+     F(σ8) = ½ Σ_k (∂C_k/∂σ8)² / (C_k + N)²,  ∂C_k/∂σ8 = 2 C_k / σ8,
+
+   σ_F = F^(-1/2) at the true σ8. For a Gaussian field with a full mask
+   and white noise the mode powers are sufficient for σ8, so the
+   field-level posterior carries the same information: its std should be
+   σ_F (less near the prior bounds, which truncate it).
+
+Prints markdown tables; ``--output`` writes the JSON, ``--figure`` the rank
+histogram (PNG); ``--records`` prints the tables of a saved JSON again.
+
+Example (32² maps of 3.2 arcmin, about the COSMOS area of 1.64 deg²):
+  python benchmarks/bench_joint_posterior.py --num_maps=100 \
+      --output=/tmp/runs/bench_joint.json --figure=/tmp/runs/joint_sbc.png
+"""
+
+import json
+import time
+
+from absl import app
+from absl import flags
+import numpy as np
+import scipy.stats
+import tensorflow as tf
+
+from tfp_massmap import cosmology
+from tfp_massmap import joint_posterior
+from tfp_massmap import lensing
+from tfp_massmap import likelihood
+from tfp_massmap import metrics
+from tfp_massmap import posterior
+from tfp_massmap import shear_map as shear_map_lib
+from tfp_massmap import survey
+from tfp_massmap.mcmc import GeometricSchedule
+from tfp_massmap.priors import conditional
+from tfp_massmap.priors import gaussian
+
+# σ8 of the shipped C_ℓ table (its header: Planck 2015 / IllustrisTNG).
+SIGMA8_FIDUCIAL = 0.8159
+
+flags.DEFINE_integer('num_maps', 100, 'Number of simulated maps.')
+flags.DEFINE_integer('num_chains', 63, 'Posterior samples per map (ranks '
+                     'take num_chains + 1 values).')
+flags.DEFINE_integer('map_size', 32, 'Pixels per side N.')
+flags.DEFINE_float('pixel_scale_arcmin', 3.2, 'Pixel side [arcmin].')
+flags.DEFINE_list('sigma8_range', ['0.6', '1.0'], 'Uniform σ8 prior range '
+                  '(lower, upper) [dimensionless].')
+flags.DEFINE_float('galaxy_density', survey.COSMOS_GALAXY_DENSITY,
+                   'Galaxies per arcmin² (sets σ_pix).')
+flags.DEFINE_float('sigma_e', survey.COSMOS_SIGMA_E, 'Per-component '
+                   'ellipticity dispersion [dimensionless].')
+flags.DEFINE_float('sigma_max', 0.05, 'First annealing level [convergence].')
+flags.DEFINE_float('sigma_min', 1e-3, 'Last annealing level [convergence].')
+flags.DEFINE_integer('num_levels', 40, 'Geometric annealing levels.')
+flags.DEFINE_integer('num_final_steps', 150, 'Joint transitions at '
+                     'sigma_min after the annealing.')
+flags.DEFINE_integer('num_leapfrog_steps', 5, 'Leapfrog steps per '
+                     'transition.')
+flags.DEFINE_float('step_size_factor', 1., 'κ leapfrog step over σ '
+                   '[dimensionless].')
+flags.DEFINE_float('theta_step_size', 0.025, 'Floor of the u leapfrog step '
+                   '[u units]; the 16² default 0.05 over √(modes / 16²).')
+flags.DEFINE_integer('rank_bins', 8, 'Bins of the rank histogram (must '
+                     'divide num_chains + 1).')
+flags.DEFINE_integer('seed', 0, 'Seed of the σ8 draws, maps, noise and '
+                     'chains.')
+flags.DEFINE_string('output', None, 'Optional JSON file for the results.')
+flags.DEFINE_string('figure', None, 'Optional PNG of the rank histogram.')
+flags.DEFINE_string('records', None, 'Optional JSON written by --output: '
+                    'print its tables (and --figure) again, no sampling.')
+
+FLAGS = flags.FLAGS
+
+_GRID_POINTS = 4001
+# A map is away from the prior bounds when its true σ8 is this many σ_F in.
+_INTERIOR_FISHER_STDS = 3.
+
+
+def noise_std_per_pixel(galaxy_density, sigma_e, pixel_scale_arcmin):
+  """σ_pix = σ_e / √(n_gal · pixel area), per shear component."""
+  return sigma_e / np.sqrt(galaxy_density * pixel_scale_arcmin**2)
+
+
+def mode_powers(shear):
+  """|κ̂_E,k|² ``[N, N]`` of the orthonormal DFT of the Kaiser-Squires E map."""
+  kappa_e, _ = lensing.kaiser_squires(tf.constant(shear, tf.float64))
+  return np.abs(np.fft.fft2(kappa_e.numpy(), norm='ortho'))**2
+
+
+def exact_sigma8_posterior(powers, spectrum, noise_var, bounds, fiducial):
+  """Grid and normalised weights of p(σ8 | γ), σ8 uniform over ``bounds``."""
+  grid = np.linspace(bounds[0], bounds[1], _GRID_POINTS)
+  signal = spectrum.reshape(-1)
+  on = signal > 0
+  variance = (grid[:, None] / fiducial)**2 * signal[on] + noise_var
+  log_like = -0.5 * np.sum(powers.reshape(-1)[on] / variance +
+                           np.log(variance), axis=1)
+  weights = np.exp(log_like - log_like.max())
+  return grid, weights / weights.sum()
+
+
+def grid_summary(grid, weights, truth):
+  """Mean, std, CDF at the truth and 68/95 % central-interval coverage."""
+  mean = np.sum(weights * grid)
+  cdf = np.cumsum(weights)
+  at_truth = float(np.interp(truth, grid, cdf))
+  return dict(mean=float(mean),
+              std=float(np.sqrt(np.sum(weights * (grid - mean)**2))),
+              cdf_at_truth=at_truth,
+              covered_68=bool(abs(at_truth - 0.5) <= 0.34),
+              covered_95=bool(abs(at_truth - 0.5) <= 0.475))
+
+
+def fisher_sigma(spectrum, noise_var, sigma8, fiducial):
+  """σ_F = F^(-1/2), F = ½ Σ_k (2 C_k / σ8)² / (C_k + N)², C_k = A S_k."""
+  signal = (sigma8 / fiducial)**2 * spectrum.reshape(-1)
+  signal = signal[signal > 0]  # k = 0 carries no signal.
+  fisher = 0.5 * np.sum((2. * signal / sigma8)**2 / (signal + noise_var)**2)
+  return float(1. / np.sqrt(fisher))
+
+
+def wiener_mean(kappa_e, spectrum, noise_var):
+  """Exact posterior mean A S / (A S + N) κ_E of a full-mask white-noise map.
+
+  Args:
+    kappa_e: the Kaiser-Squires E map ``[N, N]``.
+    spectrum: A S ``[N, N]`` (orthonormal-DFT eigenvalues).
+    noise_var: σ_pix².
+  """
+  modes = np.fft.fft2(kappa_e, norm='ortho')
+  return np.real(np.fft.ifft2(spectrum / (spectrum + noise_var) * modes,
+                              norm='ortho'))
+
+
+def wiener_std(spectrum, noise_var):
+  """Per-pixel exact posterior std (the same at every pixel)."""
+  n2 = spectrum.size
+  return float(np.sqrt(np.sum(spectrum * noise_var /
+                              (spectrum + noise_var)) / n2))
+
+
+def kappa_scores(truth, result_mean, interval_68, interval_95):
+  """RMSE of the posterior mean and per-pixel 68/95 % coverage."""
+  return dict(
+      rmse=float(metrics.rmse(truth, result_mean)),
+      coverage_68=float(metrics.coverage(truth, *interval_68)),
+      coverage_95=float(metrics.coverage(truth, *interval_95)))
+
+
+def rank_histogram(ranks, num_chains, num_bins):
+  """Counts of ``ranks`` (0..num_chains) in ``num_bins`` equal bins, χ² p."""
+  if (num_chains + 1) % num_bins:
+    raise ValueError(f'rank_bins={num_bins} must divide num_chains + 1 = '
+                     f'{num_chains + 1} (equal-width rank bins).')
+  counts = np.bincount(np.asarray(ranks) * num_bins // (num_chains + 1),
+                       minlength=num_bins)
+  return counts, float(scipy.stats.chisquare(counts).pvalue)
+
+
+def _third(sigma8, bounds):
+  """0, 1, 2: the low, middle or high third of the σ8 range."""
+  return min(2, int(3 * (sigma8 - bounds[0]) / (bounds[1] - bounds[0])))
+
+
+def run(num_maps, num_chains, n, pixel_scale, bounds, noise, settings,
+        theta_step_size, seed, log=print):
+  """Simulates and samples ``num_maps`` maps; returns the per-map records."""
+  ell, cl = cosmology.cosmos_convergence_cl()
+  fiducial = gaussian.GaussianPrior.from_power_spectrum(ell, cl, n,
+                                                        pixel_scale)
+  spectrum = gaussian.GaussianPrior.from_power_spectrum(
+      ell, cl, n, pixel_scale, dtype=tf.float64).spectrum.numpy()
+  joint = conditional.AmplitudeGaussianPrior(
+      fiducial, bounds, sigma8_fiducial=SIGMA8_FIDUCIAL)
+  sampler = joint_posterior.JointPosteriorSampler(
+      joint, theta_step_size=theta_step_size, **settings)
+  map_settings = {k: v for k, v in settings.items() if k != 'num_final_steps'}
+  fixed_sampler = posterior.PosteriorSampler(
+      joint.given([SIGMA8_FIDUCIAL]), **map_settings)
+  oracle_spectrum = tf.Variable(fiducial.spectrum)
+  oracle_sampler = posterior.PosteriorSampler(
+      gaussian.GaussianPrior(oracle_spectrum,
+                             pixel_scale_arcmin=pixel_scale), **map_settings)
+  noise_var = noise**2
+  rng = np.random.default_rng(seed)
+  ones = np.ones([n, n])
+  records = []
+  for i in range(num_maps):
+    began = time.perf_counter()
+    sigma8 = float(rng.uniform(*bounds))
+    amplitude = (sigma8 / SIGMA8_FIDUCIAL)**2
+    truth = gaussian.GaussianPrior(amplitude * spectrum).sample(
+        seed=(seed, 2 * i)).numpy()
+    shear = likelihood.ShearLikelihood(truth, noise * ones, ones).sample(
+        seed=(seed, 2 * i + 1)).numpy()
+    data = shear_map_lib.ShearMap(
+        shear=shear.astype(np.float32),
+        noise_std=np.full([n, n], noise, np.float32),
+        mask=np.ones([n, n], np.float32), pixel_scale_arcmin=pixel_scale)
+    result = sampler.sample(data, num_samples=num_chains, seed=(seed + 1, i))
+    samples = result.parameters['sigma8'].numpy().astype(np.float64)
+    summary = joint_posterior.parameter_summary(result)['sigma8']
+    grid, weights = exact_sigma8_posterior(mode_powers(shear), spectrum,
+                                           noise_var, bounds, SIGMA8_FIDUCIAL)
+    record = dict(
+        sigma8=sigma8, rank=int(np.sum(samples < sigma8)),
+        mean=summary['mean'], std=summary['std'],
+        covered_68=bool(summary['interval_68'][0] <= sigma8 <=
+                        summary['interval_68'][1]),
+        covered_95=bool(summary['interval_95'][0] <= sigma8 <=
+                        summary['interval_95'][1]),
+        exact=grid_summary(grid, weights, sigma8),
+        fisher_std=fisher_sigma(spectrum, noise_var, sigma8, SIGMA8_FIDUCIAL),
+        num_diverged=result.diagnostics['num_diverged_chains'],
+        would_be_acceptance=result.diagnostics.get(
+            'mean_would_be_acceptance'))
+    record['joint'] = kappa_scores(truth, result.mean.numpy(),
+                                   result.interval_68.numpy(),
+                                   result.interval_95.numpy())
+    kappa_e, _ = lensing.kaiser_squires(tf.constant(shear, tf.float64))
+    for name, sigma8_prior, chosen in (
+        ('oracle', sigma8, oracle_sampler),
+        ('fixed', SIGMA8_FIDUCIAL, fixed_sampler)):
+      signal = (sigma8_prior / SIGMA8_FIDUCIAL)**2 * spectrum
+      if name == 'oracle':
+        oracle_spectrum.assign(signal.astype(np.float32))
+      maps = chosen.sample(data, num_samples=num_chains,
+                           seed=(seed + 2, i))
+      record[name] = kappa_scores(truth, maps.mean.numpy(),
+                                  maps.interval_68.numpy(),
+                                  maps.interval_95.numpy())
+      record[name]['exact_rmse'] = float(metrics.rmse(
+          truth, wiener_mean(kappa_e.numpy(), signal, noise_var)))
+      record[name]['exact_std'] = wiener_std(signal, noise_var)
+    record['seconds'] = time.perf_counter() - began
+    records.append(record)
+    log(f'map {i}: sigma8 {sigma8:.3f} rank {record["rank"]} mean '
+        f'{record["mean"]:.3f} std {record["std"]:.3f} (exact '
+        f'{record["exact"]["mean"]:.3f} ± {record["exact"]["std"]:.3f}, '
+        f'Fisher {record["fisher_std"]:.3f}) {record["seconds"]:.1f} s')
+  return records
+
+
+def _mean(values):
+  return float(np.mean(values)) if len(values) else float('nan')
+
+
+def _error(values):
+  """Standard error of the mean over maps."""
+  if len(values) < 2:
+    return float('nan')
+  return float(np.std(values, ddof=1) / np.sqrt(len(values)))
+
+
+def summarise(records, num_chains, num_bins, bounds):
+  """The tables' numbers from the per-map records."""
+  ranks = [r['rank'] for r in records]
+  counts, p_value = rank_histogram(ranks, num_chains, num_bins)
+  exact_pit = [r['exact']['cdf_at_truth'] for r in records]
+  exact_counts = np.histogram(exact_pit, bins=num_bins, range=(0, 1))[0]
+  z = [(r['mean'] - r['exact']['mean']) / r['exact']['std'] for r in records]
+  # Away from the prior bounds, where they do not truncate the posterior.
+  interior = [r for r in records
+              if min(r['sigma8'] - bounds[0], bounds[1] - r['sigma8']) >
+              _INTERIOR_FISHER_STDS * r['fisher_std']]
+  out = dict(
+      num_maps=len(records), rank_counts=counts.tolist(),
+      rank_p_value=p_value,
+      coverage_68=_mean([r['covered_68'] for r in records]),
+      coverage_95=_mean([r['covered_95'] for r in records]),
+      exact_coverage_68=_mean([r['exact']['covered_68'] for r in records]),
+      exact_coverage_95=_mean([r['exact']['covered_95'] for r in records]),
+      coverage_68_error=_error([r['covered_68'] for r in records]),
+      coverage_95_error=_error([r['covered_95'] for r in records]),
+      disagreements_68=int(sum(r['covered_68'] != r['exact']['covered_68']
+                               for r in records)),
+      disagreements_95=int(sum(r['covered_95'] != r['exact']['covered_95']
+                               for r in records)),
+      exact_pit_counts=exact_counts.tolist(),
+      exact_pit_p_value=float(scipy.stats.chisquare(exact_counts).pvalue),
+      mean_bias_in_exact_std=_mean(z),
+      mean_bias_spread=float(np.std(z)),
+      std_over_exact=_mean([r['std'] / r['exact']['std'] for r in records]),
+      std_over_fisher=_mean([r['std'] / r['fisher_std'] for r in records]),
+      exact_std_over_fisher=_mean([r['exact']['std'] / r['fisher_std']
+                                   for r in records]),
+      num_interior=len(interior),
+      interior_std_over_fisher=_mean([r['std'] / r['fisher_std']
+                                      for r in interior]),
+      interior_exact_std_over_fisher=_mean([
+          r['exact']['std'] / r['fisher_std'] for r in interior]),
+      num_diverged=int(sum(r['num_diverged'] for r in records)),
+      seconds_per_map=_mean([r['seconds'] for r in records]))
+  thirds = []
+  edges = np.linspace(bounds[0], bounds[1], 4)
+  for b in range(3):
+    chosen = [r for r in records if _third(r['sigma8'], bounds) == b]
+    row = dict(range=[float(edges[b]), float(edges[b + 1])],
+               num_maps=len(chosen),
+               std=_mean([r['std'] for r in chosen]),
+               exact_std=_mean([r['exact']['std'] for r in chosen]),
+               fisher_std=_mean([r['fisher_std'] for r in chosen]),
+               bias_in_exact_std=_mean([
+                   (r['mean'] - r['exact']['mean']) / r['exact']['std']
+                   for r in chosen]))
+    for prior in ('joint', 'oracle', 'fixed'):
+      for key in ('coverage_68', 'coverage_95', 'rmse'):
+        row[f'{prior}_{key}'] = _mean([r[prior][key] for r in chosen])
+      for key in ('coverage_68', 'coverage_95'):
+        row[f'{prior}_{key}_error'] = _error([r[prior][key] for r in chosen])
+    for prior in ('oracle', 'fixed'):
+      row[f'{prior}_exact_rmse'] = _mean([r[prior]['exact_rmse']
+                                          for r in chosen])
+    row['joint_over_oracle_rmse'] = _mean([
+        r['joint']['rmse'] / r['oracle']['rmse'] for r in chosen])
+    thirds.append(row)
+  out['thirds'] = thirds
+  ratio = np.array([r['joint']['rmse'] / r['oracle']['rmse']
+                    for r in records])
+  out['joint_over_oracle_rmse'] = float(ratio.mean())
+  out['joint_over_oracle_rmse_error'] = float(ratio.std() /
+                                              np.sqrt(len(ratio)))
+  away = [r for r in records if abs(r['sigma8'] - SIGMA8_FIDUCIAL) > 0.1]
+  out['num_away'] = len(away)
+  out['joint_over_fixed_rmse_away'] = _mean([
+      r['joint']['rmse'] / r['fixed']['rmse'] for r in away])
+  return out
+
+
+def markdown(summary, num_chains):
+  """The markdown tables of a summary."""
+  s = summary
+  lines = [
+      f'σ8 over {s["num_maps"]} maps ({num_chains} joint samples each):',
+      '',
+      '| | 68 % coverage | 95 % coverage | rank / PIT χ² p |',
+      '|---|---|---|---|',
+      f'| joint sampler | {s["coverage_68"]:.2f} ± '
+      f'{s["coverage_68_error"]:.2f} | {s["coverage_95"]:.2f} ± '
+      f'{s["coverage_95_error"]:.2f} | {s["rank_p_value"]:.3f} |',
+      f'| exact p(σ8 \\| γ) (grid) | {s["exact_coverage_68"]:.2f} | '
+      f'{s["exact_coverage_95"]:.2f} | {s["exact_pit_p_value"]:.3f} |',
+      '',
+      f'Rank counts ({len(s["rank_counts"])} bins): {s["rank_counts"]}; '
+      f'exact PIT counts: {s["exact_pit_counts"]}. Maps where the sampler\'s '
+      f'and the exact interval disagree on covering the truth: '
+      f'{s["disagreements_68"]} (68 %), {s["disagreements_95"]} (95 %).',
+      f'Sampler mean − exact mean: {s["mean_bias_in_exact_std"]:+.2f} ± '
+      f'{s["mean_bias_spread"]:.2f} (spread) exact std; sampler std / exact '
+      f'std {s["std_over_exact"]:.2f}; sampler std / σ_F '
+      f'{s["std_over_fisher"]:.2f}; exact std / σ_F '
+      f'{s["exact_std_over_fisher"]:.2f} (on the {s["num_interior"]} maps '
+      f'with σ8 more than {_INTERIOR_FISHER_STDS:g} σ_F from both bounds: '
+      f'{s["interior_std_over_fisher"]:.2f} and '
+      f'{s["interior_exact_std_over_fisher"]:.2f}); diverged chains '
+      f'{s["num_diverged"]}; {s["seconds_per_map"]:.1f} s per map.',
+      '',
+      '| σ8 third | maps | σ8 std: joint / exact / Fisher | joint − exact '
+      'mean [exact std] |',
+      '|---|---|---|---|']
+  for row in s['thirds']:
+    lines.append(
+        f'| {row["range"][0]:.3f}–{row["range"][1]:.3f} | {row["num_maps"]} '
+        f'| {row["std"]:.4f} / {row["exact_std"]:.4f} / '
+        f'{row["fisher_std"]:.4f} | {row["bias_in_exact_std"]:+.2f} |')
+  lines += [
+      '',
+      '| σ8 third | κ 68 %: joint / oracle / fixed | κ 95 %: joint / oracle '
+      '/ fixed |',
+      '|---|---|---|']
+  for row in s['thirds']:
+    cells = []
+    for level in ('68', '95'):
+      cells.append(' / '.join(
+          f'{row[f"{p}_coverage_{level}"]:.3f} ± '
+          f'{row[f"{p}_coverage_{level}_error"]:.3f}'
+          for p in ('joint', 'oracle', 'fixed')))
+    lines.append(f'| {row["range"][0]:.3f}–{row["range"][1]:.3f} | '
+                 f'{cells[0]} | {cells[1]} |')
+  lines += [
+      '',
+      '| σ8 third | RMSE ×10³: joint / oracle / fixed (sampled) | exact '
+      'Wiener oracle / fixed | joint / oracle |',
+      '|---|---|---|---|']
+  for row in s['thirds']:
+    lines.append(
+        f'| {row["range"][0]:.3f}–{row["range"][1]:.3f} | '
+        f'{1e3 * row["joint_rmse"]:.3f} / {1e3 * row["oracle_rmse"]:.3f} / '
+        f'{1e3 * row["fixed_rmse"]:.3f} | '
+        f'{1e3 * row["oracle_exact_rmse"]:.3f} / '
+        f'{1e3 * row["fixed_exact_rmse"]:.3f} | '
+        f'{row["joint_over_oracle_rmse"]:.4f} |')
+  lines += [
+      '',
+      f'RMSE joint / oracle over all maps: {s["joint_over_oracle_rmse"]:.4f} '
+      f'± {s["joint_over_oracle_rmse_error"]:.4f}; joint / fixed on the '
+      f'{s["num_away"]} maps with |σ8 − σ8_fid| > 0.1: '
+      f'{s["joint_over_fixed_rmse_away"]:.4f}.']
+  return '\n'.join(lines)
+
+
+def _figure(path, summary, num_chains):
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  counts = np.array(summary['rank_counts'])
+  exact = np.array(summary['exact_pit_counts'])
+  bins = len(counts)
+  expected = summary['num_maps'] / bins
+  band = scipy.stats.binom.ppf([0.005, 0.995], summary['num_maps'],
+                               1. / bins)
+  fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
+  for ax, values, title in (
+      (axes[0], counts, f'joint sampler: rank of true σ8 among {num_chains}'),
+      (axes[1], exact, 'exact p(σ8 | γ): CDF at true σ8')):
+    ax.bar(np.arange(bins), values, width=0.9, color='C0')
+    ax.axhline(expected, color='k', lw=1, label='uniform')
+    ax.axhspan(*band, color='0.85', zorder=0, label='99 % binomial range')
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel('bin')
+  axes[0].set_ylabel('maps')
+  axes[0].legend(fontsize=8, loc='lower right')
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def main(argv):
+  del argv
+  bounds = tuple(float(b) for b in FLAGS.sigma8_range)
+  if len(bounds) != 2 or not 0 < bounds[0] < bounds[1]:
+    raise ValueError('--sigma8_range must be two numbers 0 < lower < upper, '
+                     f'got {FLAGS.sigma8_range}.')
+  # Fails before any sampling when the bins do not divide the ranks.
+  rank_histogram([0], FLAGS.num_chains, FLAGS.rank_bins)
+  noise = noise_std_per_pixel(FLAGS.galaxy_density, FLAGS.sigma_e,
+                              FLAGS.pixel_scale_arcmin)
+  settings = dict(
+      schedule=GeometricSchedule(FLAGS.sigma_max, FLAGS.sigma_min,
+                                 num_levels=FLAGS.num_levels),
+      num_final_steps=FLAGS.num_final_steps,
+      num_leapfrog_steps=FLAGS.num_leapfrog_steps,
+      step_size_factor=FLAGS.step_size_factor)
+  if FLAGS.records:
+    with open(FLAGS.records, encoding='utf-8') as f:
+      saved = json.load(f)
+    flag_values = saved['summary']['flags']
+    summary = summarise(saved['maps'], flag_values['num_chains'],
+                        FLAGS.rank_bins, tuple(saved['summary']['bounds']))
+    print(markdown(summary, flag_values['num_chains']))
+    if FLAGS.figure:
+      _figure(FLAGS.figure, summary, flag_values['num_chains'])
+    return
+  print(f'{FLAGS.map_size}² maps of {FLAGS.pixel_scale_arcmin} arcmin, '
+        f'σ_pix = {noise:.4f}, full mask, σ8 ~ U{bounds}, σ8_fid = '
+        f'{SIGMA8_FIDUCIAL}')
+  began = time.perf_counter()
+  records = run(FLAGS.num_maps, FLAGS.num_chains, FLAGS.map_size,
+                FLAGS.pixel_scale_arcmin, bounds, noise, settings,
+                FLAGS.theta_step_size, FLAGS.seed)
+  wall = time.perf_counter() - began
+  summary = summarise(records, FLAGS.num_chains, FLAGS.rank_bins, bounds)
+  summary.update(wall_time_s=wall, noise_std=noise, bounds=list(bounds),
+                 sigma8_fiducial=SIGMA8_FIDUCIAL,
+                 flags={f: FLAGS[f].value for f in (
+                     'num_maps', 'num_chains', 'map_size',
+                     'pixel_scale_arcmin', 'sigma_max', 'sigma_min',
+                     'num_levels', 'num_final_steps', 'num_leapfrog_steps',
+                     'step_size_factor', 'theta_step_size', 'seed')})
+  print(markdown(summary, FLAGS.num_chains))
+  print(f'wall time {wall:.0f} s')
+  if FLAGS.output:
+    with open(FLAGS.output, 'w', encoding='utf-8') as f:
+      json.dump(dict(summary=summary, maps=records), f, indent=1)
+  if FLAGS.figure:
+    _figure(FLAGS.figure, summary, FLAGS.num_chains)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,115 @@
+"""The closed forms of benchmarks/bench_joint_posterior.py, on 16² maps.
+
+The benchmark's exact σ8 posterior, Wiener mean and std and Fisher width
+rest on the shear being Fourier diagonal for a full mask and white noise;
+here they are checked against dense float64 references
+(`testing.dense_matrix`, `testing.exact_gaussian_posterior`).
+"""
+
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfp_massmap import cosmology
+from tfp_massmap import lensing
+from tfp_massmap import likelihood
+from tfp_massmap import shear_map as shear_map_lib
+from tfp_massmap import testing
+from tfp_massmap.priors import gaussian
+
+N = 16
+PIXEL_ARCMIN = 3.2
+NOISE = 0.008
+SIGMA8 = 0.75
+BOUNDS = (0.6, 1.0)
+FIDUCIAL = 0.8159
+
+
+def _load_benchmark():
+  path = os.path.join(os.path.dirname(__file__), '..', 'benchmarks',
+                      'bench_joint_posterior.py')
+  spec = importlib.util.spec_from_file_location('bench_joint_posterior', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+bench = _load_benchmark()
+
+
+@pytest.fixture(scope='module')
+def problem():
+  ell, cl = cosmology.cosmos_convergence_cl()
+  spectrum = gaussian.GaussianPrior.from_power_spectrum(
+      ell, cl, N, PIXEL_ARCMIN, dtype=tf.float64).spectrum.numpy()
+  signal = (SIGMA8 / FIDUCIAL)**2 * spectrum
+  truth = gaussian.GaussianPrior(signal).sample(seed=(5, 0)).numpy()
+  ones = np.ones([N, N])
+  shear = likelihood.ShearLikelihood(truth, NOISE * ones, ones).sample(
+      seed=(5, 1)).numpy()
+  return dict(spectrum=spectrum, signal=signal, shear=shear)
+
+
+def test_exact_sigma8_posterior_matches_a_dense_likelihood(problem):
+  grid, weights = bench.exact_sigma8_posterior(
+      bench.mode_powers(problem['shear']), problem['spectrum'], NOISE**2,
+      BOUNDS, FIDUCIAL)
+  # Dense: γ | σ8 ~ N(0, A M C Mᵀ + σ² I), 2 N² shear values.
+  operator = testing.dense_matrix(lensing.shear_from_convergence, N)
+  covariance = testing.dense_matrix(
+      lambda x: gaussian.fourier_filter(x, problem['spectrum']), N)
+  eigenvalues, vectors = np.linalg.eigh(operator @ covariance @ operator.T)
+  power = (vectors.T @ problem['shear'].reshape(-1))**2
+  variance = ((grid[:, None] / FIDUCIAL)**2 * np.maximum(eigenvalues, 0.) +
+              NOISE**2)
+  log_like = -0.5 * np.sum(power / variance + np.log(variance), axis=1)
+  dense = np.exp(log_like - log_like.max())
+  dense /= dense.sum()
+  np.testing.assert_allclose(weights, dense, atol=1e-6 * dense.max())
+  summary = bench.grid_summary(grid, weights, SIGMA8)
+  # 255 modes: σ_F ≈ σ8 / √(2 · 255 · signal fraction²), about 0.04.
+  sigma_f = bench.fisher_sigma(problem['spectrum'], NOISE**2, SIGMA8,
+                               FIDUCIAL)
+  assert 0.8 < summary['std'] / sigma_f < 1.25
+  assert abs(summary['mean'] - SIGMA8) < 3 * sigma_f
+  assert summary['covered_95'] == (abs(summary['cdf_at_truth'] - 0.5) <=
+                                   0.475)
+
+
+def test_fisher_width_without_noise_is_sigma8_over_root_two_modes(problem):
+  modes = np.count_nonzero(problem['spectrum'] > 0)
+  assert modes == N**2 - 1
+  np.testing.assert_allclose(
+      bench.fisher_sigma(problem['spectrum'], 0., SIGMA8, FIDUCIAL),
+      SIGMA8 / np.sqrt(2. * modes), rtol=1e-12)
+  # Noise only widens it.
+  assert bench.fisher_sigma(problem['spectrum'], NOISE**2, SIGMA8,
+                            FIDUCIAL) > SIGMA8 / np.sqrt(2. * modes)
+
+
+def test_wiener_mean_and_std_are_the_exact_gaussian_posterior(problem):
+  data = shear_map_lib.ShearMap(
+      shear=problem['shear'], noise_std=np.full([N, N], NOISE),
+      mask=np.ones([N, N]), pixel_scale_arcmin=PIXEL_ARCMIN)
+  mean, covariance = testing.exact_gaussian_posterior(
+      data, gaussian.GaussianPrior(problem['signal'],
+                                   pixel_scale_arcmin=PIXEL_ARCMIN))
+  kappa_e, _ = lensing.kaiser_squires(tf.constant(problem['shear']))
+  np.testing.assert_allclose(
+      bench.wiener_mean(kappa_e.numpy(), problem['signal'], NOISE**2), mean,
+      atol=1e-6 * np.abs(mean).max())
+  np.testing.assert_allclose(
+      bench.wiener_std(problem['signal'], NOISE**2),
+      np.sqrt(np.diag(covariance)), rtol=1e-6)
+
+
+def test_rank_histogram_counts_and_refuses_unequal_bins():
+  counts, p_value = bench.rank_histogram([0, 7, 8, 63, 63, 32], 63, 8)
+  np.testing.assert_array_equal(counts, [2, 1, 0, 0, 1, 0, 0, 2])
+  assert 0. < p_value < 1.
+  with pytest.raises(ValueError, match=r'rank_bins=10 must divide '
+                     r'num_chains \+ 1 = 64'):
+    bench.rank_histogram([0], 63, 10)
