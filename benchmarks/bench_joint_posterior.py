@@ -71,7 +71,7 @@ from tfp_massmap.priors import conditional
 from tfp_massmap.priors import gaussian
 
 # σ8 of the shipped C_ℓ table (its header: Planck 2015 / IllustrisTNG).
-SIGMA8_FIDUCIAL = 0.8159
+SIGMA8_FIDUCIAL = cosmology.FIDUCIAL_SIGMA8
 
 flags.DEFINE_integer('num_maps', 100, 'Number of simulated maps.')
 flags.DEFINE_integer('num_chains', 63, 'Posterior samples per map (ranks '
