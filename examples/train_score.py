@@ -6,6 +6,15 @@ lognormal convergence maps:
   python examples/train_score.py --dataset=lognormal_kappa/lognormal_128 \
       --output_dir=runs/prior
 
+The conditional prior p(κ | θ) over the cosmology θ = (Ωm, σ8) trains on the
+labelled ``cosmo_<N>`` configs:
+
+  python examples/train_score.py --dataset=lognormal_kappa/cosmo_64 \
+      --condition_on_cosmology --pixel_scale_arcmin=0.8 --output_dir=runs/joint
+
+and loads as a joint prior with
+``tfp_massmap.priors.learned_joint.LearnedJointPrior(path)``.
+
 Rerunning the same command resumes from the latest checkpoint. The trained
 network (EMA weights) is written to ``<output_dir>/score_network.keras`` and
 loads with ``tfp_massmap.score_network.load_score_network``; TensorBoard logs
@@ -16,6 +25,7 @@ from absl import app
 from absl import flags
 
 import tfp_massmap  # noqa: F401  # pylint: disable=unused-import  # registers the TFDS builders
+from tfp_massmap import cosmology
 from tfp_massmap import training
 
 _DATASET = flags.DEFINE_string(
@@ -64,6 +74,12 @@ _PIXEL_SCALE = flags.DEFINE_float(
     'Pixel side of the training maps [arcmin], recorded in the saved network so '
     'that the samplers refuse data at another pixel scale. Default: the '
     'hybrid scale when --gaussian_pixel_scale_arcmin is set, else unrecorded.')
+_CONDITION_ON_COSMOLOGY = flags.DEFINE_bool(
+    'condition_on_cosmology', False,
+    'Condition the network on the cosmology (omega_m, sigma8), normalised over '
+    'cosmology.COSMO_PARAMETER_BOUNDS: the prior p(kappa | theta), trained on '
+    'the labelled maps of a lognormal_kappa/cosmo_<N> config (or any dataset '
+    'whose elements carry omega_m and sigma8).')
 _DATA_STD = flags.DEFINE_float(
     'data_std', 0.02, 'Pixel std of the training maps (dimensionless); sets the preconditioning.')
 _CHECKPOINT_EVERY = flags.DEFINE_integer('checkpoint_every', 500, 'Steps between checkpoints.')
@@ -85,6 +101,9 @@ def main(argv):
       data_std=_DATA_STD.value,
       gaussian_pixel_scale_arcmin=_HYBRID.value,
       pixel_scale_arcmin=_PIXEL_SCALE.value)
+  if _CONDITION_ON_COSMOLOGY.value:
+    network['theta_names'] = list(cosmology.COSMO_PARAMETER_NAMES)
+    network['theta_bounds'] = [list(b) for b in cosmology.COSMO_PARAMETER_BOUNDS]
   if _CHANNEL_MULTIPLIERS.value is not None:
     network['channel_multipliers'] = [int(m) for m in _CHANNEL_MULTIPLIERS.value]
   result = training.train_score_network(

@@ -81,6 +81,56 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path):
   assert any(t.startswith('loss_sigma_band/') for t in tags)
 
 
+
+def test_conditioned_run_resumes_with_its_theta_pairs(tmp_path):
+  """A network conditioned on θ trains on (map, θ) pairs and resumes from a
+  checkpoint like an unconditioned one; its θ settings are in the run
+  config, and the examples carry each map's θ unchanged."""
+  rng = np.random.default_rng(1)
+  data = {'kappa': _white_maps(count=8), 'sigma8': rng.uniform(0.6, 1.0, 8)}
+  network = dict(TINY, theta_names=['sigma8'], theta_bounds=[[0.6, 1.0]])
+  kwargs = dict(network=network, batch_size=4, steps=4, checkpoint_every=2,
+                log_every=2, shuffle_buffer=8, progress=False, seed=5)
+  full = training.train_score_network(data, str(tmp_path / 'full'), **kwargs)
+  save = tf.train.CheckpointManager.save
+
+  def save_then_die(manager, checkpoint_number=None, **kw):
+    path = save(manager, checkpoint_number=checkpoint_number, **kw)
+    if checkpoint_number == 2:
+      raise KeyboardInterrupt('simulated kill after the step-2 checkpoint')
+    return path
+
+  killed_dir = str(tmp_path / 'killed')
+  with mock.patch.object(tf.train.CheckpointManager, 'save', save_then_die):
+    with pytest.raises(KeyboardInterrupt):
+      training.train_score_network(data, killed_dir, **kwargs)
+  resumed = training.train_score_network(data, killed_dir, **kwargs)
+  assert resumed.history['step'] == [4]
+  np.testing.assert_allclose(resumed.history['loss'], full.history['loss'][-1:],
+                             rtol=1e-6)
+  assert _weights_close(resumed.model, full.model, atol=1e-6)
+  assert resumed.model.theta_names == ('sigma8',)
+  run_config = json.loads((tmp_path / 'full' / 'run_config.json').read_text())
+  assert run_config['network']['theta_bounds'] == [[0.6, 1.0]]
+  # Each example's θ is its map's label.
+  pairs = training.map_dataset(data, parameters=['sigma8'])
+  x, _, _, theta = training._training_examples(  # pylint: disable=protected-access
+      pairs, seed=0, sigma_min=1e-3, sigma_max=0.2, crop_size=None,
+      augment=False, shuffle_buffer=8).batch(8).take(1).get_single_element()
+  for map_, label in zip(x.numpy(), theta.numpy()):
+    i = int(np.flatnonzero(np.all(data['kappa'] == map_, axis=(1, 2)))[0])
+    np.testing.assert_allclose(label, [data['sigma8'][i]], rtol=1e-6)
+
+
+def test_unconditioned_run_config_has_no_theta_keys(tmp_path):
+  """Run configs of unconditioned networks are those written before θ
+  existed, so their runs still resume."""
+  training.train_score_network(_white_maps(count=4), str(tmp_path),
+                               network=TINY, batch_size=4, steps=1,
+                               progress=False)
+  run_config = json.loads((tmp_path / 'run_config.json').read_text())
+  assert not {'theta_names', 'theta_bounds'} & set(run_config['network'])
+
 _DISTRIBUTED_SCRIPT = textwrap.dedent('''
     import json, sys
     import numpy as np

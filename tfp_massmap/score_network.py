@@ -39,6 +39,14 @@ With F_θ = 0 (the zero-initialised head) this is the Wiener denoiser, and the
 network learns only the non-Gaussian residual: more robust away from the
 training data, and much cheaper to train.
 
+Conditional prior (``theta_names`` set): the network is r(x', σ, θ), the
+denoiser of the conditional prior p(κ | θ) for D cosmological parameters θ
+(e.g. Ωm and σ8). θ, mapped linearly from ``theta_bounds`` onto [−1, 1], is
+appended to the Fourier features of ln σ at the input of the embedding MLP,
+so it scales and shifts the features of every block as σ does; every formula
+above holds at fixed θ. Without ``theta_names`` (the default) the network,
+its weights and its saved config are those of an unconditioned prior.
+
 Maps are ``[..., N, N]`` (no channel axis); the network works in float32 and
 ``denoise``/``score`` return the dtype of their input (float64 works).
 """
@@ -136,7 +144,12 @@ class ScoreNetwork(keras.Model):
   denoised map r; ``score(x, sigma)`` returns ∇log p_σ(x) = (r − x)/σ².
   x is ``[..., N, N]`` (dimensionless convergence) with N divisible by
   2**depth; sigma (dimensionless, same units as x, > 0) is a scalar or a
-  tensor broadcastable to ``x.shape[:-2]``.
+  tensor broadcastable to ``x.shape[:-2]``. A network conditioned on θ
+  (``theta_names`` set) is the prior p(κ | θ): ``model(x, sigma, theta)``,
+  ``denoise(x, sigma, theta)`` and ``score(x, sigma, theta)`` take θ
+  ``[..., D]`` (leading axes broadcastable to ``x.shape[:-2]``) inside
+  ``theta_bounds``; `tfp_massmap.priors.learned_joint.LearnedJointPrior`
+  makes it a joint prior, whose ``given(theta)`` is a `Prior`.
 
   It implements the `tfp_massmap.priors.Prior` protocol: ``dtype`` (one
   dtype for weights and computation, float32 by default), ``size_divisor``
@@ -172,6 +185,15 @@ class ScoreNetwork(keras.Model):
       another scale); default ``gaussian_pixel_scale_arcmin`` (a hybrid
       prior is tied to it), else None (unknown). Saved with the model;
       files saved before this argument existed load with the default.
+    theta_names: None (an unconditioned prior p(κ)), or the names of the D
+      parameters θ the network is conditioned on (distinct non-empty str,
+      e.g. ``('omega_m', 'sigma8')``): it is then the prior p(κ | θ), and
+      ``call``/``denoise``/``score`` take θ ``[..., D]``. Saved with the
+      model.
+    theta_bounds: ``[D, 2]`` (lower, upper) finite ranges of θ, in each
+      parameter's units, one row per name (required with ``theta_names``,
+      None without); θ is normalised over them and refused outside. Saved
+      with the model.
     **kwargs: Keras ``Model`` arguments (name, dtype, ...).
   """
 
@@ -185,6 +207,8 @@ class ScoreNetwork(keras.Model):
                seed=None,
                gaussian_pixel_scale_arcmin=None,
                pixel_scale_arcmin=None,
+               theta_names=None,
+               theta_bounds=None,
                **kwargs):
     super().__init__(**kwargs)
     # `dtype` (Keras: the variable dtype) is the compute dtype of the
@@ -223,6 +247,8 @@ class ScoreNetwork(keras.Model):
             f'pixel_scale_arcmin={pixel_scale_arcmin!r} differs from '
             f'gaussian_pixel_scale_arcmin={gaussian_pixel_scale_arcmin!r}: a '
             'hybrid prior is valid at the pixel scale of its Gaussian part.')
+    self.theta_names, self.theta_bounds = _theta_config(theta_names,
+                                                        theta_bounds)
     self._gaussian_priors = {}
     init = _Initializers(self.seed)
 
@@ -271,7 +297,8 @@ class ScoreNetwork(keras.Model):
       return
     channels = self._channels
     embedding = (None, self.embedding_dim)
-    self.embedding_in.build((None, 2 * len(_SIGMA_FREQUENCIES)))
+    self.embedding_in.build(
+        (None, 2 * len(_SIGMA_FREQUENCIES) + self.num_parameters))
     self.embedding_out.build(embedding)
     self.stem.build((None, None, None, 1))
     for block in self.encoder_blocks + self.decoder_blocks:
@@ -296,7 +323,17 @@ class ScoreNetwork(keras.Model):
         seed=self.seed,
         gaussian_pixel_scale_arcmin=self.gaussian_pixel_scale_arcmin,
         pixel_scale_arcmin=self.pixel_scale_arcmin)
+    if self.num_parameters:
+      # Only conditioned networks record θ: an unconditioned network's
+      # config is the one written before θ existed.
+      config.update(theta_names=list(self.theta_names),
+                    theta_bounds=[list(b) for b in self.theta_bounds])
     return config
+
+  @property
+  def num_parameters(self):
+    """D, the number of parameters θ the network is conditioned on (0: none)."""
+    return 0 if self.theta_names is None else len(self.theta_names)
 
   @property
   def size_divisor(self):
@@ -341,16 +378,20 @@ class ScoreNetwork(keras.Model):
     total = tf.sqrt(sigma**2 + sd**2)
     return sd**2 / total**2, sigma * sd / total, 1.0 / total
 
-  def __call__(self, x, sigma, **kwargs):
+  def __call__(self, x, sigma, theta=None, **kwargs):
     # Keras takes only tensors as positional inputs: accept Python numbers
-    # and lists for sigma as well.
+    # and lists for sigma and theta as well.
     if not tf.is_tensor(sigma):
       sigma = tf.convert_to_tensor(sigma, self.compute_dtype)
-    return super().__call__(x, sigma, **kwargs)
+    if theta is None:
+      return super().__call__(x, sigma, **kwargs)
+    if not tf.is_tensor(theta):
+      theta = tf.convert_to_tensor(theta, self.compute_dtype)
+    return super().__call__(x, sigma, theta, **kwargs)
 
-  def call(self, x, sigma):
-    """The denoised map r(x, σ), ``[..., N, N]``, in the network's dtype."""
-    x, sigma, f = self._raw_output(x, sigma)
+  def call(self, x, sigma, theta=None):
+    """The denoised map r(x, σ[, θ]), ``[..., N, N]``, in the network's dtype."""
+    x, sigma, f = self._raw_output(x, sigma, theta)
     c_skip, c_out, _ = self.preconditioning(sigma)
     if self.gaussian_pixel_scale_arcmin is None:
       skip = _expand(c_skip) * x
@@ -358,37 +399,45 @@ class ScoreNetwork(keras.Model):
       skip = self.gaussian_prior(x.shape[-1]).denoise(x, sigma)
     return skip + _expand(c_out) * f
 
-  def denoise(self, x, sigma):
-    """Denoised map r(x, σ) = E[x_clean | x], in the dtype of x.
+  def denoise(self, x, sigma, theta=None):
+    """Denoised map r(x, σ[, θ]) = E[x_clean | x(, θ)], in the dtype of x.
 
     Args:
       x: noisy maps ``[..., N, N]`` (dimensionless), N divisible by
         2**depth.
       sigma: noise std (dimensionless, > 0), broadcastable to
         ``x.shape[:-2]``.
+      theta: parameters ``[..., D]`` inside ``theta_bounds``, leading axes
+        broadcastable to ``x.shape[:-2]``, for a conditioned network
+        (required); None for an unconditioned one.
 
     Returns:
       ``[..., N, N]`` tensor of x's dtype.
     """
     x = tf.convert_to_tensor(x)
+    if theta is not None:
+      theta = tf.cast(theta, self.compute_dtype)
     return tf.cast(self(tf.cast(x, self.compute_dtype),
-                        tf.cast(sigma, self.compute_dtype)), x.dtype)
+                        tf.cast(sigma, self.compute_dtype), theta), x.dtype)
 
-  def score(self, x, sigma):
-    """Score ∇log p_σ(x) = (r(x, σ) − x)/σ² of the σ-smoothed prior.
+  def score(self, x, sigma, theta=None):
+    """Score ∇log p_σ(x[ | θ]) = (r(x, σ[, θ]) − x)/σ² of the smoothed prior.
 
     Args:
       x: maps ``[..., N, N]`` (dimensionless), N divisible by 2**depth.
       sigma: noise std (dimensionless, > 0), broadcastable to
         ``x.shape[:-2]``.
+      theta: parameters ``[..., D]`` as in ``denoise`` (required for a
+        conditioned network, None otherwise).
 
     Returns:
       ``[..., N, N]`` tensor of x's dtype (units: inverse map units).
     """
     x = tf.convert_to_tensor(x)
     with tf.name_scope('score'):
-      xc, sigma, f = self._raw_output(tf.cast(x, self.compute_dtype),
-                                      tf.cast(sigma, self.compute_dtype))
+      xc, sigma, f = self._raw_output(
+          tf.cast(x, self.compute_dtype), tf.cast(sigma, self.compute_dtype),
+          None if theta is None else tf.cast(theta, self.compute_dtype))
       sd = tf.constant(self.data_std, self.compute_dtype)
       total_sq = _expand(sigma**2 + sd**2)
       s = _expand(sigma)
@@ -399,7 +448,7 @@ class ScoreNetwork(keras.Model):
       score = base + sd * f / (s * tf.sqrt(total_sq))
       return tf.cast(score, x.dtype)
 
-  def _raw_output(self, x, sigma):
+  def _raw_output(self, x, sigma, theta=None):
     """Validates inputs and runs F_θ; returns (x, σ broadcast, F)."""
     x = tf.convert_to_tensor(x, self.compute_dtype)
     sigma = tf.convert_to_tensor(sigma, self.compute_dtype)
@@ -416,14 +465,63 @@ class ScoreNetwork(keras.Model):
     flat_x = tf.reshape(x, [-1, n_dyn, n_dyn, 1])
     flat_sigma = tf.reshape(sigma, [-1])
     _, _, c_in = self.preconditioning(flat_sigma)
-    f = self._unet(flat_x * c_in[:, None, None, None], tf.math.log(flat_sigma))
+    flat_theta = None
+    if self.num_parameters:
+      theta = self._checked_theta(theta)
+      flat_theta = tf.reshape(
+          tf.broadcast_to(theta, tf.concat(
+              [batch_shape, [self.num_parameters]], axis=0)),
+          [-1, self.num_parameters])
+    elif theta is not None:
+      raise ValueError('theta was given to a ScoreNetwork that is not '
+                       'conditioned on parameters (theta_names is None); '
+                       'pass theta=None.')
+    f = self._unet(flat_x * c_in[:, None, None, None], tf.math.log(flat_sigma),
+                   flat_theta)
     return x, sigma, tf.reshape(f, tf.shape(x))
 
-  def _unet(self, h, log_sigma):
-    """F_θ: ``[B, N, N, 1]`` scaled maps, ``[B]`` ln σ → ``[B, N, N]``."""
+  def normalised_theta(self, theta):
+    """θ ``[..., D]`` mapped linearly from ``theta_bounds`` onto [−1, 1]."""
+    theta = tf.convert_to_tensor(theta, self.compute_dtype)
+    bounds = tf.constant(self.theta_bounds, theta.dtype)
+    return 2.0 * (theta - bounds[:, 0]) / (bounds[:, 1] - bounds[:, 0]) - 1.0
+
+  def _checked_theta(self, theta):
+    """θ as a tensor ``[..., D]``; a concrete θ is checked against the bounds."""
+    if theta is None:
+      raise ValueError(
+          f'this ScoreNetwork is the conditional prior p(κ | θ) over '
+          f'{self.theta_names}: pass theta [..., {self.num_parameters}] (or use '
+          'tfp_massmap.priors.learned_joint.LearnedJointPrior(network)'
+          '.given(theta) as a prior of the map alone).')
+    theta = tf.convert_to_tensor(theta, self.compute_dtype)
+    if theta.shape.rank is not None and (
+        theta.shape.rank == 0 or
+        theta.shape[-1] not in (None, self.num_parameters)):
+      raise ValueError(
+          f'theta must have a last axis of {self.num_parameters} parameters '
+          f'{self.theta_names}, got shape {theta.shape}.')
+    if _checks._is_concrete(theta):  # pylint: disable=protected-access
+      value = np.asarray(theta).reshape(-1, self.num_parameters)
+      bounds = np.asarray(self.theta_bounds)
+      outside = ~np.isfinite(value) | (value < bounds[:, 0]) | (
+          value > bounds[:, 1])
+      if outside.any():
+        row, i = np.argwhere(outside)[0]
+        raise ValueError(
+            f'theta: {self.theta_names[i]} = {float(value[row, i])!r} is '
+            f'outside the range the network was trained on, '
+            f'[{bounds[i, 0]:g}, {bounds[i, 1]:g}] (theta_bounds).')
+    return theta
+
+  def _unet(self, h, log_sigma, theta=None):
+    """F_θ: ``[B, N, N, 1]`` scaled maps, ``[B]`` ln σ, θ ``[B, D]`` or None
+    → ``[B, N, N]``."""
     phase = log_sigma[:, None] * tf.constant(_SIGMA_FREQUENCIES, h.dtype)
-    emb = self.embedding_out(self.embedding_in(
-        tf.concat([tf.sin(phase), tf.cos(phase)], axis=-1)))
+    features = [tf.sin(phase), tf.cos(phase)]
+    if theta is not None:
+      features.append(self.normalised_theta(theta))
+    emb = self.embedding_out(self.embedding_in(tf.concat(features, axis=-1)))
     h = self.stem(h)
     skips = []
     blocks = iter(self.encoder_blocks)
@@ -536,6 +634,34 @@ def _check_sigma(sigma):
     raise ValueError(
         f'sigma must be finite and > 0 (noise std, dimensionless), got '
         f'{arr[bad].ravel()[0]!r} ({int(bad.sum())} bad value(s)).')
+
+
+def _theta_config(theta_names, theta_bounds):
+  """Checked (theta_names tuple, theta_bounds tuple of pairs), or (None, None)."""
+  if theta_names is None:
+    if theta_bounds is not None:
+      raise ValueError('theta_bounds was given without theta_names; pass both '
+                       f'(or neither), got theta_bounds={theta_bounds!r}.')
+    return None, None
+  if (isinstance(theta_names, str) or
+      not isinstance(theta_names, (tuple, list)) or not theta_names or
+      not all(isinstance(n, str) and n for n in theta_names) or
+      len(set(theta_names)) != len(theta_names)):
+    raise ValueError('theta_names must be a non-empty list of distinct '
+                     f'non-empty str, got {theta_names!r}.')
+  try:
+    bounds = np.asarray(theta_bounds, np.float64)
+  except (TypeError, ValueError):
+    bounds = None
+  if bounds is None or bounds.shape != (len(theta_names), 2):
+    raise ValueError(
+        f'theta_bounds must be [D, 2] = [{len(theta_names)}, 2] (lower, upper) '
+        f'for theta_names {tuple(theta_names)}, got {theta_bounds!r}.')
+  if not np.all(np.isfinite(bounds)) or np.any(bounds[:, 0] >= bounds[:, 1]):
+    raise ValueError('theta_bounds must be finite with lower < upper on every '
+                     f'row, got {bounds.tolist()}.')
+  return (tuple(theta_names),
+          tuple((float(lo), float(hi)) for lo, hi in bounds))
 
 
 def _expand(per_map):

@@ -14,6 +14,14 @@ the untrained network (the white-prior Wiener filter) and lower for a useful
 one, at every σ. The optimum of E[L] is the posterior-mean denoiser, i.e. the
 score of the σ-smoothed prior (docs/design.md §1).
 
+Conditional prior p(κ | θ): with a network conditioned on parameters θ
+(``network={'theta_names': ..., 'theta_bounds': ...}``, e.g. the Ωm and σ8
+of the ``lognormal_kappa/cosmo_*`` configs), each example is a (map, θ)
+pair read from the dataset elements, the features named by ``theta_names``.
+θ is a clean conditioning input: only the map is noised, and the loss is the
+same EDM-weighted error of r(x + σu, σ, θ), whose optimum is the score of
+p_σ(κ | θ). Crops and symmetries of the map leave its θ unchanged.
+
 Reproducibility: every random draw (crop, symmetry, σ, u) is a stateless
 function of (seed, index of the example in the stream), computed in the
 input pipeline on the global batch before it is split between replicas, and
@@ -56,6 +64,7 @@ import tqdm
 
 from tfp_massmap import _checks
 from tfp_massmap import preprocessing
+from tfp_massmap import score_network
 from tfp_massmap.score_network import ScoreNetwork
 
 __all__ = [
@@ -111,22 +120,32 @@ def default_strategy():
 
 
 def map_dataset(dataset, feature='kappa', split='train', data_dir=None,
-                shuffle_files_seed=0):
+                shuffle_files_seed=0, parameters=None):
   """Turns the accepted dataset forms into an unbatched dataset of maps.
 
   Args:
     dataset: a ``tf.data.Dataset`` of maps ``[N, N]`` or of batches
       ``[B, N, N]``, or of dicts holding such maps under ``feature``; a
-      numpy array ``[M, N, N]``; or a TFDS name such as
-      ``'lognormal_kappa/lognormal_128'`` (loaded with ``tfds.load``).
+      numpy array ``[M, N, N]``; a dict of numpy arrays (maps ``[M, N, N]``
+      under ``feature``, one ``[M]`` array per parameter); or a TFDS name
+      such as ``'lognormal_kappa/lognormal_128'`` (loaded with
+      ``tfds.load``).
     feature: dict key of the maps (TFDS feature name).
     split: TFDS split, when ``dataset`` is a name.
     data_dir: TFDS data directory, when ``dataset`` is a name.
     shuffle_files_seed: seed of the TFDS file order, when ``dataset`` is a
       name.
+    parameters: None, or the names of the parameters θ (dict keys, scalars
+      per map, e.g. ``('omega_m', 'sigma8')``) to pair with each map.
 
   Returns:
-    A ``tf.data.Dataset`` of float32 ``[N, N]`` maps.
+    A ``tf.data.Dataset`` of float32 ``[N, N]`` maps, or with
+    ``parameters`` of (map ``[N, N]``, θ ``[D]``) float32 pairs.
+
+  Raises:
+    ValueError: for another kind of dataset, dict elements without the map
+      feature or a parameter, elements that are not maps or batches of maps,
+      or parameters that are not one scalar per map.
   """
   if isinstance(dataset, str):
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
@@ -135,11 +154,17 @@ def map_dataset(dataset, feature='kappa', split='train', data_dir=None,
         read_config=tfds.ReadConfig(shuffle_seed=shuffle_files_seed))
   elif isinstance(dataset, np.ndarray):
     dataset = tf.data.Dataset.from_tensor_slices(dataset.astype(np.float32))
+  elif isinstance(dataset, dict):
+    dataset = tf.data.Dataset.from_tensor_slices(
+        {k: np.asarray(v) for k, v in dataset.items()})
   elif not isinstance(dataset, tf.data.Dataset):
     raise ValueError(
-        'dataset must be a tf.data.Dataset, a numpy array [M, N, N] or a TFDS '
-        f'name such as "lognormal_kappa/lognormal_128", got {type(dataset).__name__}.')
+        'dataset must be a tf.data.Dataset, a numpy array [M, N, N], a dict '
+        'of numpy arrays or a TFDS name such as '
+        f'"lognormal_kappa/lognormal_128", got {type(dataset).__name__}.')
   spec = dataset.element_spec
+  if parameters:
+    return _pair_dataset(dataset, feature, tuple(parameters))
   if isinstance(spec, dict):
     if feature not in spec:
       raise ValueError(
@@ -154,6 +179,37 @@ def map_dataset(dataset, feature='kappa', split='train', data_dir=None,
   if spec.shape.rank == 3:
     dataset = dataset.unbatch()
   return dataset.map(lambda x: tf.cast(x, tf.float32))
+
+
+def _pair_dataset(dataset, feature, parameters):
+  """(map ``[N, N]``, θ ``[D]``) float32 pairs from a dataset of dicts."""
+  spec = dataset.element_spec
+  if not isinstance(spec, dict):
+    raise ValueError(
+        f'a network conditioned on {parameters} trains on dataset elements '
+        f'that are dicts with the maps under {feature!r} and one scalar per '
+        f'parameter; got element spec {spec}.')
+  missing = [k for k in (feature,) + parameters if k not in spec]
+  if missing:
+    raise ValueError(
+        f'dataset elements are dicts with keys {sorted(spec)}; missing '
+        f'{missing} (the maps under feature={feature!r} and the parameters '
+        f'{list(parameters)} of the network\'s theta_names).')
+  rank = spec[feature].shape.rank
+  if rank not in (2, 3):
+    raise ValueError(
+        'dataset elements must be maps [N, N] or batches of maps [B, N, N], '
+        f'got {feature!r} of spec {spec[feature]}.')
+  for name in parameters:
+    if spec[name].shape.rank != rank - 2:
+      raise ValueError(
+          f'parameter {name!r} must hold one scalar per map (shape '
+          f'{"[]" if rank == 2 else "[B]"}), got spec {spec[name]}.')
+  if rank == 3:
+    dataset = dataset.unbatch()
+  return dataset.map(lambda d: (
+      tf.cast(d[feature], tf.float32),
+      tf.stack([tf.cast(d[k], tf.float32) for k in parameters])))
 
 
 def train_score_network(dataset,
@@ -188,12 +244,17 @@ def train_score_network(dataset,
   Args:
     dataset: training maps (dimensionless convergence): anything
       ``map_dataset`` accepts (tf.data.Dataset, numpy array ``[M, N, N]``,
-      TFDS name such as ``'lognormal_kappa/lognormal_128'``).
+      dict of numpy arrays, TFDS name such as
+      ``'lognormal_kappa/lognormal_128'``). For a network conditioned on θ,
+      elements are dicts holding the map under ``feature`` and each
+      parameter of ``theta_names`` as a scalar (e.g.
+      ``'lognormal_kappa/cosmo_64'`` with ``omega_m`` and ``sigma8``).
     output_dir: folder for checkpoints, TensorBoard logs, the trained network
       and the run summary (created if absent).
     network: a ``ScoreNetwork`` (its config and weights are the starting
       point), a dict of ``ScoreNetwork`` constructor arguments, or None for
-      the defaults.
+      the defaults. With ``theta_names`` and ``theta_bounds`` it is the
+      conditional prior p(κ | θ), trained on (map, θ) pairs.
     batch_size: global batch size (maps per step over all replicas); must be
       divisible by the number of replicas.
     steps: total optimisation steps.
@@ -232,7 +293,9 @@ def train_score_network(dataset,
   Raises:
     ValueError: on an invalid configuration (σ range, map or crop size not
       divisible by 2**depth, non-square maps, empty dataset, batch size not
-      divisible by the replicas, a checkpoint from another configuration).
+      divisible by the replicas, a checkpoint from another configuration,
+      dataset elements without the parameters of a conditioned network, or a
+      first example whose θ lies outside ``theta_bounds``).
   """
   sigma_min = _checks.positive_scalar(sigma_min, 'sigma_min', 'dimensionless')
   sigma_max = _checks.positive_scalar(sigma_max, 'sigma_max', 'dimensionless')
@@ -261,10 +324,22 @@ def train_score_network(dataset,
 
   network_config = _network_config(network, seed)
   divisor = 2**network_config['depth']
-  maps = map_dataset(dataset, feature, split, data_dir, shuffle_files_seed=seed)
+  theta_names = network_config.get('theta_names')
+  maps = map_dataset(dataset, feature, split, data_dir, shuffle_files_seed=seed,
+                     parameters=theta_names)
   first = next(iter(maps.take(1)), None)
   if first is None:
     raise ValueError('dataset is empty: expected at least one map.')
+  if theta_names:
+    first, first_theta = first
+    bounds = np.asarray(network_config['theta_bounds'], np.float64)
+    value = first_theta.numpy()
+    if np.any(~np.isfinite(value) | (value < bounds[:, 0]) |
+              (value > bounds[:, 1])):
+      raise ValueError(
+          f'the first training example has {tuple(theta_names)} = '
+          f'{value.tolist()}, outside the network\'s theta_bounds '
+          f'{bounds.tolist()}; set theta_bounds to the range of the data.')
   n = _checks.square_map_shape(first.shape, 'dataset maps')
   if n % divisor:
     raise ValueError(
@@ -386,11 +461,16 @@ def train_score_network(dataset,
 
 def _training_examples(maps, *, seed, sigma_min, sigma_max, crop_size,
                        augment, shuffle_buffer):
-  """Infinite stream of (clean map, σ, unit noise map) examples."""
+  """Infinite stream of (clean map, σ, unit noise map[, θ]) examples.
+
+  ``maps`` holds maps, or (map, θ) pairs for a conditioned network; θ is
+  passed through unchanged, and the random draws are the same either way.
+  """
   log_min, log_max = np.log(sigma_min), np.log(sigma_max)
 
   @tf.autograph.experimental.do_not_convert
-  def example(index, x):
+  def example(index, element):
+    x, theta = element if isinstance(element, tuple) else (element, None)
     keys = tf.random.experimental.stateless_split(
         tf.random.experimental.stateless_fold_in(
             tf.constant([seed, _SEED_SALT], tf.int64), index), 4)
@@ -402,7 +482,7 @@ def _training_examples(maps, *, seed, sigma_min, sigma_max, crop_size,
     sigma = tf.exp(tf.random.stateless_uniform(
         [], keys[2], log_min, log_max, tf.float32))
     noise = tf.random.stateless_normal(tf.shape(x), keys[3], dtype=tf.float32)
-    return x, sigma, noise
+    return (x, sigma, noise) if theta is None else (x, sigma, noise, theta)
 
   return (maps.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
           .repeat().enumerate()
@@ -411,7 +491,7 @@ def _training_examples(maps, *, seed, sigma_min, sigma_max, crop_size,
 
 def _make_train_step(strategy, model, ema_model, opt, *, global_batch,
                      ema_decay, sigma_min, sigma_max, jit_compile):
-  """The distributed step: global (x, σ, u) → (loss sum, band sums, counts).
+  """The distributed step: global (x, σ, u[, θ]) → (loss sum, band sums, counts).
 
   Every replica receives the global batch and takes its own slice, so the
   split does not depend on how a strategy distributes datasets, and the input
@@ -424,18 +504,21 @@ def _make_train_step(strategy, model, ema_model, opt, *, global_batch,
   # No tensor-dependent Python control flow here: autograph is not needed
   # (and converting the Keras code costs seconds of tracing).
   @tf.function(jit_compile=jit_compile, autograph=False)
-  def loss_and_grads(x, sigma, noise):
+  def loss_and_grads(x, sigma, noise, theta=None):
     with tf.GradientTape() as tape:
-      denoised = model(x + sigma[:, None, None] * noise, sigma, training=True)
+      denoised = model(x + sigma[:, None, None] * noise, sigma, theta,
+                       training=True)
       _, c_out, _ = model.preconditioning(sigma)
       per_example = tf.reduce_mean(tf.square(denoised - x), axis=[-2, -1]) / c_out**2
       loss = tf.reduce_sum(per_example) / global_batch
     return per_example, tape.gradient(loss, model.trainable_variables)
 
-  def replica_step(x, sigma, noise):
+  def replica_step(*inputs):
     start = tf.distribute.get_replica_context().replica_id_in_sync_group * per_replica
-    x, sigma, noise = (t[start:start + per_replica] for t in (x, sigma, noise))
-    per_example, grads = loss_and_grads(x, sigma, noise)
+    # (x, σ, u) or, for a conditioned network, (x, σ, u, θ).
+    inputs = [t[start:start + per_replica] for t in inputs]
+    sigma = inputs[1]
+    per_example, grads = loss_and_grads(*inputs)
     opt.apply_gradients(zip(grads, model.trainable_variables))
     band = tf.clip_by_value(
         tf.cast(tf.floor((tf.math.log(sigma) - log_min) / band_width), tf.int32),
@@ -513,7 +596,7 @@ def _network_config(network, seed):
   """ScoreNetwork constructor arguments; the weight seed defaults to ``seed``."""
   if isinstance(network, ScoreNetwork):
     config = network.get_config()
-    return {k: config[k] for k in _NETWORK_ARGS}
+    return {k: config[k] for k in _NETWORK_ARGS if k in config}
   if network is None:
     network = {}
   if not isinstance(network, dict):
@@ -528,6 +611,14 @@ def _network_config(network, seed):
   config = dict(_NETWORK_ARGS, seed=seed) | network
   _checks.positive_int(config['depth'], 'depth')
   _checks.positive_scalar(config['data_std'], 'data_std', 'dimensionless')
+  # θ settings are stored only for a conditioned network (run configs of
+  # unconditioned runs keep the keys they had before θ existed); the
+  # network's own check, with its messages, normalises them.
+  names, bounds = score_network._theta_config(  # pylint: disable=protected-access
+      config.pop('theta_names'), config.pop('theta_bounds'))
+  if names is not None:
+    config.update(theta_names=list(names),
+                  theta_bounds=[list(b) for b in bounds])
   return config
 
 

@@ -1,0 +1,256 @@
+"""A learned joint prior p(κ, θ) = p(θ) p(κ | θ) from a conditional network.
+
+`LearnedJointPrior` pairs a `ScoreNetwork` conditioned on parameters θ (the
+conditional prior p(κ | θ), trained by denoising score matching on (map, θ)
+pairs: ``training.train_score_network`` with ``theta_names`` and
+``theta_bounds``) with a uniform θ prior over the network's ``theta_bounds``.
+Like every joint prior here it smooths κ only (``conditional.py``):
+p_σ(κ, θ) = p(θ) p_σ(κ | θ).
+
+#### What it provides, and what it does not
+
+* ``given(theta)``: the conditional prior p(κ | θ) at one θ, an ordinary
+  `Prior` (score and denoiser at every σ > 0), so every estimator of the
+  package samples the conditional posterior p(κ | γ, θ).
+* ``score_kappa(x, theta, sigma)`` and ``denoise(x, theta, sigma)``: the κ
+  score ∇κ log p_σ(κ | θ) and the denoiser E[κ' | κ, θ], for batches of
+  (κ, θ) pairs.
+* ``log_prob_theta``: the uniform θ prior.
+* ``score(x, theta, sigma)`` raises ``NotImplementedError``: the θ score
+  ∇θ log p_σ(κ | θ) is not available from this network. The network learns
+  ∇κ log p_σ(κ | θ), the gradient of the log density up to a
+  normalising constant log Z_σ(θ) that depends on θ, and ∇θ needs that
+  constant: integrating the κ score along a path in κ gives
+  log p_σ(κ | θ) − log p_σ(κ₀ | θ) with the θ-dependent log p_σ(κ₀ | θ)
+  unknown, and an energy parametrisation of the same network leaves the
+  same log Z_σ(θ) out. A θ score needs a model trained for it: a joint
+  network trained by denoising score matching on θ as well (issue 15,
+  item 2b), or a head estimating ∇θ log p(θ | κ_σ). So the joint posterior
+  p(κ, θ | γ) (`tfp_massmap.joint_posterior.JointPosteriorSampler`) is out
+  of reach with this prior, and the conditional posterior at fixed θ is not.
+"""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from tfp_massmap import score_network as score_network_lib
+from tfp_massmap.priors import conditional
+
+__all__ = [
+    'ConditionedScoreNetwork',
+    'LearnedJointPrior',
+]
+
+
+class LearnedJointPrior:
+  """p(κ, θ) = U(θ; theta_bounds) p(κ | θ), p(κ | θ) a conditioned network.
+
+  Implements the `conditional.JointPrior` members ``theta_names``,
+  ``theta_bounds``, ``log_prob_theta``, ``given``, ``denoise`` and the
+  `Prior` members; ``score`` raises (module docstring), and
+  ``score_kappa`` is its κ part.
+
+  #### Example
+
+  ```python
+  network = load_score_network('runs/joint/score_network.keras')
+  prior = LearnedJointPrior(network)          # θ = (omega_m, sigma8)
+  conditional_prior = prior.given([0.3, 0.8])  # a Prior of the map alone
+  samples = sample_posterior(shear_map, conditional_prior, ...)
+  ```
+  """
+
+  def __init__(self, network, name='LearnedJointPrior'):
+    """Builds the prior.
+
+    Args:
+      network: a `ScoreNetwork` conditioned on θ (``theta_names`` set), or
+        the path of its ``.keras`` file.
+      name: name scope of the ops this prior creates.
+
+    Raises:
+      ValueError: if ``network`` is not a conditioned `ScoreNetwork` (or the
+        path of one; `load_score_network` names what the file is).
+    """
+    if isinstance(network, (str, os.PathLike)):
+      network = score_network_lib.load_score_network(network)
+    if not isinstance(network, score_network_lib.ScoreNetwork):
+      raise ValueError('network must be a tfp_massmap.ScoreNetwork '
+                       'conditioned on θ, or the path of its .keras file; got '
+                       f'{type(network).__name__}.')
+    if not network.num_parameters:
+      raise ValueError(
+          'network is an unconditioned ScoreNetwork (theta_names is None): a '
+          'LearnedJointPrior needs the conditional prior p(κ | θ), trained '
+          'with theta_names and theta_bounds (training.train_score_network).')
+    self._network = network
+    self._bounds = np.asarray(network.theta_bounds, np.float64)
+    self._name = name
+
+  @property
+  def network(self):
+    """The conditioned `ScoreNetwork`."""
+    return self._network
+
+  @property
+  def theta_names(self):
+    """The network's parameter names, e.g. ``('omega_m', 'sigma8')``."""
+    return self._network.theta_names
+
+  @property
+  def theta_bounds(self):
+    """``[D, 2]`` float64 numpy, the network's θ range and the θ prior's."""
+    return self._bounds.copy()
+
+  @property
+  def dtype(self):
+    return self._network.dtype
+
+  @property
+  def pixel_scale_arcmin(self):
+    return self._network.pixel_scale_arcmin
+
+  @property
+  def num_pixels_per_side(self):
+    return None
+
+  @property
+  def size_divisor(self):
+    return self._network.size_divisor
+
+  @property
+  def smoothed_score(self):
+    """True: the κ score holds at every σ > 0."""
+    return True
+
+  def log_prob_theta(self, theta, name='log_prob_theta'):
+    """The uniform θ prior's log density, ``[..., D]`` → ``[...]``.
+
+    −Σ_d log(upper_d − lower_d) inside ``theta_bounds`` (bounds included),
+    −inf outside.
+    """
+    with tf.name_scope(self._name), tf.name_scope(name):
+      theta = tf.convert_to_tensor(theta, self.dtype, name='theta')
+      lower = tf.constant(self._bounds[:, 0], theta.dtype)
+      upper = tf.constant(self._bounds[:, 1], theta.dtype)
+      inside = tf.reduce_all((theta >= lower) & (theta <= upper), axis=-1)
+      log_density = tf.constant(
+          -np.sum(np.log(self._bounds[:, 1] - self._bounds[:, 0])), theta.dtype)
+      return tf.where(inside, log_density,
+                      tf.constant(-np.inf, theta.dtype))
+
+  def score_kappa(self, x, theta, sigma, name='score_kappa'):
+    """∇κ log p_σ(κ, θ) = ∇κ log p_σ(κ | θ), ``[..., N, N]``.
+
+    Args:
+      x: maps ``[..., N, N]`` (dimensionless), N divisible by
+        ``size_divisor``.
+      theta: ``[..., D]`` inside ``theta_bounds``, leading axes broadcasting
+        against those of ``x``.
+      sigma: noise standard deviation (dimensionless, > 0), scalar or
+        ``[...]``.
+      name: name scope.
+    """
+    with tf.name_scope(self._name), tf.name_scope(name):
+      return self._network.score(x, sigma, theta)
+
+  def denoise(self, x, theta, sigma, name='denoise'):
+    """E[κ' | κ' + σu = x, θ], ``[..., N, N]``; arguments as ``score_kappa``."""
+    with tf.name_scope(self._name), tf.name_scope(name):
+      return self._network.denoise(x, sigma, theta)
+
+  def score(self, x, theta, sigma):
+    """Raises ``NotImplementedError``: no θ score (module docstring)."""
+    del x, theta, sigma
+    raise NotImplementedError(
+        'LearnedJointPrior has no θ score ∇θ log p_σ(κ | θ): its network '
+        'learns the κ score of p(κ | θ), which fixes log p_σ(κ | θ) only up '
+        'to a θ-dependent constant, so the joint posterior p(κ, θ | γ) '
+        'cannot be sampled with it. Use score_kappa for the κ score, or '
+        'given(theta) for the conditional posterior p(κ | γ, θ) at a fixed θ.')
+
+  def given(self, theta):
+    """The conditional prior p(κ | θ) at one concrete θ, a `Prior`.
+
+    Args:
+      theta: ``[D]`` (or a Python float when D = 1), inside
+        ``theta_bounds``.
+
+    Returns:
+      A `ConditionedScoreNetwork`.
+
+    Raises:
+      ValueError: if ``theta`` is not D finite numbers inside the bounds.
+    """
+    return ConditionedScoreNetwork(self._network,
+                                   conditional.check_theta(self, theta))
+
+  def __repr__(self):
+    ranges = ', '.join(f'{n} in [{lo:g}, {hi:g}]' for n, (lo, hi) in zip(
+        self.theta_names, self._bounds))
+    return f'LearnedJointPrior({ranges}, uniform, dtype={self.dtype})'
+
+
+class ConditionedScoreNetwork:
+  """A conditioned `ScoreNetwork` at a fixed θ: the `Prior` p(κ | θ).
+
+  ``score(x, sigma)`` and ``denoise(x, sigma)`` are the network's at θ for
+  every map; the other `Prior` members are the network's.
+
+  Args:
+    network: a `ScoreNetwork` with ``num_parameters`` D ≥ 1.
+    theta: ``[D]`` parameters inside the network's ``theta_bounds`` (checked
+      by the network when it runs).
+  """
+
+  def __init__(self, network, theta):
+    self._network = network
+    self._theta = np.asarray(theta, np.float64).reshape(
+        [network.num_parameters])
+
+  @property
+  def network(self):
+    return self._network
+
+  @property
+  def theta(self):
+    """The fixed θ, float64 numpy ``[D]``."""
+    return self._theta.copy()
+
+  @property
+  def dtype(self):
+    return self._network.dtype
+
+  @property
+  def pixel_scale_arcmin(self):
+    return self._network.pixel_scale_arcmin
+
+  @property
+  def num_pixels_per_side(self):
+    return None
+
+  @property
+  def size_divisor(self):
+    return self._network.size_divisor
+
+  @property
+  def smoothed_score(self):
+    return True
+
+  def score(self, x, sigma):
+    """∇κ log p_σ(κ | θ), ``[..., N, N]`` in the dtype of x."""
+    return self._network.score(x, sigma, self._theta_tensor())
+
+  def denoise(self, x, sigma):
+    """E[κ' | κ' + σu = x, θ], ``[..., N, N]`` in the dtype of x."""
+    return self._network.denoise(x, sigma, self._theta_tensor())
+
+  def _theta_tensor(self):
+    return tf.constant(self._theta, self._network.compute_dtype)
+
+  def __repr__(self):
+    values = ', '.join(f'{n}={v:g}' for n, v in zip(self._network.theta_names,
+                                                    self._theta))
+    return f'ConditionedScoreNetwork({values})'
