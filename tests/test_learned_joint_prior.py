@@ -2,7 +2,6 @@
 
 import functools
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -174,7 +173,7 @@ def test_joint_prior_refusals(network, tmp_path):
   assert LearnedJointPrior(str(path)).theta_names == NAMES
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cosmo_pairs(n=16, per_cosmology=48):
   """Lognormal maps at two σ8 (0.62 and 0.98, Ωm 0.3) with their labels."""
   maps, thetas = [], []

@@ -515,8 +515,10 @@ class ScoreNetwork(keras.Model):
     return theta
 
   def _unet(self, h, log_sigma, theta=None):
-    """F_θ: ``[B, N, N, 1]`` scaled maps, ``[B]`` ln σ, θ ``[B, D]`` or None
-    → ``[B, N, N]``."""
+    """The U-Net F: scaled maps, ln σ and θ to ``[B, N, N]``.
+
+    Inputs: ``[B, N, N, 1]`` scaled maps, ``[B]`` ln σ, θ ``[B, D]`` or None.
+    """
     phase = log_sigma[:, None] * tf.constant(_SIGMA_FREQUENCIES, h.dtype)
     features = [tf.sin(phase), tf.cos(phase)]
     if theta is not None:

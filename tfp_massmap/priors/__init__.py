@@ -16,6 +16,10 @@ gives its denoiser.
   protocol of a prior over a map and cosmological parameters, whose
   ``given(theta)`` is a `Prior`; `AmplitudeGaussianPrior`, a Gaussian field
   whose spectrum scales with an amplitude (or σ8), with exact scores.
+- `LearnedJointPrior` (``learned_joint.py``): a `ScoreNetwork` conditioned
+  on θ as a prior p(κ | θ) with a uniform θ prior: its ``given(theta)`` is
+  a `Prior`; a κ-score network gives no θ score, so it does not sample the
+  joint posterior.
 - Learned priors (``learned.py``): `tfp_massmap.ScoreNetwork` files, the
   shipped ones by name and one's own by path, through `load_prior`.
 """
@@ -30,6 +34,8 @@ from tfp_massmap.priors.gaussian import GaussianPrior
 from tfp_massmap.priors.gaussian import fourier_filter
 from tfp_massmap.priors.learned import SHIPPED_PRIORS
 from tfp_massmap.priors.learned import load_prior
+from tfp_massmap.priors.learned_joint import ConditionedScoreNetwork
+from tfp_massmap.priors.learned_joint import LearnedJointPrior
 from tfp_massmap.priors.lognormal import LognormalPrior
 from tfp_massmap.priors.protocol import PIXEL_SCALE_TOLERANCE
 from tfp_massmap.priors.protocol import Prior
@@ -41,9 +47,11 @@ from tfp_massmap.priors.protocol import prior_properties
 
 __all__ = [
     'AmplitudeGaussianPrior',
+    'ConditionedScoreNetwork',
     'GaussianPrior',
     'JointPrior',
     'JointPriorProperties',
+    'LearnedJointPrior',
     'LognormalPrior',
     'PIXEL_SCALE_TOLERANCE',
     'Prior',
