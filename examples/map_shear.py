@@ -127,7 +127,7 @@ flags.DEFINE_bool('statistics', False,
 flags.DEFINE_float('statistics_smoothing_arcmin', 1.6,
                    'Gaussian smoothing std [arcmin] before the one-point, peak '
                    'and Minkowski statistics.')
-flags.DEFINE_float('peak_threshold_snr', 3.0,
+flags.DEFINE_float('peak_threshold_snr', 2.0,
                    'Peaks of the posterior mean above this S/N (mean / '
                    'posterior std) go into peaks.fits.')
 flags.DEFINE_float('peak_match_radius_arcmin', 2.0,
@@ -547,11 +547,19 @@ def _statistics_products(plan, results):
                       'num_peaks': int(peaks['x'].size)}
     if matched is not None:
       tables['clusters'] = matched
+      on_mask = matched['on_mask']
       stats['clusters'] = {
           'min_m500_1e13_msun': FLAGS.cluster_min_m500,
           'num_on_map': int(matched['id'].size),
-          'mean_peak_probability': float(np.mean(matched['peak_probability']))
-                                   if matched['id'].size else None}
+          'num_on_mask': int(on_mask.sum()),
+          'mean_peak_probability_on_mask':
+              float(np.mean(matched['peak_probability'][on_mask]))
+              if on_mask.any() else None,
+          # The same probability at random positions on the mask.
+          'random_position_peak_probability': pipeline.peak_probability_baseline(
+              plan.shear_map, results['posterior'],
+              threshold_snr=FLAGS.peak_threshold_snr,
+              match_radius_arcmin=FLAGS.peak_match_radius_arcmin)}
   return pipeline.strict_json(stats), tables, overlay
 
 

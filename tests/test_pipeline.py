@@ -195,6 +195,15 @@ def test_peak_tables_cross_match_known_clusters():
   assert matched['nearest_peak_arcmin'][1] > 2.0
   with pytest.raises(ValueError, match='threshold_snr must be a positive'):
     pipeline.peak_tables(shear_map, result, threshold_snr=0.0)
+  # The null level: random positions. Far above the noise (S/N 10) no
+  # sample has a peak anywhere but at A (a few of 400 positions are near
+  # it); at S/N 2 noise alone often does (each sample's S/N is N(0, 1)).
+  high = pipeline.peak_probability_baseline(shear_map, result, threshold_snr=10.0)
+  low = pipeline.peak_probability_baseline(shear_map, result, threshold_snr=2.0)
+  assert high['num_positions'] == 400 and high['median'] == 0.0
+  assert high['mean'] < 0.02 < low['mean'] < low['p84'] <= low['p95'] <= 1.0
+  small = shear_map._replace(mask=np.pad(np.ones((3, 3)), ((0, n - 3), (0, n - 3))))
+  assert pipeline.peak_probability_baseline(small, result)['num_positions'] == 9
 
 
 def test_statistics_summary_is_the_statistics_of_the_maps(problem):

@@ -61,6 +61,7 @@ __all__ = [
     'EstimatorOptions',
     'EstimatorResult',
     'memory_need_bytes',
+    'peak_probability_baseline',
     'peak_tables',
     'run_estimators',
     'statistics_summary',
@@ -495,7 +496,7 @@ def _angular_separation_arcmin(ra1, dec1, ra2, dec2):
   return np.degrees(2.0 * np.arcsin(np.minimum(chord / 2.0, 1.0))) * 60.0
 
 
-def peak_tables(shear_map, result, threshold_snr=3.0, match_radius_arcmin=2.0,
+def peak_tables(shear_map, result, threshold_snr=2.0, match_radius_arcmin=2.0,
                 clusters=None, min_m500=0.0):
   """The posterior peak catalogue, cross-matched with a cluster list.
 
@@ -582,6 +583,51 @@ def peak_tables(shear_map, result, threshold_snr=3.0, match_radius_arcmin=2.0,
   else:
     matched['nearest_peak_arcmin'] = np.full(cx.size, np.nan)
   return peaks, matched
+
+
+def peak_probability_baseline(shear_map, result, threshold_snr=2.0,
+                              match_radius_arcmin=2.0, num_positions=400,
+                              seed=0):
+  """The peak probability at random positions on the mask: the null level.
+
+  `statistics.peak_probability_at` of the posterior samples (S/N = sample /
+  posterior std, as `peak_tables`) at ``num_positions`` pixels drawn
+  uniformly on the mask: how often noise alone puts a peak above the
+  threshold within the matching radius. A cluster's peak probability means
+  something only against this level.
+
+  Args:
+    shear_map: the data (its mask and pixel scale).
+    result: the ``posterior`` `EstimatorResult`.
+    threshold_snr: S/N threshold of the peaks (> 0).
+    match_radius_arcmin: matching radius in arcmin (> 0).
+    num_positions: random positions (int >= 1; fewer when the mask has
+      fewer pixels).
+    seed: numpy seed of the positions.
+
+  Returns:
+    `dict` of Python floats: ``mean``, ``median``, ``p84``, ``p95`` of the
+    probability, and ``num_positions``.
+  """
+  post = getattr(result, 'posterior', None)
+  if post is None or post.std is None:
+    raise ValueError('peak_probability_baseline needs the posterior '
+                     'estimator\'s result with at least 2 samples.')
+  threshold = _checks.positive_scalar(threshold_snr, 'threshold_snr', 'S/N')
+  num_positions = _checks.positive_int(num_positions, 'num_positions')
+  mask = np.asarray(shear_map.mask, np.float64)
+  ys, xs = np.nonzero(mask > 0)
+  pick = np.random.default_rng(seed).choice(
+      ys.size, min(num_positions, ys.size), replace=False)
+  std = np.where(mask > 0, np.asarray(post.std, np.float64), 1.0)
+  at = statistics.peak_probability_at(
+      np.asarray(post.samples, np.float64), xs[pick], ys[pick], threshold,
+      match_radius_arcmin, float(shear_map.pixel_scale_arcmin), mask=mask,
+      noise_std=std)
+  p = at['probability']
+  return {'mean': float(p.mean()), 'median': float(np.median(p)),
+          'p84': float(np.quantile(p, 0.84)), 'p95': float(np.quantile(p, 0.95)),
+          'num_positions': int(p.size)}
 
 
 def _jsonable(value):
