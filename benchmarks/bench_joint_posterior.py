@@ -73,36 +73,43 @@ from tfp_massmap.priors import gaussian
 # σ8 of the shipped C_ℓ table (its header: Planck 2015 / IllustrisTNG).
 SIGMA8_FIDUCIAL = cosmology.FIDUCIAL_SIGMA8
 
-flags.DEFINE_integer('num_maps', 100, 'Number of simulated maps.')
-flags.DEFINE_integer('num_chains', 63, 'Posterior samples per map (ranks '
-                     'take num_chains + 1 values).')
-flags.DEFINE_integer('map_size', 32, 'Pixels per side N.')
-flags.DEFINE_float('pixel_scale_arcmin', 3.2, 'Pixel side [arcmin].')
-flags.DEFINE_list('sigma8_range', ['0.6', '1.0'], 'Uniform σ8 prior range '
-                  '(lower, upper) [dimensionless].')
-flags.DEFINE_float('galaxy_density', survey.COSMOS_GALAXY_DENSITY,
-                   'Galaxies per arcmin² (sets σ_pix).')
-flags.DEFINE_float('sigma_e', survey.COSMOS_SIGMA_E, 'Per-component '
-                   'ellipticity dispersion [dimensionless].')
-flags.DEFINE_float('sigma_max', 0.05, 'First annealing level [convergence].')
-flags.DEFINE_float('sigma_min', 1e-3, 'Last annealing level [convergence].')
-flags.DEFINE_integer('num_levels', 40, 'Geometric annealing levels.')
-flags.DEFINE_integer('num_final_steps', 150, 'Joint transitions at '
-                     'sigma_min after the annealing.')
-flags.DEFINE_integer('num_leapfrog_steps', 5, 'Leapfrog steps per '
-                     'transition.')
-flags.DEFINE_float('step_size_factor', 1., 'κ leapfrog step over σ '
-                   '[dimensionless].')
-flags.DEFINE_float('theta_step_size', 0.025, 'Floor of the u leapfrog step '
-                   '[u units]; the 16² default 0.05 over √(modes / 16²).')
-flags.DEFINE_integer('rank_bins', 8, 'Bins of the rank histogram (must '
-                     'divide num_chains + 1).')
-flags.DEFINE_integer('seed', 0, 'Seed of the σ8 draws, maps, noise and '
-                     'chains.')
-flags.DEFINE_string('output', None, 'Optional JSON file for the results.')
-flags.DEFINE_string('figure', None, 'Optional PNG of the rank histogram.')
-flags.DEFINE_string('records', None, 'Optional JSON written by --output: '
-                    'print its tables (and --figure) again, no sampling.')
+def _define_flags():
+  """Defines the script's flags; called only when it runs.
+
+  Tests import its functions beside the example scripts, whose flags share
+  names such as sigma_e.
+  """
+  flags.DEFINE_integer('num_maps', 100, 'Number of simulated maps.')
+  flags.DEFINE_integer('num_chains', 63, 'Posterior samples per map (ranks '
+                       'take num_chains + 1 values).')
+  flags.DEFINE_integer('map_size', 32, 'Pixels per side N.')
+  flags.DEFINE_float('pixel_scale_arcmin', 3.2, 'Pixel side [arcmin].')
+  flags.DEFINE_list('sigma8_range', ['0.6', '1.0'], 'Uniform σ8 prior range '
+                    '(lower, upper) [dimensionless].')
+  flags.DEFINE_float('galaxy_density', survey.COSMOS_GALAXY_DENSITY,
+                     'Galaxies per arcmin² (sets σ_pix).')
+  flags.DEFINE_float('sigma_e', survey.COSMOS_SIGMA_E, 'Per-component '
+                     'ellipticity dispersion [dimensionless].')
+  flags.DEFINE_float('sigma_max', 0.05, 'First annealing level [convergence].')
+  flags.DEFINE_float('sigma_min', 1e-3, 'Last annealing level [convergence].')
+  flags.DEFINE_integer('num_levels', 40, 'Geometric annealing levels.')
+  flags.DEFINE_integer('num_final_steps', 150, 'Joint transitions at '
+                       'sigma_min after the annealing.')
+  flags.DEFINE_integer('num_leapfrog_steps', 5, 'Leapfrog steps per '
+                       'transition.')
+  flags.DEFINE_float('step_size_factor', 1., 'κ leapfrog step over σ '
+                     '[dimensionless].')
+  flags.DEFINE_float('theta_step_size', 0.025, 'Floor of the u leapfrog step '
+                     '[u units]; the 16² default 0.05 over √(modes / 16²).')
+  flags.DEFINE_integer('rank_bins', 8, 'Bins of the rank histogram (must '
+                       'divide num_chains + 1).')
+  flags.DEFINE_integer('seed', 0, 'Seed of the σ8 draws, maps, noise and '
+                       'chains.')
+  flags.DEFINE_string('output', None, 'Optional JSON file for the results.')
+  flags.DEFINE_string('figure', None, 'Optional PNG of the rank histogram.')
+  flags.DEFINE_string('records', None, 'Optional JSON written by --output: '
+                      'print its tables (and --figure) again, no sampling.')
+
 
 FLAGS = flags.FLAGS
 
@@ -512,4 +519,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)
