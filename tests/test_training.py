@@ -82,6 +82,7 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path):
 
 
 
+@pytest.mark.slow  # The unconditioned resume test covers the step code.
 def test_conditioned_run_resumes_with_its_theta_pairs(tmp_path):
   """A network conditioned on θ trains on (map, θ) pairs and resumes from a
   checkpoint like an unconditioned one; its θ settings are in the run
