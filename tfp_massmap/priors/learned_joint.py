@@ -44,7 +44,36 @@ __all__ = [
 ]
 
 
-class LearnedJointPrior:
+class _NetworkPriorMembers:
+  """The `Prior` members of a prior made from a conditioned `ScoreNetwork`.
+
+  Its dtype, pixel scale and size divisor are the network's; a
+  convolutional network serves any map size; its κ score holds at every
+  σ > 0.
+  """
+
+  @property
+  def dtype(self):
+    return self._network.dtype
+
+  @property
+  def pixel_scale_arcmin(self):
+    return self._network.pixel_scale_arcmin
+
+  @property
+  def num_pixels_per_side(self):
+    return None
+
+  @property
+  def size_divisor(self):
+    return self._network.size_divisor
+
+  @property
+  def smoothed_score(self):
+    return True
+
+
+class LearnedJointPrior(_NetworkPriorMembers):
   """p(κ, θ) = U(θ; theta_bounds) p(κ | θ), p(κ | θ) a conditioned network.
 
   Implements the `conditional.JointPrior` members ``theta_names``,
@@ -103,27 +132,6 @@ class LearnedJointPrior:
   def theta_bounds(self):
     """``[D, 2]`` float64 numpy, the network's θ range and the θ prior's."""
     return self._bounds.copy()
-
-  @property
-  def dtype(self):
-    return self._network.dtype
-
-  @property
-  def pixel_scale_arcmin(self):
-    return self._network.pixel_scale_arcmin
-
-  @property
-  def num_pixels_per_side(self):
-    return None
-
-  @property
-  def size_divisor(self):
-    return self._network.size_divisor
-
-  @property
-  def smoothed_score(self):
-    """True: the κ score holds at every σ > 0."""
-    return True
 
   def log_prob_theta(self, theta, name='log_prob_theta'):
     """The uniform θ prior's log density, ``[..., D]`` → ``[...]``.
@@ -193,7 +201,7 @@ class LearnedJointPrior:
     return f'LearnedJointPrior({ranges}, uniform, dtype={self.dtype})'
 
 
-class ConditionedScoreNetwork:
+class ConditionedScoreNetwork(_NetworkPriorMembers):
   """A conditioned `ScoreNetwork` at a fixed θ: the `Prior` p(κ | θ).
 
   ``score(x, sigma)`` and ``denoise(x, sigma)`` are the network's at θ for
@@ -218,26 +226,6 @@ class ConditionedScoreNetwork:
   def theta(self):
     """The fixed θ, float64 numpy ``[D]``."""
     return self._theta.copy()
-
-  @property
-  def dtype(self):
-    return self._network.dtype
-
-  @property
-  def pixel_scale_arcmin(self):
-    return self._network.pixel_scale_arcmin
-
-  @property
-  def num_pixels_per_side(self):
-    return None
-
-  @property
-  def size_divisor(self):
-    return self._network.size_divisor
-
-  @property
-  def smoothed_score(self):
-    return True
 
   def score(self, x, sigma):
     """∇κ log p_σ(κ | θ), ``[..., N, N]`` in the dtype of x."""
