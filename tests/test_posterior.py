@@ -10,6 +10,9 @@ holes) and non-uniform noise.
 """
 
 import collections
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -388,3 +391,41 @@ def test_prior_size_divisor_and_arrays_raise(problem):
     sample_posterior(data.shear, problem['prior'], progress=False)
   with pytest.raises(ValueError, match='step_size_factor must be in'):
     map_estimate(data, problem['prior'], step_size_factor=1.5)
+
+
+_TWO_DEVICE_SCRIPT = textwrap.dedent('''
+    import numpy as np
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices('CPU')[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from tfp_massmap import posterior, testing
+    from tfp_massmap.mcmc import GeometricSchedule
+    data, _, prior = testing.gaussian_problem(32, 3.2, seed=1)
+    sampler = posterior.PosteriorSampler(
+        prior, schedule=GeometricSchedule(0.05, 1e-3, 6))
+    one = sampler.sample(data, num_samples=8, batch_size=4, seed=(3, 4))
+    two = sampler.sample(data, num_samples=8, seed=(3, 4),
+                         devices=['/cpu:0', '/cpu:1'])
+    assert two.diagnostics['batch_size'] == 4
+    assert two.diagnostics['devices'] == ['/cpu:0', '/cpu:1']
+    np.testing.assert_array_equal(one.samples.numpy(), two.samples.numpy())
+    try:
+      sampler.sample(data, num_samples=8, seed=(3, 4), devices=['/gpu:7'])
+    except ValueError as e:
+      assert 'are not logical devices of this process' in str(e), e
+    else:
+      raise AssertionError('an unknown device was accepted')
+    print('ok')
+''')
+
+
+def test_chains_of_one_map_spread_over_two_logical_devices(tmp_path):
+  """Two logical CPUs (a process of its own: they must be set before
+  TensorFlow starts): one batch per device, the same samples as the same
+  batches on one device."""
+  script = tmp_path / 'two_devices.py'
+  script.write_text(_TWO_DEVICE_SCRIPT)
+  out = subprocess.run([sys.executable, str(script)], capture_output=True,
+                       text=True, timeout=600, check=False)
+  assert out.returncode == 0 and out.stdout.strip().endswith('ok'), out.stderr[-3000:]

@@ -22,6 +22,7 @@ about them, and `PosteriorSamples.drop_diverged` removes them.
 """
 
 import collections
+import concurrent.futures
 import time
 import warnings
 
@@ -441,7 +442,8 @@ class PosteriorSampler:
              num_trace_steps=0,
              divergence_bound=DEFAULT_DIVERGENCE_BOUND,
              allow_pixel_scale_mismatch=False,
-             progress=False):
+             progress=False,
+             devices=None):
     """Independent posterior samples of the convergence map of ``shear_map``.
 
     Every argument is checked before sampling starts. A chain whose state
@@ -461,8 +463,9 @@ class PosteriorSampler:
         1 sample, ``std`` and the intervals are None.
       initial_state: optional map ``[N, N]`` or ``[num_samples, N, N]`` the
         chains start around (e.g. a Wiener filter map); default zero.
-      batch_size: chains per batch (int >= 1); default all at once. Each
-        batch size is traced once.
+      batch_size: chains per batch (int >= 1); default all at once, or an
+        equal share per device with ``devices``. Each batch size is traced
+        once.
       seed: stateless seed (e.g. ``(1, 2)``), or None for a random one. The
         same seed gives the same samples for the same ``jit_compile`` and
         ``batch_size`` (XLA uses another stateless RNG algorithm).
@@ -483,6 +486,12 @@ class PosteriorSampler:
         ``pixel_scale_arcmin`` (when both are known) is an error; True
         samples anyway.
       progress: show a tqdm progress bar.
+      devices: optional sequence of device names (e.g. the names of
+        ``tf.config.list_logical_devices('GPU')``): the batches of chains
+        run on them at once, one thread per device, batch i on device
+        i mod len(devices). Chains are independent, so the samples are
+        those of the same ``batch_size`` and seed on one device (up to the
+        devices' arithmetic).
 
     Returns:
       A `PosteriorSamples` (`tfp_massmap.mcmc.results`): ``samples``
@@ -541,11 +550,12 @@ class PosteriorSampler:
     dtype = data.shear.dtype
     n = int(data.shear.shape[0])
     num_samples = _checks.positive_int(num_samples, 'num_samples')
+    devices = _checked_devices(devices)
     if batch_size is not None:
       batch_size = min(_checks.positive_int(batch_size, 'batch_size'),
                        num_samples)
     else:
-      batch_size = num_samples
+      batch_size = -(-num_samples // len(devices or [None]))
     num_steps = self._schedule.num_steps
     num_trace_steps = _checks.positive_int(num_trace_steps, 'num_trace_steps',
                                            minimum=0)
@@ -574,7 +584,8 @@ class PosteriorSampler:
       # Without correction the kernel is not calibrated by design (documented).
       warnings.filterwarnings('ignore', message='supplied `TransitionKernel` is '
                               'not calibrated')
-      for first, batch_seed in zip(batch_starts, batch_seeds):
+
+      def run_batch(first, batch_seed):
         init_seed, run_seed, trace_seed = samplers.split_seed(batch_seed, n=3)
         state, kernel_results = self._start(
             start_maps[first:first + batch_size], init_seed, *data_args)
@@ -584,11 +595,19 @@ class PosteriorSampler:
         state, kernel_results, batch_traces = driver.run_chunks(
             self._advance_traced, state, kernel_results, traced_chunks,
             trace_seed, *data_args, progress_bar=bar)
+        if self._tweedie:
+          state = self._finish(state)
+        return state, kernel_results, batch_traces
+
+      batches = list(zip(batch_starts, batch_seeds))
+      if devices:
+        outputs = _run_on_devices(run_batch, batches, devices)
+      else:
+        outputs = [run_batch(*batch) for batch in batches]
+      for state, kernel_results, batch_traces in outputs:
         if batch_traces:
           traces.append([tf.concat(part, axis=0)
                          for part in zip(*batch_traces)])
-        if self._tweedie:
-          state = self._finish(state)
         samples.append(state)
         finals.append(kernel_results)
     wall_time = time.perf_counter() - began
@@ -602,7 +621,9 @@ class PosteriorSampler:
     diagnostics = self._diagnostics(samples, finals, divergence_bound,
                                     wall_time)
     diagnostics.update(batch_size=batch_size,
-                       num_trace_steps=num_trace_steps, **pixel_scales)
+                       num_trace_steps=num_trace_steps,
+                       devices=list(devices) if devices else None,
+                       **pixel_scales)
     diverged = diagnostics['num_diverged_chains']
     if diverged:
       warnings.warn(
@@ -622,6 +643,40 @@ class PosteriorSampler:
     finite = np.all(np.isfinite(samples.numpy()), axis=(1, 2))
     return chain_diagnostics(self, finals, finite, divergence_bound,
                              wall_time, final_factor)
+
+
+def _checked_devices(devices):
+  """``devices`` as a list of known device names, or None."""
+  if devices is None:
+    return None
+  if isinstance(devices, str) or not devices:
+    raise ValueError(f'devices must be a non-empty sequence of device names, '
+                     f'got {devices!r}.')
+  known = {d.name for d in tf.config.list_logical_devices()}
+  devices = [str(getattr(d, 'name', d)) for d in devices]
+  normalised = {tf.DeviceSpec.from_string(d).to_string() for d in known}
+  unknown = [d for d in devices
+             if tf.DeviceSpec.from_string(d).to_string() not in normalised]
+  if unknown:
+    raise ValueError(f'devices {unknown} are not logical devices of this '
+                     f'process; expected some of {sorted(known)}.')
+  return devices
+
+
+def _run_on_devices(run_batch, batches, devices):
+  """``run_batch(*batch)`` for each batch, batch i on device i mod D.
+
+  One thread per device runs its batches in order (TensorFlow releases the
+  GIL while ops run); results come back in batch order.
+  """
+  def run_device(k):
+    with tf.device(devices[k]):
+      return [(i, run_batch(*batch)) for i, batch in enumerate(batches)
+              if i % len(devices) == k]
+  with concurrent.futures.ThreadPoolExecutor(len(devices)) as pool:
+    per_device = list(pool.map(run_device, range(len(devices))))
+  return [out for _, out in sorted(
+      (item for items in per_device for item in items), key=lambda t: t[0])]
 
 
 def _schedule_key(schedule):
@@ -667,7 +722,8 @@ def sample_posterior(shear_map,
                      divergence_bound=DEFAULT_DIVERGENCE_BOUND,
                      allow_pixel_scale_mismatch=False,
                      jit_compile=None,
-                     progress=True):
+                     progress=True,
+                     devices=None):
   """Independent posterior samples of a convergence map by annealed HMC.
 
   The one-call form of `PosteriorSampler`:
@@ -684,8 +740,8 @@ def sample_posterior(shear_map,
     prior: a `tfp_massmap.priors.Prior`, e.g. a `ScoreNetwork` or a
       `GaussianPrior`.
     num_samples, initial_state, batch_size, seed, num_trace_steps,
-      divergence_bound, allow_pixel_scale_mismatch, progress: as in
-      `PosteriorSampler.sample`.
+      divergence_bound, allow_pixel_scale_mismatch, progress, devices: as
+      in `PosteriorSampler.sample`.
     schedule, method, num_leapfrog_steps, step_size_factor,
       metropolis_correction, target_accept_prob, tweedie, jit_compile: as
       in `PosteriorSampler` (default schedule: `default_schedule()`).
@@ -712,7 +768,7 @@ def sample_posterior(shear_map,
       batch_size=batch_size, seed=seed, num_trace_steps=num_trace_steps,
       divergence_bound=divergence_bound,
       allow_pixel_scale_mismatch=allow_pixel_scale_mismatch,
-      progress=progress)
+      progress=progress, devices=devices)
 
 
 def map_estimate(shear_map,
