@@ -74,12 +74,10 @@ p(κ | γ, θ) at a fixed θ (`PosteriorSampler` with ``joint_prior.given(θ)``)
 Shear, convergence and noise levels are dimensionless; θ has its own units.
 """
 
-import time
 import warnings
 
 import numpy as np
 import tensorflow as tf
-import tqdm
 
 from tensorflow_probability.python.bijectors import chain as chain_bijector
 from tensorflow_probability.python.bijectors import normal_cdf
@@ -530,29 +528,23 @@ class JointPosteriorSampler:
     num_steps = self._schedule.num_steps
     chunks = driver.chunk_lengths(num_steps, posterior._MAX_CHUNK_STEPS)
     # pylint: enable=protected-access
-    batch_starts = list(range(0, num_samples, batch_size))
-    batch_seeds = samplers.split_seed(seed, n=len(batch_starts))
-    kappas, thetas, finals = [], [], []
-    began = time.perf_counter()
-    with warnings.catch_warnings(), tqdm.tqdm(
-        total=len(batch_starts) * num_steps, disable=not progress,
-        unit='step', desc='joint annealed HMC') as bar:
-      warnings.filterwarnings(
-          'ignore', message='supplied `TransitionKernel` is not calibrated')
-      for first, batch_seed in zip(batch_starts, batch_seeds):
-        init_seed, run_seed = samplers.split_seed(batch_seed)
-        batch = slice(first, first + batch_size)
-        state, kernel_results = self._start(start_maps[batch],
-                                            start_u[batch], init_seed,
-                                            *data_args)
-        state, kernel_results, _ = driver.run_chunks(
-            self._advance, state, kernel_results, chunks, run_seed,
-            *data_args, progress_bar=bar)
-        kappa, theta = self._finish(state)
-        kappas.append(kappa)
-        thetas.append(theta)
-        finals.append(kernel_results)
-    wall_time = time.perf_counter() - began
+
+    def run_batch(first, batch_seed, bar):
+      init_seed, run_seed = samplers.split_seed(batch_seed)
+      batch = slice(first, first + batch_size)
+      state, kernel_results = self._start(start_maps[batch], start_u[batch],
+                                          init_seed, *data_args)
+      state, kernel_results, _ = driver.run_chunks(
+          self._advance, state, kernel_results, chunks, run_seed,
+          *data_args, progress_bar=bar)
+      return self._finish(state), kernel_results
+
+    outputs, wall_time = driver.run_batches(
+        run_batch, num_samples, batch_size, seed, num_steps=num_steps,
+        desc='joint annealed HMC', progress=progress)
+    kappas = [kappa for (kappa, _), _ in outputs]
+    thetas = [theta for (_, theta), _ in outputs]
+    finals = [kernel_results for _, kernel_results in outputs]
     kappa = tf.concat(kappas, axis=0)
     theta = tf.concat(thetas, axis=0)
     diagnostics = self._diagnostics(kappa, theta, finals, divergence_bound,

@@ -22,13 +22,11 @@ about them, and `PosteriorSamples.drop_diverged` removes them.
 """
 
 import collections
-import concurrent.futures
 import time
 import warnings
 
 import numpy as np
 import tensorflow as tf
-import tqdm
 
 from tensorflow_probability.python.internal import samplers
 
@@ -569,48 +567,33 @@ class PosteriorSampler:
     data_args = (data.shear, data.noise_std, data.mask)
 
     seed = samplers.sanitize_seed(seed, salt='sample_posterior')
-    batch_starts = list(range(0, num_samples, batch_size))
-    batch_seeds = samplers.split_seed(seed, n=len(batch_starts))
     untraced = num_steps - num_trace_steps
     untraced_chunks = (driver.chunk_lengths(untraced, _MAX_CHUNK_STEPS)
                        if untraced else [])
     traced_chunks = (driver.chunk_lengths(num_trace_steps, _MAX_CHUNK_STEPS)
                      if num_trace_steps else [])
-    samples, finals, traces = [], [], []
-    began = time.perf_counter()
-    with warnings.catch_warnings(), tqdm.tqdm(
-        total=len(batch_starts) * num_steps, disable=not progress,
-        unit='step', desc='annealed HMC') as bar:
-      # Without correction the kernel is not calibrated by design (documented).
-      warnings.filterwarnings('ignore', message='supplied `TransitionKernel` is '
-                              'not calibrated')
 
-      def run_batch(first, batch_seed):
-        init_seed, run_seed, trace_seed = samplers.split_seed(batch_seed, n=3)
-        state, kernel_results = self._start(
-            start_maps[first:first + batch_size], init_seed, *data_args)
-        state, kernel_results, _ = driver.run_chunks(
-            self._advance, state, kernel_results, untraced_chunks, run_seed,
-            *data_args, progress_bar=bar)
-        state, kernel_results, batch_traces = driver.run_chunks(
-            self._advance_traced, state, kernel_results, traced_chunks,
-            trace_seed, *data_args, progress_bar=bar)
-        if self._tweedie:
-          state = self._finish(state)
-        return state, kernel_results, batch_traces
+    def run_batch(first, batch_seed, bar):
+      init_seed, run_seed, trace_seed = samplers.split_seed(batch_seed, n=3)
+      state, kernel_results = self._start(
+          start_maps[first:first + batch_size], init_seed, *data_args)
+      state, kernel_results, _ = driver.run_chunks(
+          self._advance, state, kernel_results, untraced_chunks, run_seed,
+          *data_args, progress_bar=bar)
+      state, kernel_results, batch_traces = driver.run_chunks(
+          self._advance_traced, state, kernel_results, traced_chunks,
+          trace_seed, *data_args, progress_bar=bar)
+      if self._tweedie:
+        state = self._finish(state)
+      return state, kernel_results, batch_traces
 
-      batches = list(zip(batch_starts, batch_seeds))
-      if devices:
-        outputs = _run_on_devices(run_batch, batches, devices)
-      else:
-        outputs = [run_batch(*batch) for batch in batches]
-      for state, kernel_results, batch_traces in outputs:
-        if batch_traces:
-          traces.append([tf.concat(part, axis=0)
-                         for part in zip(*batch_traces)])
-        samples.append(state)
-        finals.append(kernel_results)
-    wall_time = time.perf_counter() - began
+    outputs, wall_time = driver.run_batches(
+        run_batch, num_samples, batch_size, seed, num_steps=num_steps,
+        desc='annealed HMC', progress=progress, devices=devices)
+    samples = [state for state, _, _ in outputs]
+    finals = [kernel_results for _, kernel_results, _ in outputs]
+    traces = [[tf.concat(part, axis=0) for part in zip(*batch_traces)]
+              for _, _, batch_traces in outputs if batch_traces]
     samples = tf.concat(samples, axis=0)
     trace = None
     if traces:
@@ -661,22 +644,6 @@ def _checked_devices(devices):
     raise ValueError(f'devices {unknown} are not logical devices of this '
                      f'process; expected some of {sorted(known)}.')
   return devices
-
-
-def _run_on_devices(run_batch, batches, devices):
-  """``run_batch(*batch)`` for each batch, batch i on device i mod D.
-
-  One thread per device runs its batches in order (TensorFlow releases the
-  GIL while ops run); results come back in batch order.
-  """
-  def run_device(k):
-    with tf.device(devices[k]):
-      return [(i, run_batch(*batch)) for i, batch in enumerate(batches)
-              if i % len(devices) == k]
-  with concurrent.futures.ThreadPoolExecutor(len(devices)) as pool:
-    per_device = list(pool.map(run_device, range(len(devices))))
-  return [out for _, out in sorted(
-      (item for items in per_device for item in items), key=lambda t: t[0])]
 
 
 def _schedule_key(schedule):
