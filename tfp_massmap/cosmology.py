@@ -160,12 +160,8 @@ def lognormal_kappa_setting(map_size):
     ValueError: when the dataset has no maps of that size (the message lists
       the sizes it has).
   """
-  for setting in LOGNORMAL_KAPPA_SETTINGS:
-    if setting.map_size == map_size:
-      return setting
-  raise ValueError(
-      f'lognormal_kappa has no {map_size!r}-pixel maps; its map sizes are '
-      f'{[s.map_size for s in LOGNORMAL_KAPPA_SETTINGS]}.')
+  return _setting_of_size(LOGNORMAL_KAPPA_SETTINGS, map_size,
+                          f'{map_size!r}-pixel maps', 'its map sizes are')
 
 
 COSMO_KAPPA_SETTINGS = (
@@ -185,12 +181,18 @@ def cosmo_kappa_setting(map_size):
     ValueError: when there are no such maps of that size (the message lists
       the sizes there are).
   """
-  for setting in COSMO_KAPPA_SETTINGS:
+  return _setting_of_size(
+      COSMO_KAPPA_SETTINGS, map_size, f'cosmo_{map_size!r} maps',
+      'the map sizes of its cosmo_<N> configs are')
+
+
+def _setting_of_size(settings, map_size, missing, sizes_are):
+  """The setting of ``settings`` with that map size, or a ValueError."""
+  for setting in settings:
     if setting.map_size == map_size:
       return setting
-  raise ValueError(
-      f'lognormal_kappa has no cosmo_{map_size!r} maps; the map sizes of its '
-      f'cosmo_<N> configs are {[s.map_size for s in COSMO_KAPPA_SETTINGS]}.')
+  raise ValueError(f'lognormal_kappa has no {missing}; {sizes_are} '
+                   f'{[s.map_size for s in settings]}.')
 
 
 def _check_parameters(omega_m, sigma8):
