@@ -40,6 +40,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfp_massmap import lensing
+from tfp_massmap import pipeline
 from tfp_massmap import power_spectrum
 from tfp_massmap import statistics
 
@@ -55,6 +56,9 @@ flags.mark_flag_as_required('samples_dir')
 FLAGS = flags.FLAGS
 
 STATISTICS = ('power', 'pdf', 'peaks', 'V0', 'V1', 'V2')
+# Their keys in `pipeline.map_statistics`.
+_STATISTIC_KEYS = {'power': 'power_spectrum', 'pdf': 'pdf',
+                   'peaks': 'peak_counts', 'V0': 'v0', 'V1': 'v1', 'V2': 'v2'}
 
 
 class Bins:
@@ -68,35 +72,16 @@ class Bins:
     self.peak_edges = sigma0 * np.array([-1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 6.0])
     self.thresholds = sigma0 * np.linspace(-2.0, 4.0, 13)
 
-
-def _without_mean(maps, mask):
-  """Maps less their mean on the mask: shear does not constrain the mean."""
-  maps = np.asarray(maps, np.float64)
-  on = np.asarray(mask) > 0
-  return (maps - maps[..., on].mean(axis=-1)[..., None, None]).astype(np.float32)
-
-
-def _smoothed(maps, pix, mask):
-  smooth = lensing.gaussian_smooth(tf.constant(maps, tf.float32),
-                                   FLAGS.smoothing_arcmin, pix)
-  return tf.constant(_without_mean(smooth.numpy(), mask))
+  def as_dict(self):
+    return {'ell_edges': self.ell_edges, 'pdf_edges': self.pdf_edges,
+            'peak_edges': self.peak_edges, 'thresholds': self.thresholds}
 
 
 def measure(maps, mask, bins):
-  """Each statistic of maps ``[B, N, N]``: a dict of numpy ``[B, n_bins]``."""
-  pix = bins.pixel_scale_arcmin
-  smooth = _smoothed(maps, pix, mask)
-  maps = tf.constant(_without_mean(maps, mask))
-  mask = tf.constant(mask, tf.float32)
-  _, power = statistics.masked_power_spectrum(
-      maps, pix, mask=mask, ell_edges=bins.ell_edges)
-  mf = statistics.minkowski_functionals(smooth, bins.thresholds, pix, mask=mask)
-  return {
-      'power': power.numpy(),
-      'pdf': statistics.one_point_pdf(smooth, bins.pdf_edges, mask=mask).numpy(),
-      'peaks': statistics.peak_counts(smooth, bins.peak_edges, mask=mask).numpy(),
-      'V0': mf.v0.numpy(), 'V1': mf.v1.numpy(), 'V2': mf.v2.numpy(),
-  }
+  """Each statistic of maps ``[B, N, N]`` (`pipeline.map_statistics`)."""
+  values = pipeline.map_statistics(maps, mask, bins.pixel_scale_arcmin,
+                                   FLAGS.smoothing_arcmin, bins.as_dict())
+  return {name: values[key] for name, key in _STATISTIC_KEYS.items()}
 
 
 def _load(path):
@@ -110,10 +95,12 @@ def _sigma0(paths):
   for path in paths:
     d = _load(path)
     pix = float(d['pixel_scale_arcmin'])
-    smooth = _smoothed(d['truth'][None], pix, d['mask']).numpy()[0]
-    values = smooth[d['mask'] > 0]
-    squares += np.sum(values**2)
-    count += values.size
+    smooth = lensing.gaussian_smooth(tf.constant(d['truth'], tf.float64),
+                                     FLAGS.smoothing_arcmin, pix)
+    variance = statistics.moments(smooth, mask=d['mask']).variance
+    count_on = np.sum(d['mask'] > 0)
+    squares += float(variance) * count_on
+    count += count_on
   return float(np.sqrt(squares / count))
 
 

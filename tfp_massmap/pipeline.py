@@ -60,6 +60,7 @@ __all__ = [
     'Estimator',
     'EstimatorOptions',
     'EstimatorResult',
+    'map_statistics',
     'memory_need_bytes',
     'peak_probability_baseline',
     'peak_tables',
@@ -394,8 +395,26 @@ def _without_mean(maps, mask):
   return maps - maps[..., on].mean(axis=-1)[..., None, None]
 
 
-def _map_statistics(maps, mask, pixel_scale_arcmin, smoothing_arcmin, bins):
-  """Statistics of maps ``[B, N, N]`` on the mask: {name: numpy [B, ...]}."""
+def map_statistics(maps, mask, pixel_scale_arcmin, smoothing_arcmin, bins):
+  """The summary statistics of maps ``[B, N, N]`` on the mask, in float64.
+
+  Each map loses its mean on the mask; the power spectrum is that of the
+  maps, the others of the maps smoothed by a Gaussian of
+  ``smoothing_arcmin`` (module `statistics`).
+
+  Args:
+    maps: ``[B, N, N]`` convergence maps (samples, truths, estimates).
+    mask: 0/1 ``[N, N]`` mask.
+    pixel_scale_arcmin: pixel side in arcmin.
+    smoothing_arcmin: Gaussian smoothing std in arcmin.
+    bins: dict with ``ell_edges`` (rad⁻¹), ``pdf_edges``, ``peak_edges``
+      and ``thresholds`` (κ).
+
+  Returns:
+    `dict` of numpy ``[B, ...]``: ``power_spectrum``, ``pdf``,
+    ``peak_counts``, ``v0``, ``v1``, ``v2``, ``variance``, ``skewness``,
+    ``excess_kurtosis``.
+  """
   mask_t = tf.constant(mask, tf.float64)
   raw = tf.constant(_without_mean(maps, mask))
   _, power = statistics.masked_power_spectrum(
@@ -465,12 +484,12 @@ def statistics_summary(shear_map, results, smoothing_arcmin=1.6):
          **{k: v for k, v in bins.items() if k != 'ell_edges'},
          'methods': {}}
   for name, result in results.items():
-    values = _map_statistics(result.kappa[None], mask, pix, smoothing_arcmin,
+    values = map_statistics(result.kappa[None], mask, pix, smoothing_arcmin,
                              bins)
     out['methods'][name] = {k: v[0] for k, v in values.items()}
   if 'posterior' in results:
     samples = np.asarray(results['posterior'].posterior.samples, np.float64)
-    values = _map_statistics(samples, mask, pix, smoothing_arcmin, bins)
+    values = map_statistics(samples, mask, pix, smoothing_arcmin, bins)
     bands = {}
     with warnings.catch_warnings():  # Too few samples for 95 %: said there.
       warnings.simplefilter('ignore', UserWarning)
