@@ -14,6 +14,7 @@ from tfp_massmap.mcmc import AnnealedHamiltonianMonteCarlo
 from tfp_massmap.mcmc import AnnealedHamiltonianMonteCarloKernelResults
 from tfp_massmap.mcmc import ConstantSchedule
 from tfp_massmap.mcmc import GeometricSchedule
+from tfp_massmap.mcmc import HeldSchedule
 
 N = 8
 
@@ -61,6 +62,20 @@ def test_constant_schedule():
   schedule = ConstantSchedule(0.3, num_steps=5)
   assert schedule.num_steps == 5
   assert schedule.sigma(tf.constant(3)).numpy() == 0.3
+
+
+def test_held_schedule_holds_the_last_level():
+  inner = GeometricSchedule(sigma_max=0.1, sigma_min=0.001, num_levels=5)
+  held = HeldSchedule(inner, extra_steps=3)
+  assert held.num_steps == 8
+  traced = tf.function(held.sigma)
+  got = [traced(tf.constant(k)).numpy() for k in range(10)]
+  want = [inner.sigma(min(k, 4)).numpy() for k in range(10)]
+  np.testing.assert_array_equal(got, want)
+  assert got[4] == got[7] == 0.001 and got[3] > 0.001
+  assert HeldSchedule(inner, extra_steps=0).num_steps == 5
+  with pytest.raises(ValueError, match='extra_steps must be an integer >= 0'):
+    HeldSchedule(inner, extra_steps=-1)
 
 
 @pytest.mark.parametrize('kwargs, match', [

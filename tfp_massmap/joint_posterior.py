@@ -93,6 +93,7 @@ from tfp_massmap import posterior
 from tfp_massmap.mcmc import annealed_hmc
 from tfp_massmap.mcmc import driver
 from tfp_massmap.mcmc import results
+from tfp_massmap.mcmc import schedules
 from tfp_massmap.priors import conditional
 
 __all__ = [
@@ -224,30 +225,6 @@ class _ThetaStepSize(kernel_base.TransitionKernel):
         self.inner_kernel.bootstrap_results(init_state))
 
 
-class _HeldSchedule:
-  """A schedule followed by ``extra_steps`` more steps at its last level."""
-
-  def __init__(self, schedule, extra_steps):
-    self._schedule = schedule
-    self._extra_steps = extra_steps
-
-  @property
-  def num_steps(self):
-    return self._schedule.num_steps + self._extra_steps
-
-  @property
-  def parameters(self):
-    return dict(schedule=self._schedule, extra_steps=self._extra_steps)
-
-  def sigma(self, step):
-    step = tf.convert_to_tensor(step)
-    return self._schedule.sigma(tf.minimum(
-        step, tf.constant(self._schedule.num_steps - 1, step.dtype)))
-
-  def __repr__(self):
-    return f'{self._schedule!r} + {self._extra_steps} steps at its last level'
-
-
 def parameter_summary(result):
   """Mean, std and central 68 % and 95 % intervals of each parameter.
 
@@ -279,7 +256,7 @@ def parameter_summary(result):
   return summary
 
 
-class JointPosteriorSampler:
+class JointPosteriorSampler(posterior.AnnealedSampler):
   """Annealed-HMC sampler of p(κ, θ | γ), compiled once, for many shear maps.
 
   Like `tfp_massmap.posterior.PosteriorSampler` (same schedule, method and
@@ -341,37 +318,19 @@ class JointPosteriorSampler:
         (`conditional.joint_prior_properties`), or a bad setting.
     """
     self._properties = conditional.joint_prior_properties(joint_prior)
-    self._prior = joint_prior
     self._num_final_steps = _checks.positive_int(
         num_final_steps, 'num_final_steps', minimum=0)
-    # posterior's private helpers: one place for the checks of both samplers.
-    # pylint: disable=protected-access
-    self._annealing = posterior._checked_schedule(schedule)
-    self._schedule = _HeldSchedule(self._annealing, self._num_final_steps)
-    self._method = method
-    self._num_leapfrog_steps, self._metropolis_correction = (
-        posterior._method_settings(method, num_leapfrog_steps,
-                                   metropolis_correction))
-    # pylint: enable=protected-access
-    self._step_size_factor = _checks.positive_scalar(step_size_factor,
-                                                     'step_size_factor')
+    self._annealing = posterior._checked_schedule(schedule)  # pylint: disable=protected-access
     self._theta_step_size_factor = _checks.positive_scalar(
         theta_step_size_factor, 'theta_step_size_factor')
     self._theta_step_size = _checks.positive_scalar(theta_step_size,
                                                     'theta_step_size')
-    self._tweedie = bool(tweedie)
-    self._jit_compile = driver.default_jit_compile(jit_compile)
-    self._make_kernel(lambda x, sigma: x)  # Checks the kernel settings now.
-    self._start = tf.function(self._start_fn, jit_compile=self._jit_compile,
-                              autograph=False)
-    self._advance = driver.compile_chain(self._kernel,
-                                         jit_compile=self._jit_compile)
-    self._finish = tf.function(self._finish_fn, jit_compile=self._jit_compile,
-                               autograph=False)
-
-  @property
-  def prior(self):
-    return self._prior
+    self._setup(joint_prior,
+                schedules.HeldSchedule(self._annealing, self._num_final_steps),
+                method=method, num_leapfrog_steps=num_leapfrog_steps,
+                step_size_factor=step_size_factor,
+                metropolis_correction=metropolis_correction, tweedie=tweedie,
+                jit_compile=jit_compile)
 
   @property
   def schedule(self):
@@ -394,11 +353,6 @@ class JointPosteriorSampler:
                 theta_step_size=self._theta_step_size,
                 metropolis_correction=self._metropolis_correction,
                 tweedie=self._tweedie, jit_compile=self._jit_compile)
-
-  def tracing_count(self):
-    """How many times the compiled functions were traced so far (int)."""
-    return sum(f.experimental_get_tracing_count()
-               for f in (self._start, self._advance, self._finish))
 
   def _bijector(self, dtype):
     return theta_bijector(self._properties.theta_bounds, dtype)

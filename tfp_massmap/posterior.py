@@ -278,7 +278,54 @@ def chain_diagnostics(sampler, finals, finite, divergence_bound, wall_time,
       **results.acceptance_summary(would_be))
 
 
-class PosteriorSampler:
+class AnnealedSampler:
+  """What the annealed samplers share: kernel settings and compiled functions.
+
+  A subclass defines ``_make_kernel(target_score_fn)``, ``_kernel(shear,
+  noise_std, mask)``, ``_start_fn`` and ``_finish_fn`` and calls `_setup`
+  from its constructor, which checks the settings, builds a kernel once to
+  check them, and compiles the start, chunk-of-transitions and finish
+  functions (`tf.function`, XLA when ``jit_compile``) once for all maps.
+  """
+
+  def _setup(self, prior, schedule, *, method, num_leapfrog_steps,
+             step_size_factor, metropolis_correction, tweedie, jit_compile):
+    self._prior = prior
+    self._schedule = schedule
+    self._method = method
+    self._num_leapfrog_steps, self._metropolis_correction = _method_settings(
+        method, num_leapfrog_steps, metropolis_correction)
+    self._step_size_factor = _checks.positive_scalar(step_size_factor,
+                                                     'step_size_factor')
+    self._tweedie = bool(tweedie)
+    self._jit_compile = driver.default_jit_compile(jit_compile)
+    self._make_kernel(lambda x, sigma: x)  # Checks the kernel settings now.
+    self._start = tf.function(self._start_fn, jit_compile=self._jit_compile,
+                              autograph=False)
+    self._advance = driver.compile_chain(self._kernel,
+                                         jit_compile=self._jit_compile)
+    self._finish = tf.function(self._finish_fn, jit_compile=self._jit_compile,
+                               autograph=False)
+    self._compiled = [self._start, self._advance, self._finish]
+
+  @property
+  def prior(self):
+    return self._prior
+
+  @property
+  def schedule(self):
+    return self._schedule
+
+  @property
+  def jit_compile(self):
+    return self._jit_compile
+
+  def tracing_count(self):
+    """How many times the compiled functions were traced so far (int)."""
+    return sum(f.experimental_get_tracing_count() for f in self._compiled)
+
+
+class PosteriorSampler(AnnealedSampler):
   """Annealed-HMC posterior sampler, compiled once, for many shear maps.
 
   Holds a prior, a noise schedule and the kernel settings, and builds its
@@ -355,39 +402,17 @@ class PosteriorSampler:
         (0, √2)) or target_accept_prob.
     """
     priors.prior_properties(prior)
-    self._prior = prior
-    self._schedule = _checked_schedule(schedule)
-    self._method = method
-    self._num_leapfrog_steps, self._metropolis_correction = _method_settings(
-        method, num_leapfrog_steps, metropolis_correction)
-    self._step_size_factor = _checks.positive_scalar(step_size_factor,
-                                                     'step_size_factor')
     self._target_accept_prob = (
         None if target_accept_prob is None else
         _checks.positive_scalar(target_accept_prob, 'target_accept_prob'))
-    self._tweedie = bool(tweedie)
-    self._jit_compile = driver.default_jit_compile(jit_compile)
-    self._make_kernel(lambda x, sigma: x)  # Checks the kernel settings now.
-    self._start = tf.function(self._start_fn, jit_compile=self._jit_compile,
-                              autograph=False)
-    self._advance = driver.compile_chain(self._kernel,
-                                         jit_compile=self._jit_compile)
+    self._setup(prior, _checked_schedule(schedule), method=method,
+                num_leapfrog_steps=num_leapfrog_steps,
+                step_size_factor=step_size_factor,
+                metropolis_correction=metropolis_correction, tweedie=tweedie,
+                jit_compile=jit_compile)
     self._advance_traced = driver.compile_chain(
         self._kernel, jit_compile=self._jit_compile, trace_fn=_trace_fn)
-    self._finish = tf.function(self._finish_fn, jit_compile=self._jit_compile,
-                               autograph=False)
-
-  @property
-  def prior(self):
-    return self._prior
-
-  @property
-  def schedule(self):
-    return self._schedule
-
-  @property
-  def jit_compile(self):
-    return self._jit_compile
+    self._compiled.append(self._advance_traced)
 
   @property
   def settings(self):
@@ -399,11 +424,6 @@ class PosteriorSampler:
                 metropolis_correction=self._metropolis_correction,
                 target_accept_prob=self._target_accept_prob,
                 tweedie=self._tweedie, jit_compile=self._jit_compile)
-
-  def tracing_count(self):
-    """How many times the compiled functions were traced so far (int)."""
-    return sum(f.experimental_get_tracing_count() for f in (
-        self._start, self._advance, self._advance_traced, self._finish))
 
   def _kernel(self, shear, noise_std, mask):
     return self._make_kernel(annealed_posterior_score_fn(shear, noise_std,

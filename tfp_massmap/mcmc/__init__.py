@@ -20,6 +20,7 @@ from tfp_massmap.mcmc.results import PosteriorSamples
 from tfp_massmap.mcmc.results import credible_interval
 from tfp_massmap.mcmc.schedules import ConstantSchedule
 from tfp_massmap.mcmc.schedules import GeometricSchedule
+from tfp_massmap.mcmc.schedules import HeldSchedule
 from tfp_massmap.mcmc.schedules import NoiseSchedule
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     'ChainTrace',
     'ConstantSchedule',
     'GeometricSchedule',
+    'HeldSchedule',
     'MAX_STABLE_STEP_SIZE_FACTOR',
     'NoiseSchedule',
     'PosteriorSamples',

@@ -12,7 +12,8 @@ object with
 
 `GeometricSchedule` lowers σ geometrically from ``sigma_max`` to
 ``sigma_min``; `ConstantSchedule` keeps σ fixed (plain HMC on one smoothed
-target). Both are plain Python objects usable inside ``tf.function`` and XLA.
+target); `HeldSchedule` runs a schedule and then more steps at its last
+level. All are plain Python objects usable inside ``tf.function`` and XLA.
 """
 
 import abc
@@ -25,6 +26,7 @@ from tfp_massmap import _checks
 __all__ = [
     'ConstantSchedule',
     'GeometricSchedule',
+    'HeldSchedule',
     'NoiseSchedule',
 ]
 
@@ -159,3 +161,36 @@ class ConstantSchedule(NoiseSchedule):
   def sigma(self, step):
     del step  # Same level at every step.
     return tf.constant(self._sigma, tf.float64)
+
+
+class HeldSchedule(NoiseSchedule):
+  """A schedule followed by ``extra_steps`` more steps at its last level.
+
+  The joint sampler (`tfp_massmap.joint_posterior`) uses it to let the
+  cosmological parameters settle at σ_min after the annealing.
+  """
+
+  def __init__(self, schedule, extra_steps):
+    """Builds the schedule.
+
+    Args:
+      schedule: the schedule to run first (any object with ``sigma(step)``
+        and ``num_steps``).
+      extra_steps: steps at its last level after it, an int >= 0.
+
+    Raises:
+      ValueError: if ``extra_steps`` is not an int >= 0.
+    """
+    self._parameters = dict(schedule=schedule, extra_steps=extra_steps)
+    self._schedule = schedule
+    self._extra_steps = _checks.positive_int(extra_steps, 'extra_steps',
+                                             minimum=0)
+
+  @property
+  def num_steps(self):
+    return self._schedule.num_steps + self._extra_steps
+
+  def sigma(self, step):
+    step = tf.convert_to_tensor(step)
+    return self._schedule.sigma(tf.minimum(
+        step, tf.constant(self._schedule.num_steps - 1, step.dtype)))
