@@ -19,11 +19,22 @@ INSTALL_REQUIRES = [
     'tqdm',
     'healpy==1.20.1',  # survey maps: HEALPix products, curved-sky Kaiser-Squires
     'dask[distributed]==2026.8.0',  # survey maps: tiles as tasks
+    # survey maps in HealSparse files (pure Python; its one dependency,
+    # hpgeom, is a 0.6 MB wheel; both install in under a second).
+    'healsparse==1.15.0',
 ]
 
+# HATS catalogues as survey input (survey_job.read_survey_catalog): lsdb and
+# hats bring pandas, numba and ~30 packages (~340 MB), so they are optional.
+HATS_REQUIRE = ['lsdb==0.11.1', 'hats==0.11.1']
+
 EXTRAS_REQUIRE = {
-    # dill: tfds.testing; ruff: lint; lenspack: agreement tests (pure Python).
-    'tests': ['pytest', 'dill', 'ruff==0.17.6', 'lenspack==1.0.0'],
+    # dill: tfds.testing; ruff: lint; lenspack: agreement tests (pure Python);
+    # the HATS packages, so that the HATS reading test runs (their install
+    # adds about 20 s).
+    'tests': ['pytest', 'dill', 'ruff==0.17.6', 'lenspack==1.0.0'] +
+             HATS_REQUIRE,
+    'hats': HATS_REQUIRE,
     'gpu': ['tensorflow[and-cuda]==2.21.0'],
 }
 

@@ -10,7 +10,9 @@ Writes to ``--output_dir`` (as one transaction, `tfp_massmap.outputs`):
 partial-sky HEALPix FITS maps (RING, celestial coordinates, keyword RUNID)
 ``kappa_<estimator>.fits``, with the posterior ``kappa_posterior_std.fits``
 and, with ``--keep_samples``, ``kappa_posterior_samples.fits``; the blending
-weight ``weight.fits`` and the galaxy counts ``footprint.fits``; the tile
+weight ``weight.fits`` and the galaxy counts ``footprint.fits`` (with
+``--output_format=healsparse`` the same maps as HealSparse files
+``<name>.hsp``); the tile
 index ``tiles.json``; ``summary.json`` (timings, tiles per hour, and with
 ``--truth`` the RMSE, Pearson r and seam ratio of each map); the figure
 ``maps.png``; ``manifest.json``. Finished tiles are cached in
@@ -28,8 +30,9 @@ Exit codes:
   0  the products were written.
   1  unexpected failure (a traceback); nothing was written (finished tiles
      stay cached).
-  2  bad flag, catalogue, prior, truth map or output folder, found before
-     any tile ran; nothing was written.
+  2  bad flag, catalogue (or a HATS catalogue without lsdb installed), prior,
+     truth map or output folder, found before any tile ran; nothing was
+     written.
   3  posterior chains of a tile diverged; nothing was written (finished
      tiles stay cached).
 
@@ -40,6 +43,8 @@ Examples:
       --e1_col=G1 --e2_col=G2 --estimators=ks,wiener,posterior \
       --num_samples=40 --scheduler_address=tcp://10.0.0.1:8786 \
       --output_dir=out/survey
+  python examples/map_survey.py --catalog=survey_hats/ \
+      --output_format=healsparse --output_dir=out/survey
 """
 
 import contextlib
@@ -50,8 +55,10 @@ from absl import app
 from absl import flags
 
 flags.DEFINE_list('catalog', None,
-                  'Shear catalogue(s), comma-separated: FITS or Parquet tables '
-                  'or folders holding a partitioned Parquet dataset. Required.')
+                  'Shear catalogue(s), comma-separated: FITS or Parquet tables, '
+                  'folders holding a partitioned Parquet dataset, or HATS '
+                  'catalogue or collection folders (needs lsdb: pip install '
+                  '"tfp_massmap[hats]"). Required.')
 flags.DEFINE_string('ra_col', 'ra', 'RA column of the catalogue [deg].')
 flags.DEFINE_string('dec_col', 'dec', 'Dec column of the catalogue [deg].')
 flags.DEFINE_string('e1_col', 'e1', 'First ellipticity component column '
@@ -118,6 +125,12 @@ flags.DEFINE_integer('seed', 0, 'Seed of the posterior (tile i uses (seed, i)).'
 flags.DEFINE_string('output_dir', 'out/map_survey',
                     'Output folder, replaced as a whole by each run; tiles are '
                     'cached beside it in <output_dir>.tiles/.')
+flags.DEFINE_enum('output_format', 'fits', ['fits', 'healsparse'],
+                  'Map files: fits (partial-sky HEALPix FITS, <name>.fits, '
+                  'as healpy.read_map reads them) or healsparse (HealSparse '
+                  'maps, <name>.hsp, float32 with sentinel UNSEEN; the '
+                  'samples one record map with fields sample0, sample1, ...). '
+                  'The tile cache serves both.')
 flags.DEFINE_bool('overwrite', True,
                   'Replace an existing output folder of an earlier run.')
 flags.DEFINE_bool('resume', True,
@@ -142,13 +155,13 @@ class InputError(app.UsageError, ValueError):
 
 
 @contextlib.contextmanager
-def _input_errors(what):
-  """Reports a ValueError or OSError of the block as an InputError."""
+def _input_errors(what, also=()):
+  """Reports a ValueError, OSError (or ``also``) of the block as an InputError."""
   try:
     yield
   except InputError:
     raise
-  except (ValueError, OSError) as e:
+  except (ValueError, OSError, *also) as e:
     raise InputError(f'{what}: {e}') from e
 
 
@@ -202,7 +215,9 @@ def main(argv):
     raise InputError(f'unexpected arguments: {argv[1:]}')
   estimators = _checked_flags()
   from tfp_massmap import survey_job  # pylint: disable=g-import-not-at-top
-  with _input_errors(f'--catalog={",".join(FLAGS.catalog)}'):
+  # A HATS catalogue without lsdb installed is an ImportError naming the
+  # extra to install.
+  with _input_errors(f'--catalog={",".join(FLAGS.catalog)}', (ImportError,)):
     catalog = survey_job.read_survey_catalog(
         FLAGS.catalog, ra_col=FLAGS.ra_col, dec_col=FLAGS.dec_col,
         e1_col=FLAGS.e1_col, e2_col=FLAGS.e2_col, weight_col=FLAGS.weight_col,
@@ -228,8 +243,8 @@ def main(argv):
         allow_pixel_scale_mismatch=FLAGS.allow_prior_pixel_scale_mismatch,
         n_workers=FLAGS.workers, scheduler_address=FLAGS.scheduler_address,
         tf_threads=FLAGS.tf_threads, resume=FLAGS.resume,
-        overwrite=FLAGS.overwrite)
-  print(f'wrote {len(result.maps)} HEALPix maps (nside '
+        overwrite=FLAGS.overwrite, output_format=FLAGS.output_format)
+  print(f'wrote {len(result.maps)} HEALPix maps ({FLAGS.output_format}, nside '
         f'{result.summary["nside"]}), tiles.json, summary.json and maps.png '
         f'from {len(result.tiles)} tiles ({result.summary["num_tiles_cached"]}'
         f' from the cache) to {result.path} (run id {result.run_id})')

@@ -366,6 +366,8 @@ def test_read_survey_catalog_errors(tmp_path, survey):
     (dict(estimators=('posterior',), prior=object()), 'prior must be None'),
     (dict(estimators=('posterior',)), 'pixel scale'),
     (dict(min_fill=1.0), 'no tile of 32x32'),
+    (dict(output_format='hdf5'),
+     r"output_format must be one of \('fits', 'healsparse'\), got 'hdf5'"),
 ])
 def test_bad_arguments_fail_before_work(tmp_path, survey, kwargs, message):
   cat, _ = survey

@@ -3,8 +3,9 @@
 `map_survey` turns a shear catalogue of any size into HEALPix convergence
 maps (RING ordering, dimensionless κ):
 
-1. The catalogue (a `catalog.Catalog`, or FITS / Parquet files, or a
-   partitioned Parquet dataset read file by file, only the named columns;
+1. The catalogue (a `catalog.Catalog`, or FITS / Parquet files, a
+   partitioned Parquet dataset or a HATS catalogue through the optional
+   lsdb, read file by file, only the named columns;
    `read_survey_catalog`) is covered by gnomonic tiles
    (`tiling.plan_tiles`).
 2. Each tile is one task: its galaxies are binned on the tile's grid
@@ -30,6 +31,11 @@ maps (RING ordering, dimensionless κ):
    RMSE and Pearson r on the mask, the seam ratio `tiling.seam_metric` and
    the posterior's Gaussian-interval coverage) and the figure ``maps.png``.
    The maps cover every pixel the tiles reach; read them on ``mask``.
+   With ``output_format='healsparse'`` each map is a HealSparse file
+   ``<name>.hsp`` instead (`healsparse`, the sparse HEALPix format DES
+   uses: float32, sentinel `healpy.UNSEEN`, metadata RUNID, the same
+   values on the same pixels; the samples one record map with a field per
+   sample).
 
 Execution. ``n_workers=0`` runs the tiles one after another in this
 process. ``n_workers >= 1`` (default 1) starts a `dask.distributed`
@@ -95,6 +101,7 @@ from tfp_massmap import tiling
 
 __all__ = [
     'ESTIMATORS',
+    'OUTPUT_FORMATS',
     'SurveyResult',
     'TileError',
     'map_survey',
@@ -111,6 +118,13 @@ _OWN_FILES = ('*.fits', 'tiles.json', 'summary.json', 'maps.png')
 _TILE_NAME = 'tile_{:05d}'
 _SETTINGS_NAME = 'settings.json'
 _PARQUET_SUFFIXES = ('.parquet', '.pq')
+# Formats of the product map files (map_survey's output_format).
+OUTPUT_FORMATS = ('fits', 'healsparse')
+_HEALSPARSE_NSIDE_COVERAGE = 32
+# Files that mark a folder as a HATS catalogue (hats.properties or
+# properties; lsdb writes both) or a HATS collection (a catalogue with its
+# margin caches): the markers hats itself looks for.
+_HATS_MARKERS = ('hats.properties', 'properties', 'collection.properties')
 
 
 class TileError(RuntimeError):
@@ -177,18 +191,63 @@ def tile_cache_dir(output_dir):
   return os.path.abspath(os.fspath(output_dir)).rstrip(os.sep) + '.tiles'
 
 
+def _is_hats(path):
+  """Whether folder ``path`` is a HATS catalogue or collection (its marker)."""
+  return any(os.path.isfile(os.path.join(path, name)) for name in _HATS_MARKERS)
+
+
+def _hats_files(path):
+  """The Parquet files of a HATS catalogue's partitions, listed through lsdb.
+
+  ``path`` is a HATS catalogue of objects or a collection (whose primary
+  catalogue is read; its margin caches, which repeat rows of neighbouring
+  partitions, are not). The partitions come in the catalogue's order.
+  """
+  try:
+    import lsdb  # pylint: disable=g-import-not-at-top
+    from hats.io import paths as hats_paths  # pylint: disable=g-import-not-at-top
+  except ImportError as exc:
+    raise ImportError(
+        f'catalogue {path} is a HATS catalogue; reading it needs lsdb, which '
+        'is not installed: pip install "tfp_massmap[hats]".') from exc
+  try:
+    hats_catalog = lsdb.open_catalog(path)
+  except TypeError as exc:  # Margin, index or association tables.
+    kind = lsdb.read_hats(path).hc_structure.catalog_info.catalog_type
+    raise ValueError(
+        f'catalogue {path} is a HATS {kind} catalogue, not a catalogue of '
+        'galaxies; pass the object catalogue or its collection.') from exc
+  except (OSError, ValueError) as exc:
+    raise ValueError(f'could not open HATS catalogue {path} with lsdb '
+                     f'({exc}).') from exc
+  structure = hats_catalog.hc_structure
+  files = []
+  for pixel in hats_catalog.get_healpix_pixels():
+    partition = hats_paths.pixel_catalog_file(
+        structure.catalog_base_dir, pixel,
+        npix_suffix=structure.catalog_info.npix_suffix)
+    files += _source_files(os.fspath(partition))  # A file or a folder.
+  return files
+
+
 def _source_files(source):
-  """The files of one catalogue source: itself, or a Parquet dataset's files."""
+  """The files of one catalogue source: itself, or a dataset's files.
+
+  A folder is a HATS catalogue when it holds a HATS properties file, else a
+  partitioned Parquet dataset.
+  """
   import pyarrow.dataset as ds  # pylint: disable=g-import-not-at-top
   path = os.fspath(source)
   if not os.path.exists(path):
     raise FileNotFoundError(f'catalogue {path} does not exist.')
   if not os.path.isdir(path):
     return [path]
+  if _is_hats(path):
+    return _hats_files(path)
   files = sorted(ds.dataset(path, format='parquet', partitioning='hive').files)
   if not files:
     raise ValueError(f'catalogue folder {path} holds no Parquet file; expected '
-                     'a partitioned Parquet dataset.')
+                     'a partitioned Parquet dataset or a HATS catalogue.')
   return files
 
 
@@ -230,23 +289,34 @@ def read_survey_catalog(source, *, ra_col='ra', dec_col='dec', e1_col='e1',
   Args:
     source: a `catalog.Catalog` (checked and returned), or a path or a list
       of paths, each a FITS or Parquet table (any format
-      `catalog.read_catalog` reads) or a folder holding a partitioned
+      `catalog.read_catalog` reads), a folder holding a partitioned
       Parquet dataset (hive-style or plain; every ``.parquet`` file under
-      it is one partition). Each file is read by `catalog.read_catalog`,
-      only the named columns (FITS tables memory-mapped), with its rules
-      for unusable rows; empty Parquet partitions are skipped.
+      it is one partition), or a local HATS catalogue or collection folder
+      (told by its ``hats.properties``, ``properties`` or
+      ``collection.properties`` file; needs the optional lsdb,
+      ``pip install "tfp_massmap[hats]"``): lsdb opens it and lists its
+      partitions (a collection's primary catalogue, not its margin caches,
+      which repeat rows), each one Parquet file. Each file is read by
+      `catalog.read_catalog`, only the named columns (FITS tables
+      memory-mapped), with its rules for unusable rows, so a HATS
+      catalogue gives the rows its table gives as one Parquet file; empty
+      Parquet partitions are skipped.
     ra_col, dec_col, e1_col, e2_col, weight_col, flip_e2,
       keep_unphysical_ellipticities: as in `catalog.read_catalog` (RA and
       Dec in deg, ellipticities dimensionless in the local RA/Dec frame).
 
   Returns:
     A `catalog.Catalog` of float64 arrays, the files in the order given
-    (partitions sorted by path).
+    (Parquet partitions sorted by path, HATS partitions in the catalogue's
+    HEALPix order).
 
   Raises:
     FileNotFoundError: for a path where nothing exists.
-    ValueError: for an empty list or dataset, or what `read_catalog` raises
-      for a file (the message names it).
+    ImportError: for a HATS catalogue when lsdb is not installed (the
+      message names the install extra).
+    ValueError: for an empty list or dataset, a HATS folder lsdb cannot
+      open or that holds no galaxies (a margin cache), or what
+      `read_catalog` raises for a file (the message names it).
   """
   if isinstance(source, catalog_lib.Catalog):
     return _check_catalog(source)
@@ -593,6 +663,36 @@ def _write_partial_map(path, nside, pixels, values, run_id):
   fits.HDUList([fits.PrimaryHDU(), table]).writeto(path)
 
 
+def _write_healsparse_map(path, nside, pixels, values, run_id):
+  """A HealSparse map file of ``values`` on the RING ``pixels``.
+
+  float32 with sentinel `healpy.UNSEEN` (healsparse stores NEST pixels;
+  read it with ``healsparse.HealSparseMap.read``), coverage NSIDE
+  ``min(32, nside)`` (1.8 deg coverage pixels: a 1.7 deg tile touches a
+  few), metadata ``RUNID``. ``values [K, n]`` (samples) become one record
+  map with float32 fields ``sample0`` .. ``sample<K-1>`` (the primary field
+  ``sample0``): one file per product, as in FITS, the pixels stored once,
+  and ``m['sample3']`` reads one sample as a map.
+  """
+  import healpy as hp  # pylint: disable=g-import-not-at-top
+  import healsparse  # pylint: disable=g-import-not-at-top
+  values = np.asarray(values)
+  if values.ndim == 1:
+    dtype, primary = np.float32, None
+    data = values.astype(np.float32)
+  else:
+    dtype = np.dtype([(f'sample{k}', np.float32) for k in range(len(values))])
+    primary = 'sample0'
+    data = np.empty(values.shape[1], dtype)
+    for k, sample in enumerate(values):
+      data[f'sample{k}'] = sample
+  sparse = healsparse.HealSparseMap.make_empty(
+      min(_HEALSPARSE_NSIDE_COVERAGE, nside), nside, dtype, primary=primary,
+      sentinel=hp.UNSEEN, metadata={'RUNID': run_id})
+  sparse.update_values_pix(hp.ring2nest(nside, pixels), data)
+  sparse.write(path)
+
+
 def _truth_metrics(pixels, maps, truth, mask, tiles, nside):
   """RMSE, Pearson r (means removed) and seam ratio of each map on the mask.
 
@@ -697,9 +797,12 @@ def _checked_int(value, name, minimum):
 
 
 def _checked_settings(estimators, prior, num_samples, keep_samples, n_workers,
-                      client, scheduler_address, nside):
+                      client, scheduler_address, nside, output_format):
   """Argument checks before any work; returns the estimators and prior spec."""
   import healpy as hp  # pylint: disable=g-import-not-at-top
+  if output_format not in OUTPUT_FORMATS:
+    raise ValueError(f'output_format must be one of {OUTPUT_FORMATS}, got '
+                     f'{output_format!r}.')
   if isinstance(estimators, str):
     estimators = estimators.split(',')
   estimators = tuple(estimators)
@@ -752,7 +855,8 @@ def map_survey(catalog, output_dir, *, estimators=('ks', 'wiener'), npix=128,
                keep_samples=0, sigma_e=None, ks_smoothing_arcmin=1.0, seed=0,
                truth=None, allow_pixel_scale_mismatch=False, client=None,
                n_workers=1, scheduler_address=None, tf_threads=None,
-               resume=True, overwrite=True, progress=True):
+               resume=True, overwrite=True, output_format='fits',
+               progress=True):
   """Tiled mass maps of a survey catalogue, stitched onto HEALPix.
 
   See the module docstring for the steps, the execution modes and how the
@@ -806,6 +910,10 @@ def map_survey(catalog, output_dir, *, estimators=('ks', 'wiener'), npix=128,
       and catalogue (a different cache raises); False recomputes all.
     overwrite: whether an existing output folder of an earlier run may be
       replaced (`outputs.OutputFolder`).
+    output_format: the map files: ``'fits'`` (partial-sky HEALPix FITS
+      maps, ``<name>.fits``) or ``'healsparse'`` (HealSparse maps,
+      ``<name>.hsp``; see the module docstring). The tiles do not depend
+      on it: a rerun in the other format takes every tile from the cache.
     progress: write tiles done / total and the time left to stderr.
 
   Returns:
@@ -821,7 +929,7 @@ def map_survey(catalog, output_dir, *, estimators=('ks', 'wiener'), npix=128,
   import healpy as hp  # pylint: disable=g-import-not-at-top
   estimators, prior_spec = _checked_settings(
       estimators, prior, num_samples, keep_samples, n_workers, client,
-      scheduler_address, nside)
+      scheduler_address, nside, output_format)
   folder = outputs.OutputFolder(output_dir, overwrite=overwrite,
                                 own_files=_OWN_FILES)
   cat = read_survey_catalog(catalog)
@@ -886,6 +994,7 @@ def map_survey(catalog, output_dir, *, estimators=('ks', 'wiener'), npix=128,
       'pixel_scale_arcmin': float(pixel_scale_arcmin),
       'overlap_pix': int(overlap_pix), 'estimators': list(estimators),
       'sigma_e': float(sigma_e), 'seed': int(seed),
+      'output_format': output_format,
       'num_tiles': len(tiles), 'num_tiles_computed': len(todo),
       'num_tiles_cached': len(tiles) - len(todo),
       'workers': (('in process' if not n_workers else
@@ -903,12 +1012,15 @@ def map_survey(catalog, output_dir, *, estimators=('ks', 'wiener'), npix=128,
     summary['truth'] = _truth_metrics(pixels, maps, truth, mask, tiles,
                                       nside)
   summary = pipeline.strict_json(summary)
+  suffix, write_map = {'fits': ('.fits', _write_partial_map),
+                       'healsparse': ('.hsp', _write_healsparse_map)}[
+                           output_format]
   with folder:
     for name, values in {**maps, 'mask': mask, 'weight': weight}.items():
-      _write_partial_map(folder.path_for(f'{name}.fits'), nside, pixels,
-                         values, folder.run_id)
-    _write_partial_map(folder.path_for('footprint.fits'), nside, *footprint,
-                       folder.run_id)
+      write_map(folder.path_for(name + suffix), nside, pixels, values,
+                folder.run_id)
+    write_map(folder.path_for('footprint' + suffix), nside, *footprint,
+              folder.run_id)
     with open(folder.path_for('tiles.json'), 'w', encoding='utf-8') as f:
       json.dump({'run_id': folder.run_id,
                  'tiles': pipeline.strict_json(records)}, f, indent=1,
