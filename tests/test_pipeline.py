@@ -227,3 +227,31 @@ def test_statistics_summary_is_the_statistics_of_the_maps(problem):
   np.testing.assert_allclose(mine['power_spectrum'], power.numpy(), rtol=1e-10)
   # Bins in units of the smoothed map's rms: its variance is σ_ref².
   assert mine['variance'] == pytest.approx(stats['sigma_ref']**2, rel=1e-6)
+
+
+def test_a_joint_prior_runs_the_joint_posterior(problem):
+  """With a JointPrior the posterior estimator is sample_joint_posterior.
+
+  Same data, settings and seed through the pipeline and directly: the same
+  κ and θ samples, and the report's parameter summary is theirs.
+  """
+  from tfp_massmap import joint_posterior  # pylint: disable=g-import-not-at-top
+  from tfp_massmap.priors import conditional  # pylint: disable=g-import-not-at-top
+  data, _, prior, _ = problem
+  joint = conditional.AmplitudeGaussianPrior(prior, (0.5, 2.0))
+  options = _options(joint)
+  result = pipeline.run_estimators(data, ['posterior'], options)['posterior']
+  direct = joint_posterior.sample_joint_posterior(
+      data, joint, num_samples=16, schedule=options.schedule,
+      num_leapfrog_steps=5, step_size_factor=1., seed=(1, 2), progress=False)
+  np.testing.assert_array_equal(result.posterior.parameters['amplitude'],
+                                direct.parameters['amplitude'])
+  np.testing.assert_array_equal(result.posterior.samples, direct.samples)
+  assert result.report['parameters'] == joint_posterior.parameter_summary(
+      direct)
+  assert set(result.report['parameters']['amplitude']) == {
+      'mean', 'std', 'interval_68', 'interval_95'}
+  # A κ-only prior has no parameters.
+  plain = pipeline.run_estimators(data, ['posterior'], _options(prior))
+  assert plain['posterior'].posterior.parameters is None
+  assert 'parameters' not in plain['posterior'].report

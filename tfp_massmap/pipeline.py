@@ -41,6 +41,7 @@ import tensorflow as tf
 
 from tfp_massmap import _checks
 from tfp_massmap import cosmology
+from tfp_massmap import joint_posterior
 from tfp_massmap import lensing
 from tfp_massmap import lognormal_posterior
 from tfp_massmap import metrics
@@ -112,7 +113,8 @@ class EstimatorOptions:
     sparse_threshold_sigma: ``sparse`` and ``mcalens`` thresholds in units
       of the noise std per starlet scale.
     tv_regularisation: ``tv`` weight in units of the propagated pixel noise.
-    prior: the prior of ``posterior`` (a `tfp_massmap.priors.Prior`).
+    prior: the prior of ``posterior``: a `tfp_massmap.priors.Prior`, or a
+      `JointPrior` for the joint posterior of κ and θ.
     num_samples: posterior samples (chains).
     schedule: posterior noise schedule; None: `posterior.default_schedule`.
     num_leapfrog_steps: leapfrog steps per transition; None: the default.
@@ -241,8 +243,18 @@ def _mcalens(shear_map, options):
 
 
 def _posterior(shear_map, options):
-  """Posterior samples under the divergence policy of the options."""
-  result = posterior.sample_posterior(
+  """Posterior samples under the divergence policy of the options.
+
+  With a joint prior (`priors.is_joint_prior`: a prior over κ and
+  cosmological parameters θ) the joint posterior p(κ, θ | γ)
+  (`joint_posterior.sample_joint_posterior`): the samples carry
+  ``parameters`` and the report their summary under ``'parameters'``
+  (`joint_posterior.parameter_summary`).
+  """
+  joint = priors.is_joint_prior(options.prior)
+  sample = (joint_posterior.sample_joint_posterior if joint else
+            posterior.sample_posterior)
+  result = sample(
       shear_map, options.prior, num_samples=options.num_samples,
       schedule=options.schedule, num_leapfrog_steps=options.num_leapfrog_steps,
       step_size_factor=options.step_size_factor, seed=options.seed,
@@ -264,6 +276,8 @@ def _posterior(shear_map, options):
   report = {key: _jsonable(value) for key, value in result.diagnostics.items()}
   report.update(num_diverged_chains=diverged, diverged_chains=diverged_chains,
                 num_samples_kept=int(result.samples.shape[0]))
+  if joint:
+    report['parameters'] = joint_posterior.parameter_summary(result)
   return Estimate(result.mean, report, result)
 
 

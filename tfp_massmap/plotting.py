@@ -1,7 +1,10 @@
-"""Figures of convergence maps: a row (or grid) of panels on a common scale.
+"""Figures: convergence maps on a common scale, and parameter posteriors.
 
-matplotlib is imported lazily with the non-interactive Agg backend, so the
-rest of the package never needs a display.
+`plot_maps` draws a row (or grid) of map panels; `plot_parameters` the
+corner plot of posterior samples of cosmological parameters. Both write
+their PNG atomically. matplotlib is imported lazily with the
+non-interactive Agg backend, so the rest of the package never needs a
+display.
 """
 
 import contextlib
@@ -11,7 +14,7 @@ import uuid
 
 import numpy as np
 
-__all__ = ['plot_maps']
+__all__ = ['plot_maps', 'plot_parameters']
 
 
 def plot_maps(panels, path, pixel_scale_arcmin, mask=None, clusters=None,
@@ -43,10 +46,7 @@ def plot_maps(panels, path, pixel_scale_arcmin, mask=None, clusters=None,
   Returns:
     The path written.
   """
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-
+  plt = _pyplot()
   if not panels:
     raise ValueError('panels is empty; expected at least one map to plot.')
   items = [(k, np.asarray(v, dtype=np.float64)) for k, v in panels.items()]
@@ -92,6 +92,19 @@ def plot_maps(panels, path, pixel_scale_arcmin, mask=None, clusters=None,
   if title:
     fig.suptitle(title, fontsize=11)
   fig.tight_layout()
+  return _save(fig, path, metadata)
+
+
+def _pyplot():
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
+
+
+def _save(fig, path, metadata):
+  """Writes ``fig`` as PNG atomically (temporary file, rename); closes it."""
+  plt = _pyplot()
   path = os.fspath(path)
   tmp = os.path.join(os.path.dirname(os.path.abspath(path)),
                      f'.{os.path.basename(path)}.{uuid.uuid4().hex}.tmp')
@@ -103,3 +116,91 @@ def plot_maps(panels, path, pixel_scale_arcmin, mask=None, clusters=None,
     with contextlib.suppress(FileNotFoundError):
       os.remove(tmp)
   return path
+
+
+def plot_parameters(samples, path, bounds=None, truth=None, title=None,
+                    metadata=None):
+  """Writes a corner plot of posterior samples of D parameters.
+
+  Diagonal: the histogram of each parameter with its posterior mean (solid)
+  and central 68 % interval (dashed); below it, each pair's samples. With
+  one parameter the figure is its histogram alone.
+
+  Args:
+    samples: ordered mapping {name: samples ``[S]``}, S >= 2, one entry per
+      parameter (e.g. ``PosteriorSamples.parameters``), in the parameters'
+      own units.
+    path: output PNG path, written atomically (as `plot_maps`).
+    bounds: optional ``[D, 2]`` prior range per parameter, used as the
+      axis limits (e.g. the joint prior's ``theta_bounds``).
+    truth: optional {name: value} drawn as red lines (e.g. the simulation's
+      parameters).
+    title: optional figure title.
+    metadata: optional {key: str} PNG text chunks.
+
+  Returns:
+    The path written.
+
+  Raises:
+    ValueError: for no parameter, a parameter with fewer than 2 samples or
+      with non-finite ones, samples of unequal length, or bounds not
+      ``[D, 2]``.
+  """
+  plt = _pyplot()
+  names = list(samples)
+  if not names:
+    raise ValueError('samples is empty; expected at least one parameter.')
+  values = [np.asarray(samples[n], np.float64).reshape(-1) for n in names]
+  for name, v in zip(names, values):
+    if v.size < 2 or not np.all(np.isfinite(v)):
+      raise ValueError(f'parameter {name!r} needs at least 2 finite samples, '
+                       f'got {v.size} ({int(np.sum(~np.isfinite(v)))} not '
+                       'finite).')
+  if len({v.size for v in values}) != 1:
+    raise ValueError('every parameter needs the same number of samples, got '
+                     f'{dict(zip(names, [v.size for v in values]))}.')
+  if bounds is not None:
+    bounds = np.asarray(bounds, np.float64)
+    if bounds.shape != (len(names), 2):
+      raise ValueError(f'bounds must be [D, 2] = [{len(names)}, 2], got shape '
+                       f'{bounds.shape}.')
+  truth = truth or {}
+  d = len(names)
+  fig, axes = plt.subplots(d, d, figsize=(2.6 * d + 0.6, 2.6 * d + 0.4),
+                           squeeze=False)
+  limits = [tuple(bounds[i]) if bounds is not None else
+            (v.min(), v.max()) for i, v in enumerate(values)]
+  for i in range(d):
+    for j in range(d):
+      ax = axes[i, j]
+      if j > i:
+        ax.axis('off')
+        continue
+      if i == j:
+        ax.hist(values[i], bins=min(30, max(5, values[i].size // 4)),
+                range=limits[i], color='0.55', histtype='stepfilled')
+        ax.axvline(values[i].mean(), color='k', lw=1.2)
+        for q in np.percentile(values[i], [16, 84]):
+          ax.axvline(q, color='k', lw=1.0, ls='--')
+        ax.set_yticks([])
+      else:
+        ax.plot(values[j], values[i], '.', ms=3, color='0.3', alpha=0.6)
+        ax.set_ylim(limits[i])
+        if names[i] in truth:
+          ax.axhline(truth[names[i]], color='crimson', lw=1.0)
+      if names[j] in truth:
+        ax.axvline(truth[names[j]], color='crimson', lw=1.0)
+      ax.set_xlim(limits[j])
+      ax.tick_params(labelsize=7)
+      if i == d - 1:
+        ax.set_xlabel(names[j], fontsize=9)
+      if j == 0 and i > 0:
+        ax.set_ylabel(names[i], fontsize=9)
+  if d == 1:
+    mean, (lo, hi) = values[0].mean(), np.percentile(values[0], [16, 84])
+    axes[0, 0].set_title(f'{names[0]} = {mean:.3f} (68 %: {lo:.3f}–{hi:.3f})',
+                         fontsize=9)
+  if title:
+    fig.suptitle(title, fontsize=10)
+  fig.tight_layout()
+  return _save(fig, path, metadata)

@@ -29,6 +29,7 @@ from tfp_massmap.priors.conditional import JointPrior
 from tfp_massmap.priors.conditional import JointPriorProperties
 from tfp_massmap.priors.conditional import check_theta
 from tfp_massmap.priors.conditional import denoise_given
+from tfp_massmap.priors.conditional import is_joint_prior
 from tfp_massmap.priors.conditional import joint_prior_properties
 from tfp_massmap.priors.gaussian import GaussianPrior
 from tfp_massmap.priors.gaussian import fourier_filter
@@ -62,6 +63,7 @@ __all__ = [
     'check_theta',
     'denoise',
     'denoise_given',
+    'is_joint_prior',
     'fourier_filter',
     'joint_prior_properties',
     'load_prior',

@@ -54,6 +54,7 @@ __all__ = [
     'JointPriorProperties',
     'check_theta',
     'denoise_given',
+    'is_joint_prior',
     'joint_prior_properties',
 ]
 
@@ -125,6 +126,15 @@ class JointPriorProperties(
     prior: the `protocol.PriorProperties` of its `Prior` members.
   """
   __slots__ = ()
+
+
+def is_joint_prior(prior):
+  """Whether ``prior`` claims the `JointPrior` protocol (has ``theta_names``).
+
+  A cheap test to choose between the κ-only and the joint samplers;
+  `joint_prior_properties` checks the members.
+  """
+  return getattr(prior, 'theta_names', None) is not None
 
 
 def joint_prior_properties(joint_prior):
