@@ -13,7 +13,17 @@ labelled ``cosmo_<N>`` configs:
       --condition_on_cosmology --pixel_scale_arcmin=0.8 --output_dir=runs/joint
 
 and loads as a joint prior with
-``tfp_massmap.priors.learned_joint.LearnedJointPrior(path)``.
+``tfp_massmap.priors.learned_joint.LearnedJointPrior(path)``. Its θ score
+(for the joint posterior p(κ, θ | γ)) comes from a ratio network trained on
+the same pairs (``training.train_ratio_network``):
+
+  python examples/train_score.py --dataset=lognormal_kappa/cosmo_64 \
+      --objective=ratio --pixel_scale_arcmin=0.8 --output_dir=runs/ratio
+
+written to ``<output_dir>/ratio_network.keras``;
+``LearnedJointPrior(network_path, ratio=ratio_path)`` pairs the two. The
+unconditioned network trained on a ``cosmo_<N>`` config (no
+``--condition_on_cosmology``) is the marginal prior p(κ) over the θ range.
 
 Rerunning the same command resumes from the latest checkpoint. The trained
 network (EMA weights) is written to ``<output_dir>/score_network.keras`` and
@@ -23,6 +33,7 @@ are in ``<output_dir>/logs``.
 
 from absl import app
 from absl import flags
+import numpy as np
 
 import tfp_massmap  # noqa: F401  # pylint: disable=unused-import  # registers the TFDS builders
 from tfp_massmap import cosmology
@@ -31,7 +42,9 @@ from tfp_massmap import training
 _DATASET = flags.DEFINE_string(
     'dataset', 'lognormal_kappa/lognormal_128',
     'TFDS name/config of the training maps (feature --feature, [N, N] float32, '
-    'dimensionless convergence).')
+    'dimensionless convergence), or the path of a .npz file holding the maps '
+    '[M, N, N] under --feature and, for a conditioned network, one [M] array '
+    'per parameter (omega_m, sigma8).')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data directory (default: TFDS default).')
 _SPLIT = flags.DEFINE_string('split', 'train', 'TFDS split to train on.')
 _FEATURE = flags.DEFINE_string('feature', 'kappa', 'Name of the map feature in the dataset.')
@@ -74,6 +87,15 @@ _PIXEL_SCALE = flags.DEFINE_float(
     'Pixel side of the training maps [arcmin], recorded in the saved network so '
     'that the samplers refuse data at another pixel scale. Default: the '
     'hybrid scale when --gaussian_pixel_scale_arcmin is set, else unrecorded.')
+_OBJECTIVE = flags.DEFINE_enum(
+    'objective', 'score', ['score', 'ratio'],
+    'score: a ScoreNetwork by denoising score matching (the prior, or with '
+    '--condition_on_cosmology the conditional prior p(kappa | theta)). '
+    'ratio: a RatioNetwork by classifying (map, theta) pairs against maps '
+    'with shuffled theta, whose theta gradient is the theta score of '
+    'p(kappa | theta) (always over the cosmology (omega_m, sigma8) of '
+    'cosmology.COSMO_PARAMETER_BOUNDS; --gaussian_pixel_scale_arcmin does '
+    'not apply). Written to <output_dir>/ratio_network.keras.')
 _CONDITION_ON_COSMOLOGY = flags.DEFINE_bool(
     'condition_on_cosmology', False,
     'Condition the network on the cosmology (omega_m, sigma8), normalised over '
@@ -89,25 +111,40 @@ _JIT_COMPILE = flags.DEFINE_enum(
     'XLA-compile the training step (auto: on with a GPU, off on CPU).')
 
 
+def _dataset(name):
+  """A TFDS name as is, or the arrays of a .npz file as a dict."""
+  if not name.endswith('.npz'):
+    return name
+  with np.load(name) as arrays:
+    return {key: arrays[key] for key in arrays.files}
+
+
 def main(argv):
   """Trains a score network with the flags' settings and saves it."""
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected command-line arguments: {argv[1:]}')
+  ratio = _OBJECTIVE.value == 'ratio'
+  if ratio and _HYBRID.value is not None:
+    raise app.UsageError('--gaussian_pixel_scale_arcmin applies to '
+                         '--objective=score only (a ratio network has no '
+                         'Gaussian part); use --pixel_scale_arcmin.')
   network = dict(
       depth=_DEPTH.value,
       base_channels=_BASE_CHANNELS.value,
       blocks_per_level=_BLOCKS_PER_LEVEL.value,
       embedding_dim=_EMBEDDING_DIM.value,
       data_std=_DATA_STD.value,
-      gaussian_pixel_scale_arcmin=_HYBRID.value,
       pixel_scale_arcmin=_PIXEL_SCALE.value)
-  if _CONDITION_ON_COSMOLOGY.value:
+  if not ratio:
+    network['gaussian_pixel_scale_arcmin'] = _HYBRID.value
+  if _CONDITION_ON_COSMOLOGY.value or ratio:
     network['theta_names'] = list(cosmology.COSMO_PARAMETER_NAMES)
     network['theta_bounds'] = [list(b) for b in cosmology.COSMO_PARAMETER_BOUNDS]
   if _CHANNEL_MULTIPLIERS.value is not None:
     network['channel_multipliers'] = [int(m) for m in _CHANNEL_MULTIPLIERS.value]
-  result = training.train_score_network(
-      _DATASET.value,
+  train = training.train_ratio_network if ratio else training.train_score_network
+  result = train(
+      _dataset(_DATASET.value),
       _OUTPUT_DIR.value,
       network=network,
       batch_size=_BATCH_SIZE.value,
@@ -127,8 +164,13 @@ def main(argv):
       log_every=_LOG_EVERY.value,
       jit_compile={'auto': None, 'on': True, 'off': False}[_JIT_COMPILE.value])
   final = result.history['loss'][-1] if result.history['loss'] else float('nan')
-  print(f'Final weighted DSM loss {final:.4f} (1 = untrained); network saved to '
-        f'{_OUTPUT_DIR.value}/{training.MODEL_FILENAME}')
+  if ratio:
+    print(f'Final classification loss {final:.4f} (ln 2 = 0.693 untrained); '
+          f'network saved to {_OUTPUT_DIR.value}/'
+          f'{training.RATIO_MODEL_FILENAME}')
+  else:
+    print(f'Final weighted DSM loss {final:.4f} (1 = untrained); network '
+          f'saved to {_OUTPUT_DIR.value}/{training.MODEL_FILENAME}')
 
 
 if __name__ == '__main__':

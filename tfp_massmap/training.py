@@ -41,10 +41,19 @@ its slice of the global batch. The per-example losses are summed and
 divided by the global batch size on every replica, so the all-reduced
 (summed) gradient is the gradient of the global-batch mean.
 
+Ratio network (`train_ratio_network`): the same pipeline trains a
+`tfp_massmap.priors.ratio.RatioNetwork`, a classifier of (map, θ) pairs
+whose logit learns log p_σ(κ | θ) − log p_σ(κ), hence the θ score
+∇θ log p_σ(κ | θ) (the ratio module's docstring). Each example is noised the
+same way; its loss is the cross-entropy ``ratio.classification_loss`` of the
+pair (x + σu, θ) (label 1) and of (x + σu, θ̃) (label 0), θ̃ the θ of the next
+example in the global batch's replica slice (a draw from the θ marginal, the
+maps being shuffled): ln 2 for the untrained network, lower for a useful one.
+
 Outputs in ``output_dir``: ``checkpoints/`` (``tf.train.CheckpointManager``),
 ``logs/`` (TensorBoard scalars: loss, loss per σ band, learning rate,
-throughput), and at the end ``score_network.keras`` (EMA weights, written
-atomically) and ``training.json`` (config, steps, wall time, final loss,
+throughput), and at the end ``score_network.keras`` (``ratio_network.keras``
+for a ratio network; EMA weights, written atomically) and ``training.json`` (config, steps, wall time, final loss,
 history).
 """
 
@@ -65,37 +74,35 @@ import tqdm
 from tfp_massmap import _checks
 from tfp_massmap import preprocessing
 from tfp_massmap import score_network
+from tfp_massmap.priors import ratio
 from tfp_massmap.score_network import ScoreNetwork
 
 __all__ = [
     'TrainingResult',
     'default_strategy',
     'map_dataset',
+    'train_ratio_network',
     'train_score_network',
 ]
 
 MODEL_FILENAME = 'score_network.keras'
+RATIO_MODEL_FILENAME = 'ratio_network.keras'
 SUMMARY_FILENAME = 'training.json'
 _RUN_CONFIG_FILENAME = 'run_config.json'
 _N_SIGMA_BANDS = 4
 _SCALAR_METADATA = summary_pb2.SummaryMetadata(
     plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name='scalars'),
     data_class=summary_pb2.DATA_CLASS_SCALAR)
-# ScoreNetwork constructor arguments and their defaults.
-_NETWORK_ARGS = {
-    name: p.default
-    for name, p in inspect.signature(ScoreNetwork.__init__).parameters.items()
-    if p.default is not inspect.Parameter.empty}
 # Salt separating the training-noise stream from other uses of the seed.
 _SEED_SALT = 0x5C03E
 
 
 class TrainingResult(collections.namedtuple('TrainingResult', ['model', 'history'])):
-  """``train_score_network`` output.
+  """``train_score_network`` and ``train_ratio_network`` output.
 
   Fields:
-    model: the trained ``ScoreNetwork`` with the EMA weights (not under any
-      distribution strategy).
+    model: the trained ``ScoreNetwork`` (or ``RatioNetwork``) with the EMA
+      weights (not under any distribution strategy).
     history: dict of lists, one entry per logging step of this call (a
       resumed run starts where the checkpoint left off; TensorBoard has the
       whole run): 'step', 'loss' (mean weighted loss since the previous
@@ -297,6 +304,105 @@ def train_score_network(dataset,
       dataset elements without the parameters of a conditioned network, or a
       first example whose θ lies outside ``theta_bounds``).
   """
+  return _train(_SCORE_OBJECTIVE, dataset, output_dir, network=network,
+                batch_size=batch_size, steps=steps,
+                learning_rate=learning_rate, warmup_steps=warmup_steps,
+                optimizer=optimizer, sigma_min=sigma_min, sigma_max=sigma_max,
+                ema_decay=ema_decay, crop_size=crop_size, augment=augment,
+                shuffle_buffer=shuffle_buffer, feature=feature, split=split,
+                data_dir=data_dir, seed=seed, strategy=strategy,
+                checkpoint_every=checkpoint_every, log_every=log_every,
+                jit_compile=jit_compile, progress=progress)
+
+
+def train_ratio_network(dataset, output_dir, *, network=None, **kwargs):
+  """Trains a ``RatioNetwork``, the θ score of maps, by classification.
+
+  Each step classifies the global batch's (x + σu, θ) pairs against the same
+  noisy maps paired with the θ of the next map of the batch (module
+  docstring, ``tfp_massmap.priors.ratio``). The pipeline (dataset forms,
+  σ draws, crops, symmetries, seeds, checkpoints and resuming, EMA weights,
+  TensorBoard logs, progress bar, distribution) is `train_score_network`'s;
+  the trained network is written to ``ratio_network.keras``.
+
+  Args:
+    dataset: (map, θ) training pairs as for a conditioned network in
+      `train_score_network`: elements are dicts holding the map under
+      ``feature`` and each parameter of ``theta_names`` as a scalar (e.g.
+      ``'lognormal_kappa/cosmo_64'``, or a dict of numpy arrays).
+    output_dir: folder for checkpoints, logs, the trained network and the
+      run summary.
+    network: a ``RatioNetwork`` (its config and weights are the starting
+      point) or a dict of ``RatioNetwork`` constructor arguments, which must
+      hold ``theta_names`` and ``theta_bounds``.
+    **kwargs: the other keyword arguments of `train_score_network`
+      (``batch_size``, ``steps``, ``sigma_min``, ...), with the same
+      defaults and meaning; ``batch_size`` must give at least 2 maps per
+      replica (a map's shuffled θ is its neighbour's). The logged loss is
+      the cross-entropy per pair, ln 2 ≈ 0.693 untrained.
+
+  Returns:
+    ``TrainingResult(model, history)``, ``model`` the `RatioNetwork`.
+
+  Raises:
+    ValueError: as `train_score_network`, or for a network without
+      ``theta_names``, or fewer than 2 maps per replica in a batch.
+  """
+  return _train(_RATIO_OBJECTIVE, dataset, output_dir, network=network,
+                **kwargs)
+
+
+def _denoising_loss(model, x, sigma, noise, theta):
+  """The EDM-weighted denoising error of each example, ``[B]``."""
+  denoised = model(x + sigma[:, None, None] * noise, sigma, theta,
+                   training=True)
+  _, c_out, _ = model.preconditioning(sigma)
+  return tf.reduce_mean(tf.square(denoised - x), axis=[-2, -1]) / c_out**2
+
+
+def _ratio_loss(model, x, sigma, noise, theta):
+  """The classification cross-entropy of each example, ``[B]``.
+
+  The shuffled pair of map i takes the θ of map i − 1 (a roll of the
+  shuffled batch, so never the map's own θ when the batch holds 2 maps or
+  more).
+  """
+  noisy = x + sigma[:, None, None] * noise
+  return ratio.classification_loss(
+      model(noisy, sigma, theta, training=True),
+      model(noisy, sigma, tf.roll(theta, 1, axis=0), training=True))
+
+
+class _Objective(collections.namedtuple(
+    '_Objective', ['model_class', 'model_filename', 'description',
+                   'per_example_loss', 'needs_theta', 'run_config'])):
+  """What the shared training loop trains and how.
+
+  Fields: the Keras model class; the file name of the trained model; the
+  progress-bar label; ``per_example_loss(model, x, σ, u, θ or None)`` →
+  ``[B]``; whether the network must be conditioned on θ; entries added to
+  the stored run config (none for score matching, whose runs predate
+  this).
+  """
+  __slots__ = ()
+
+
+_SCORE_OBJECTIVE = _Objective(ScoreNetwork, MODEL_FILENAME, 'score matching',
+                              _denoising_loss, False, {})
+_RATIO_OBJECTIVE = _Objective(ratio.RatioNetwork, RATIO_MODEL_FILENAME,
+                              'ratio estimation', _ratio_loss, True,
+                              {'objective': 'ratio'})
+
+
+def _train(objective, dataset, output_dir, *, network=None, batch_size=16,
+           steps=1500, learning_rate=1e-3, warmup_steps=None,
+           optimizer='adam', sigma_min=1e-3, sigma_max=0.2, ema_decay=0.999,
+           crop_size=None, augment=True, shuffle_buffer=256, feature='kappa',
+           split='train', data_dir=None, seed=0, strategy=None,
+           checkpoint_every=500, log_every=50, jit_compile=None,
+           progress=True):
+  """The training loop of `train_score_network` and `train_ratio_network`."""
+  model_class = objective.model_class
   sigma_min = _checks.positive_scalar(sigma_min, 'sigma_min', 'dimensionless')
   sigma_max = _checks.positive_scalar(sigma_max, 'sigma_max', 'dimensionless')
   if sigma_min >= sigma_max:
@@ -322,9 +428,14 @@ def train_score_network(dataset,
     raise ValueError(f'seed must be an integer, got {seed!r}.')
   seed = int(seed)
 
-  network_config = _network_config(network, seed)
+  network_config = _network_config(network, seed, model_class)
   divisor = 2**network_config['depth']
   theta_names = network_config.get('theta_names')
+  if objective.needs_theta and not theta_names:
+    raise ValueError(
+        f'a {model_class.__name__} learns the θ dependence of the maps: pass '
+        'network={"theta_names": [...], "theta_bounds": [[lower, upper], '
+        '...]} naming the parameters of the dataset elements.')
   maps = map_dataset(dataset, feature, split, data_dir, shuffle_files_seed=seed,
                      parameters=theta_names)
   first = next(iter(maps.take(1)), None)
@@ -343,7 +454,7 @@ def train_score_network(dataset,
   n = _checks.square_map_shape(first.shape, 'dataset maps')
   if n % divisor:
     raise ValueError(
-        f'dataset maps are {n}x{n} pixels; a ScoreNetwork of depth '
+        f'dataset maps are {n}x{n} pixels; a {model_class.__name__} of depth '
         f'{network_config["depth"]} needs sizes divisible by 2**depth = {divisor} '
         '(crop with crop_size, or lower depth).')
   if crop_size is not None:
@@ -365,6 +476,11 @@ def train_score_network(dataset,
     raise ValueError(
         f'batch_size={batch_size} must be divisible by the number of replicas '
         f'({replicas}).')
+  if objective.needs_theta and batch_size // replicas < 2:
+    raise ValueError(
+        f'batch_size={batch_size} gives {batch_size // replicas} map(s) per '
+        f'replica ({replicas} replica(s)); a {model_class.__name__} needs at '
+        'least 2 (each map is also paired with its neighbour\'s θ).')
   if jit_compile is None:
     jit_compile = bool(tf.config.list_logical_devices('GPU'))
 
@@ -374,7 +490,7 @@ def train_score_network(dataset,
       learning_rate=learning_rate, warmup_steps=warmup_steps,
       optimizer=optimizer, sigma_min=sigma_min, sigma_max=sigma_max,
       ema_decay=float(ema_decay), crop_size=crop_size, augment=bool(augment),
-      shuffle_buffer=shuffle_buffer, seed=seed)
+      shuffle_buffer=shuffle_buffer, seed=seed, **objective.run_config)
   # Every worker restores from the chief's checkpoints; only the chief keeps
   # what it writes (the others write to a temporary folder, removed at the end:
   # saving is a collective operation that all workers take part in).
@@ -390,10 +506,10 @@ def train_score_network(dataset,
   examples = examples.batch(batch_size, drop_remainder=True).prefetch(2)
 
   with strategy.scope():
-    model = ScoreNetwork(**network_config)
-    if isinstance(network, ScoreNetwork):
+    model = model_class(**network_config)
+    if isinstance(network, model_class):
       model.set_weights(network.get_weights())
-    ema_model = ScoreNetwork(**network_config)
+    ema_model = model_class(**network_config)
     ema_model.set_weights(model.get_weights())
     schedule = keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=learning_rate / (warmup_steps + 1),
@@ -415,7 +531,8 @@ def train_score_network(dataset,
                  int(opt.iterations.numpy()))
 
   train_step = _make_train_step(
-      strategy, model, ema_model, opt, global_batch=batch_size,
+      strategy, model, ema_model, opt, objective.per_example_loss,
+      global_batch=batch_size,
       ema_decay=float(ema_decay), sigma_min=sigma_min, sigma_max=sigma_max,
       jit_compile=jit_compile)
   band_edges = np.geomspace(sigma_min, sigma_max, _N_SIGMA_BANDS + 1)
@@ -427,7 +544,7 @@ def train_score_network(dataset,
   start_time = time.perf_counter()
   interval = _Interval(_N_SIGMA_BANDS)
   with tqdm.tqdm(total=steps, initial=start_step, disable=not progress,
-                 desc='score matching', unit='step') as bar:
+                 desc=objective.description, unit='step') as bar:
     for step in range(start_step + 1, steps + 1):
       interval.add(*train_step(next(iterator)))
       bar.update(1)
@@ -443,10 +560,11 @@ def train_score_network(dataset,
   wall_time = time.perf_counter() - start_time
   writer.close()
 
-  trained = ScoreNetwork(**network_config)
+  trained = model_class(**network_config)
   trained.set_weights(ema_model.get_weights())
   if chief:
-    _save_atomically(trained, os.path.join(output_dir, MODEL_FILENAME))
+    _save_atomically(trained,
+                     os.path.join(output_dir, objective.model_filename))
     summary = dict(
         config=run_config, steps=steps, resumed_from_step=start_step,
         wall_time_s=wall_time, replicas=replicas, jit_compile=jit_compile,
@@ -489,9 +607,13 @@ def _training_examples(maps, *, seed, sigma_min, sigma_max, crop_size,
           .map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
 
 
-def _make_train_step(strategy, model, ema_model, opt, *, global_batch,
-                     ema_decay, sigma_min, sigma_max, jit_compile):
+def _make_train_step(strategy, model, ema_model, opt, per_example_loss, *,
+                     global_batch, ema_decay, sigma_min, sigma_max,
+                     jit_compile):
   """The distributed step: global (x, σ, u[, θ]) → (loss sum, band sums, counts).
+
+  ``per_example_loss(model, x, σ, u, θ)`` gives the ``[B]`` losses of the
+  objective (`_Objective`).
 
   Every replica receives the global batch and takes its own slice, so the
   split does not depend on how a strategy distributes datasets, and the input
@@ -506,10 +628,7 @@ def _make_train_step(strategy, model, ema_model, opt, *, global_batch,
   @tf.function(jit_compile=jit_compile, autograph=False)
   def loss_and_grads(x, sigma, noise, theta=None):
     with tf.GradientTape() as tape:
-      denoised = model(x + sigma[:, None, None] * noise, sigma, theta,
-                       training=True)
-      _, c_out, _ = model.preconditioning(sigma)
-      per_example = tf.reduce_mean(tf.square(denoised - x), axis=[-2, -1]) / c_out**2
+      per_example = per_example_loss(model, x, sigma, noise, theta)
       loss = tf.reduce_sum(per_example) / global_batch
     return per_example, tape.gradient(loss, model.trainable_variables)
 
@@ -592,23 +711,31 @@ def _scalar(tag, value):
   tf.summary.write(tag, tf.constant(value, tf.float32), metadata=_SCALAR_METADATA)
 
 
-def _network_config(network, seed):
-  """ScoreNetwork constructor arguments; the weight seed defaults to ``seed``."""
-  if isinstance(network, ScoreNetwork):
+def _network_config(network, seed, model_class=ScoreNetwork):
+  """Constructor arguments of ``model_class`` (a ScoreNetwork or RatioNetwork).
+
+  The weight seed defaults to ``seed``.
+  """
+  defaults = {
+      name: p.default
+      for name, p in inspect.signature(model_class.__init__).parameters.items()
+      if p.default is not inspect.Parameter.empty}
+  kind = model_class.__name__
+  if isinstance(network, model_class):
     config = network.get_config()
-    return {k: config[k] for k in _NETWORK_ARGS if k in config}
+    return {k: config[k] for k in defaults if k in config}
   if network is None:
     network = {}
   if not isinstance(network, dict):
     raise ValueError(
-        'network must be a ScoreNetwork, a dict of ScoreNetwork arguments or '
-        f'None, got {type(network).__name__}.')
-  unknown = sorted(set(network) - set(_NETWORK_ARGS))
+        f'network must be a {kind}, a dict of {kind} arguments or None, got '
+        f'{type(network).__name__}.')
+  unknown = sorted(set(network) - set(defaults))
   if unknown:
     raise ValueError(
-        f'network has unknown ScoreNetwork argument(s) {unknown}; expected '
-        f'some of {list(_NETWORK_ARGS)}.')
-  config = dict(_NETWORK_ARGS, seed=seed) | network
+        f'network has unknown {kind} argument(s) {unknown}; expected some of '
+        f'{list(defaults)}.')
+  config = dict(defaults, seed=seed) | network
   _checks.positive_int(config['depth'], 'depth')
   _checks.positive_scalar(config['data_std'], 'data_std', 'dimensionless')
   # θ settings are stored only for a conditioned network (run configs of

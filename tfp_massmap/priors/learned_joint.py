@@ -7,7 +7,7 @@ pairs: ``training.train_score_network`` with ``theta_names`` and
 Like every joint prior here it smooths κ only (``conditional.py``):
 p_σ(κ, θ) = p(θ) p_σ(κ | θ).
 
-#### What it provides, and what it does not
+#### What it provides
 
 * ``given(theta)``: the conditional prior p(κ | θ) at one θ, an ordinary
   `Prior` (score and denoiser at every σ > 0), so every estimator of the
@@ -16,18 +16,30 @@ p_σ(κ, θ) = p(θ) p_σ(κ | θ).
   score ∇κ log p_σ(κ | θ) and the denoiser E[κ' | κ, θ], for batches of
   (κ, θ) pairs.
 * ``log_prob_theta``: the uniform θ prior.
-* ``score(x, theta, sigma)`` raises ``NotImplementedError``: the θ score
-  ∇θ log p_σ(κ | θ) is not available from this network. The network learns
-  ∇κ log p_σ(κ | θ), the gradient of the log density up to a
-  normalising constant log Z_σ(θ) that depends on θ, and ∇θ needs that
-  constant: integrating the κ score along a path in κ gives
-  log p_σ(κ | θ) − log p_σ(κ₀ | θ) with the θ-dependent log p_σ(κ₀ | θ)
-  unknown, and an energy parametrisation of the same network leaves the
-  same log Z_σ(θ) out. A θ score needs a model trained for it: a joint
-  network trained by denoising score matching on θ as well (issue 15,
-  item 2b), or a head estimating ∇θ log p(θ | κ_σ). So the joint posterior
-  p(κ, θ | γ) (`tfp_massmap.joint_posterior.JointPosteriorSampler`) is out
-  of reach with this prior, and the conditional posterior at fixed θ is not.
+* ``score(x, theta, sigma)``: both parts of the joint score, with a ratio
+  network (``LearnedJointPrior(network, ratio=...)``), so
+  `tfp_massmap.joint_posterior.JointPosteriorSampler` samples
+  p(κ, θ | γ) with it.
+
+#### The θ score needs a second network
+
+The conditional network learns ∇κ log p_σ(κ | θ), the gradient of the log
+density up to a normalising constant log Z_σ(θ) that depends on θ, and ∇θ
+needs that constant: integrating the κ score along a path in κ gives
+log p_σ(κ | θ) − log p_σ(κ₀ | θ) with the θ-dependent log p_σ(κ₀ | θ)
+unknown, and an energy parametrisation of the same network leaves the same
+log Z_σ(θ) out. A `tfp_massmap.priors.ratio.RatioNetwork` trained by
+classification on the same (map, θ) pairs (``training.train_ratio_network``)
+learns ℓ = log p_σ(κ | θ) − log p_σ(κ), whose θ gradient is
+∇θ log p_σ(κ | θ) with no normaliser left; so
+
+  score(x, θ, σ) = (∇κ log p_σ(κ | θ) from the conditional network,
+                    ∇θ ℓ(κ, θ, σ) + ∇θ log p(θ)),
+
+the last term 0 inside ``theta_bounds`` (uniform θ prior). The two networks
+are separate estimates: the κ part is not the κ gradient of ℓ + log p_σ(κ),
+and nothing forces the pair to be the gradient of one density. Without a
+ratio network ``score`` raises ``NotImplementedError``.
 """
 
 import os
@@ -37,6 +49,7 @@ import tensorflow as tf
 
 from tfp_massmap import score_network as score_network_lib
 from tfp_massmap.priors import conditional
+from tfp_massmap.priors import ratio as ratio_lib
 
 __all__ = [
     'ConditionedScoreNetwork',
@@ -78,8 +91,8 @@ class LearnedJointPrior(_NetworkPriorMembers):
 
   Implements the `conditional.JointPrior` members ``theta_names``,
   ``theta_bounds``, ``log_prob_theta``, ``given``, ``denoise`` and the
-  `Prior` members; ``score`` raises (module docstring), and
-  ``score_kappa`` is its κ part.
+  `Prior` members; ``score`` needs a ``ratio`` network for its θ part
+  (module docstring), and ``score_kappa`` is its κ part.
 
   #### Example
 
@@ -88,20 +101,27 @@ class LearnedJointPrior(_NetworkPriorMembers):
   prior = LearnedJointPrior(network)          # θ = (omega_m, sigma8)
   conditional_prior = prior.given([0.3, 0.8])  # a Prior of the map alone
   samples = sample_posterior(shear_map, conditional_prior, ...)
+  joint = LearnedJointPrior(network, ratio='runs/ratio/ratio_network.keras')
+  result = JointPosteriorSampler(joint, ...).sample(shear_map)  # κ and θ
   ```
   """
 
-  def __init__(self, network, name='LearnedJointPrior'):
+  def __init__(self, network, ratio=None, name='LearnedJointPrior'):
     """Builds the prior.
 
     Args:
       network: a `ScoreNetwork` conditioned on θ (``theta_names`` set), or
         the path of its ``.keras`` file.
+      ratio: None, or a `tfp_massmap.priors.ratio.RatioNetwork` (or the path
+        of its ``.keras`` file) with the network's ``theta_names`` and
+        ``theta_bounds``: the θ score of ``score``.
       name: name scope of the ops this prior creates.
 
     Raises:
       ValueError: if ``network`` is not a conditioned `ScoreNetwork` (or the
-        path of one; `load_score_network` names what the file is).
+        path of one; `load_score_network` names what the file is), or
+        ``ratio`` is not a `RatioNetwork` (or the path of one) with the same
+        parameter names, bounds and (when both record one) pixel scale.
     """
     if isinstance(network, (str, os.PathLike)):
       network = score_network_lib.load_score_network(network)
@@ -116,12 +136,18 @@ class LearnedJointPrior(_NetworkPriorMembers):
           'with theta_names and theta_bounds (training.train_score_network).')
     self._network = network
     self._bounds = np.asarray(network.theta_bounds, np.float64)
+    self._ratio = None if ratio is None else _checked_ratio(ratio, network)
     self._name = name
 
   @property
   def network(self):
     """The conditioned `ScoreNetwork`."""
     return self._network
+
+  @property
+  def ratio(self):
+    """The `RatioNetwork` of the θ score, or None."""
+    return self._ratio
 
   @property
   def theta_names(self):
@@ -169,15 +195,40 @@ class LearnedJointPrior(_NetworkPriorMembers):
     with tf.name_scope(self._name), tf.name_scope(name):
       return self._network.denoise(x, sigma, theta)
 
-  def score(self, x, theta, sigma):
-    """Raises ``NotImplementedError``: no θ score (module docstring)."""
-    del x, theta, sigma
-    raise NotImplementedError(
-        'LearnedJointPrior has no θ score ∇θ log p_σ(κ | θ): its network '
-        'learns the κ score of p(κ | θ), which fixes log p_σ(κ | θ) only up '
-        'to a θ-dependent constant, so the joint posterior p(κ, θ | γ) '
-        'cannot be sampled with it. Use score_kappa for the κ score, or '
-        'given(theta) for the conditional posterior p(κ | γ, θ) at a fixed θ.')
+  def score(self, x, theta, sigma, name='score'):
+    """(∇κ, ∇θ) log p_σ(κ, θ), with the ratio network's θ score.
+
+    Args:
+      x: maps ``[..., N, N]`` (dimensionless), N divisible by
+        ``size_divisor`` and by the ratio network's.
+      theta: ``[..., D]`` inside ``theta_bounds``, leading axes broadcasting
+        against those of ``x``.
+      sigma: noise standard deviation (dimensionless, > 0), scalar or
+        ``[...]``.
+      name: name scope.
+
+    Returns:
+      ``(score_x [..., N, N], score_theta [..., D])``: the conditional
+      network's κ score in the dtype of x, and ∇θ ℓ (+ ∇θ log p(θ) = 0
+      inside the bounds) in the dtype of θ, with the broadcast leading axes.
+
+    Raises:
+      NotImplementedError: without a ratio network (module docstring).
+    """
+    if self._ratio is None:
+      raise NotImplementedError(
+          'LearnedJointPrior has no θ score ∇θ log p_σ(κ | θ) without a ratio '
+          'network: its network learns the κ score of p(κ | θ), which fixes '
+          'log p_σ(κ | θ) only up to a θ-dependent constant. Pass '
+          'ratio=<RatioNetwork or its .keras file> (trained by '
+          'training.train_ratio_network, or examples/train_score.py '
+          '--objective=ratio) to sample the joint posterior p(κ, θ | γ); use '
+          'score_kappa for the κ score, or given(theta) for the conditional '
+          'posterior p(κ | γ, θ) at a fixed θ.')
+    with tf.name_scope(self._name), tf.name_scope(name):
+      # The uniform θ prior adds ∇θ log p(θ) = 0 inside the bounds.
+      return (self._network.score(x, sigma, theta),
+              self._ratio.theta_score(x, theta, sigma))
 
   def given(self, theta):
     """The conditional prior p(κ | θ) at one concrete θ, a `Prior`.
@@ -198,7 +249,34 @@ class LearnedJointPrior(_NetworkPriorMembers):
   def __repr__(self):
     ranges = ', '.join(f'{n} in [{lo:g}, {hi:g}]' for n, (lo, hi) in zip(
         self.theta_names, self._bounds))
-    return f'LearnedJointPrior({ranges}, uniform, dtype={self.dtype})'
+    with_ratio = ', with ratio network' if self._ratio is not None else ''
+    return (f'LearnedJointPrior({ranges}, uniform{with_ratio}, '
+            f'dtype={self.dtype})')
+
+
+def _checked_ratio(ratio, network):
+  """The ratio network (loaded from a path), checked against ``network``."""
+  if isinstance(ratio, (str, os.PathLike)):
+    ratio = ratio_lib.load_ratio_network(ratio)
+  if not isinstance(ratio, ratio_lib.RatioNetwork):
+    raise ValueError('ratio must be a tfp_massmap.priors.ratio.RatioNetwork '
+                     'or the path of its .keras file, got '
+                     f'{type(ratio).__name__}.')
+  if (tuple(ratio.theta_names) != tuple(network.theta_names) or
+      not np.allclose(ratio.theta_bounds, network.theta_bounds)):
+    raise ValueError(
+        f'the ratio network is over {tuple(ratio.theta_names)} in '
+        f'{[list(b) for b in ratio.theta_bounds]}, the conditional network '
+        f'over {tuple(network.theta_names)} in '
+        f'{[list(b) for b in network.theta_bounds]}: they must name the same '
+        'parameters, in the same order, with the same bounds.')
+  scales = (ratio.pixel_scale_arcmin, network.pixel_scale_arcmin)
+  if None not in scales and not np.isclose(*scales):
+    raise ValueError(
+        f'the ratio network was trained at {scales[0]:g} arcmin pixels, the '
+        f'conditional network at {scales[1]:g} arcmin: they must describe '
+        'the same maps.')
+  return ratio
 
 
 class ConditionedScoreNetwork(_NetworkPriorMembers):
