@@ -41,12 +41,41 @@ and σ8 uniform on ``--sigma8_range``. For each of ``--num_maps`` maps:
    field-level posterior carries the same information: its std should be
    σ_F (less near the prior bounds, which truncate it).
 
+Learned prior (``--prior=learned``, issue 15 item 2b): the same protocol
+on held-out maps of the ``lognormal_kappa/cosmo_32`` generator (32² maps
+of 0.8 arcmin; map s has θ = (Ωm, σ8) = `cosmology.cosmo_kappa_parameters(s)`,
+uniform over `cosmology.COSMO_PARAMETER_BOUNDS`, and the lognormal field of
+`cosmology.convergence_cl(θ)` and `cosmology.lognormal_shift(θ)` from white
+noise of seed s; seeds from ``--first_seed``, far above any training
+split), with the joint prior `LearnedJointPrior(--conditional_network,
+ratio=--ratio_network)`. Per map: the ranks and 68/95 % coverage of Ωm and
+σ8; the κ posterior under the joint prior, the oracle ``given(θ_true)``
+(the same conditional network at the true θ), the fixed cosmology
+``given(θ_fid)`` and, with ``--marginal_network``, the unconditioned
+network trained on the same maps (the marginal prior p(κ) over the θ
+range); and the Fisher widths of Ωm and σ8 (marginalised over the other)
+from the power spectrum alone: the Gaussian-likelihood Fisher matrix
+F_ij = ½ Σ_k ∂_i C_k ∂_j C_k / (C_k + N)² of the mode powers C_k(θ) of
+`convergence_cl(θ)` on the map's DFT grid (the lognormal maps have that
+power spectrum), derivatives by central differences. There is no exact θ
+posterior for a lognormal field, so the coverage is checked against the
+nominal levels only.
+
 Prints markdown tables; ``--output`` writes the JSON, ``--figure`` the rank
 histogram (PNG); ``--records`` prints the tables of a saved JSON again.
 
 Example (32² maps of 3.2 arcmin, about the COSMOS area of 1.64 deg²):
   python benchmarks/bench_joint_posterior.py --num_maps=100 \
       --output=/tmp/runs/bench_joint.json --figure=/tmp/runs/joint_sbc.png
+
+Learned prior, with networks trained by examples/train_score.py on
+cosmo_32 maps (--condition_on_cosmology, and --objective=ratio), at the
+σ_pix of the example above (0.0117: 16 × 64 galaxies per arcmin² at the
+0.8-arcmin pixels):
+  python benchmarks/bench_joint_posterior.py --prior=learned \
+      --conditional_network=runs/conditional/score_network.keras \
+      --ratio_network=runs/ratio/ratio_network.keras \
+      --galaxy_density=1024 --num_maps=100 --output=/tmp/runs/learned.json
 """
 
 import json
@@ -61,6 +90,7 @@ import tensorflow as tf
 from tfp_massmap import cosmology
 from tfp_massmap import joint_posterior
 from tfp_massmap import lensing
+from tfp_massmap import lognormal
 from tfp_massmap import likelihood
 from tfp_massmap import metrics
 from tfp_massmap import posterior
@@ -69,6 +99,8 @@ from tfp_massmap import survey
 from tfp_massmap.mcmc import GeometricSchedule
 from tfp_massmap.priors import conditional
 from tfp_massmap.priors import gaussian
+from tfp_massmap.priors import learned_joint
+from tfp_massmap.score_network import load_score_network
 
 # σ8 of the shipped C_ℓ table (its header: Planck 2015 / IllustrisTNG).
 SIGMA8_FIDUCIAL = cosmology.FIDUCIAL_SIGMA8
@@ -109,6 +141,21 @@ def _define_flags():
   flags.DEFINE_string('figure', None, 'Optional PNG of the rank histogram.')
   flags.DEFINE_string('records', None, 'Optional JSON written by --output: '
                       'print its tables (and --figure) again, no sampling.')
+  flags.DEFINE_enum('prior', 'amplitude', ['amplitude', 'learned'],
+                    'amplitude: the exact AmplitudeGaussianPrior over σ8. '
+                    'learned: LearnedJointPrior over (Ωm, σ8) on cosmo_32 '
+                    'maps (--conditional_network, --ratio_network; '
+                    '--map_size, --pixel_scale_arcmin and --sigma8_range '
+                    'are then those of the networks and cosmo_32).')
+  flags.DEFINE_string('conditional_network', None, 'learned: the .keras '
+                      'ScoreNetwork conditioned on (omega_m, sigma8).')
+  flags.DEFINE_string('ratio_network', None, 'learned: the .keras '
+                      'RatioNetwork over (omega_m, sigma8).')
+  flags.DEFINE_string('marginal_network', None, 'learned, optional: an '
+                      'unconditioned .keras ScoreNetwork trained on the same '
+                      'maps (the marginal prior p(κ)), a fourth κ arm.')
+  flags.DEFINE_integer('first_seed', 1_000_000, 'learned: seed of the first '
+                       'held-out cosmo_32 map.')
 
 
 FLAGS = flags.FLAGS
@@ -441,6 +488,293 @@ def markdown(summary, num_chains):
   return '\n'.join(lines)
 
 
+def cosmo_map(seed, n, pixel_scale):
+  """(θ = (Ωm, σ8), κ ``[N, N]`` float64) of the cosmo_<N> map of ``seed``."""
+  theta = cosmology.cosmo_kappa_parameters(seed)
+  ell, cl = cosmology.convergence_cl(*theta)
+  field = lognormal.LognormalField(cosmology.lognormal_shift(*theta), n,
+                                   pixel_scale, ell=ell, cl=cl,
+                                   dtype=tf.float64)
+  return np.asarray(theta), np.asarray(field.maps_from_seeds([seed])[0],
+                                       np.float64)
+
+
+def mode_power(theta, n, pixel_scale):
+  """C_k(θ) ``[N, N]``, the orthonormal-DFT power of convergence_cl(θ)."""
+  ell, cl = cosmology.convergence_cl(*theta)
+  return gaussian.GaussianPrior.from_power_spectrum(
+      ell, cl, n, pixel_scale, dtype=tf.float64).spectrum.numpy()
+
+
+def fisher_stds(theta, n, pixel_scale, noise_var, steps=(0.004, 0.004)):
+  """Fisher widths of θ from the mode powers alone: marginal, conditional.
+
+  F_ij = ½ Σ_k ∂_i C_k ∂_j C_k / (C_k + N)² over the N² − 1 modes with
+  signal, ∂_i by central differences of ``steps`` (one-sided at a bound of
+  `cosmology.COSMO_PARAMETER_BOUNDS`). Returns two ``[D]`` arrays: the
+  marginal σ_i = √(F⁻¹)_ii (the other parameters unknown) and the
+  conditional 1/√F_ii (the others fixed at their true values). Ωm and σ8
+  are nearly degenerate in C_ℓ, so the marginal widths are much the larger.
+  """
+  bounds = np.asarray(cosmology.COSMO_PARAMETER_BOUNDS)
+  power = mode_power(theta, n, pixel_scale).reshape(-1)
+  on = power > 0
+  derivatives = []
+  for i, step in enumerate(steps):
+    up, down = np.array(theta, float), np.array(theta, float)
+    up[i] = min(theta[i] + step, bounds[i, 1])
+    down[i] = max(theta[i] - step, bounds[i, 0])
+    derivatives.append(
+        (mode_power(up, n, pixel_scale) - mode_power(down, n, pixel_scale)
+         ).reshape(-1)[on] / (up[i] - down[i]))
+  derivatives = np.array(derivatives)
+  fisher = 0.5 * np.einsum('ik,jk->ij', derivatives / (power[on] + noise_var),
+                           derivatives / (power[on] + noise_var))
+  return (np.sqrt(np.diag(np.linalg.inv(fisher))),
+          1. / np.sqrt(np.diag(fisher)))
+
+
+class _OracleNetwork(learned_joint.ConditionedScoreNetwork):
+  """``given(θ)`` whose θ is a `tf.Variable`, set per map: traced once."""
+
+  def __init__(self, network, theta):
+    super().__init__(network, theta)
+    self.variable = tf.Variable(self._theta, dtype=network.compute_dtype)
+
+  def _theta_tensor(self):
+    return self.variable
+
+
+def run_learned(num_maps, num_chains, paths, noise, settings,
+                theta_step_size, seed, first_seed, log=print):
+  """SBC of the learned joint prior on held-out cosmo_32 maps; per-map records.
+
+  Args:
+    paths: dict with the ``conditional``, ``ratio`` and optional
+      ``marginal`` network files.
+    Others as in `run`; maps are those of seeds first_seed + i.
+  """
+  network = load_score_network(paths['conditional'])
+  joint = learned_joint.LearnedJointPrior(network, ratio=paths['ratio'])
+  n, pixel_scale = cosmology.cosmo_kappa_setting(32)[:2]
+  names = joint.theta_names
+  sampler = joint_posterior.JointPosteriorSampler(
+      joint, theta_step_size=theta_step_size, **settings)
+  map_settings = {k: v for k, v in settings.items() if k != 'num_final_steps'}
+  fiducial = np.array([cosmology.FIDUCIAL_OMEGA_M, SIGMA8_FIDUCIAL])
+  oracle = _OracleNetwork(network, fiducial)
+  arms = {'oracle': posterior.PosteriorSampler(oracle, **map_settings),
+          'fixed': posterior.PosteriorSampler(joint.given(fiducial),
+                                              **map_settings)}
+  if paths.get('marginal'):
+    arms['marginal'] = posterior.PosteriorSampler(
+        load_score_network(paths['marginal']), **map_settings)
+  ones = np.ones([n, n])
+  records = []
+  for i in range(num_maps):
+    began = time.perf_counter()
+    theta, truth = cosmo_map(first_seed + i, n, pixel_scale)
+    shear = likelihood.ShearLikelihood(truth, noise * ones, ones).sample(
+        seed=(seed, i)).numpy()
+    data = shear_map_lib.ShearMap(
+        shear=shear.astype(np.float32),
+        noise_std=np.full([n, n], noise, np.float32),
+        mask=np.ones([n, n], np.float32), pixel_scale_arcmin=pixel_scale)
+    result = sampler.sample(data, num_samples=num_chains, seed=(seed + 1, i))
+    summary = joint_posterior.parameter_summary(result)
+    fisher, fisher_conditional = fisher_stds(theta, n, pixel_scale,
+                                             noise**2)
+    record = dict(seed=first_seed + i, theta=theta.tolist(),
+                  num_diverged=result.diagnostics['num_diverged_chains'],
+                  would_be_acceptance=result.diagnostics.get(
+                      'mean_would_be_acceptance'))
+    for d, name in enumerate(names):
+      samples = result.parameters[name].numpy().astype(np.float64)
+      part = summary[name]
+      record[name] = dict(
+          truth=float(theta[d]), rank=int(np.sum(samples < theta[d])),
+          mean=part['mean'], std=part['std'], fisher_std=float(fisher[d]),
+          fisher_std_conditional=float(fisher_conditional[d]),
+          covered_68=bool(part['interval_68'][0] <= theta[d] <=
+                          part['interval_68'][1]),
+          covered_95=bool(part['interval_95'][0] <= theta[d] <=
+                          part['interval_95'][1]))
+    record['joint'] = kappa_scores(truth, result.mean.numpy(),
+                                   result.interval_68.numpy(),
+                                   result.interval_95.numpy())
+    oracle.variable.assign(theta)
+    for name, chosen in arms.items():
+      maps = chosen.sample(data, num_samples=num_chains, seed=(seed + 2, i))
+      record[name] = kappa_scores(truth, maps.mean.numpy(),
+                                  maps.interval_68.numpy(),
+                                  maps.interval_95.numpy())
+    record['seconds'] = time.perf_counter() - began
+    records.append(record)
+    log(f'map {i} (seed {first_seed + i}): ' + ', '.join(
+        f'{name} {record[name]["truth"]:.3f} rank {record[name]["rank"]} '
+        f'mean {record[name]["mean"]:.3f} ± {record[name]["std"]:.3f} '
+        f'(Fisher {record[name]["fisher_std"]:.3f})' for name in names) +
+        f'; κ RMSE joint/oracle {record["joint"]["rmse"] / record["oracle"]["rmse"]:.3f}'
+        f' {record["seconds"]:.1f} s')
+  return records
+
+
+def summarise_learned(records, num_chains, num_bins):
+  """The learned-prior tables' numbers from the per-map records."""
+  names = cosmology.COSMO_PARAMETER_NAMES
+  bounds = np.asarray(cosmology.COSMO_PARAMETER_BOUNDS)
+  arms = [a for a in ('joint', 'oracle', 'fixed', 'marginal')
+          if a in records[0]]
+  out = dict(num_maps=len(records), arms=arms, parameters={})
+  for d, name in enumerate(names):
+    part = [r[name] for r in records]
+    counts, p_value = rank_histogram([p['rank'] for p in part], num_chains,
+                                     num_bins)
+    out['parameters'][name] = dict(
+        rank_counts=counts.tolist(), rank_p_value=p_value,
+        coverage_68=_mean([p['covered_68'] for p in part]),
+        coverage_95=_mean([p['covered_95'] for p in part]),
+        coverage_68_error=_error([p['covered_68'] for p in part]),
+        coverage_95_error=_error([p['covered_95'] for p in part]),
+        bias_in_std=_mean([(p['mean'] - p['truth']) / p['std']
+                           for p in part]),
+        bias_in_std_error=_error([(p['mean'] - p['truth']) / p['std']
+                                  for p in part]),
+        std=_mean([p['std'] for p in part]),
+        fisher_std=_mean([p['fisher_std'] for p in part]),
+        fisher_std_conditional=_mean([p['fisher_std_conditional']
+                                      for p in part]),
+        prior_std=float((bounds[d, 1] - bounds[d, 0]) / np.sqrt(12.)))
+  thirds = []
+  edges = np.linspace(bounds[1, 0], bounds[1, 1], 4)
+  for b in range(3):
+    chosen = [r for r in records
+              if _third(r['sigma8']['truth'], bounds[1]) == b]
+    row = dict(range=[float(edges[b]), float(edges[b + 1])],
+               num_maps=len(chosen),
+               sigma8_std=_mean([r['sigma8']['std'] for r in chosen]),
+               sigma8_fisher_std=_mean([r['sigma8']['fisher_std']
+                                        for r in chosen]))
+    for arm in arms:
+      for key in ('coverage_68', 'coverage_95', 'rmse'):
+        row[f'{arm}_{key}'] = _mean([r[arm][key] for r in chosen])
+      for key in ('coverage_68', 'coverage_95'):
+        row[f'{arm}_{key}_error'] = _error([r[arm][key] for r in chosen])
+    row['joint_over_oracle_rmse'] = _mean([
+        r['joint']['rmse'] / r['oracle']['rmse'] for r in chosen])
+    thirds.append(row)
+  out['thirds'] = thirds
+  ratio = [r['joint']['rmse'] / r['oracle']['rmse'] for r in records]
+  out['joint_over_oracle_rmse'] = _mean(ratio)
+  out['joint_over_oracle_rmse_error'] = _error(ratio)
+  away = [r for r in records
+          if abs(r['sigma8']['truth'] - SIGMA8_FIDUCIAL) > 0.1]
+  out['num_away'] = len(away)
+  out['joint_over_fixed_rmse_away'] = _mean([
+      r['joint']['rmse'] / r['fixed']['rmse'] for r in away])
+  out['num_diverged'] = int(sum(r['num_diverged'] for r in records))
+  out['would_be_acceptance'] = _mean([r['would_be_acceptance']
+                                      for r in records
+                                      if r['would_be_acceptance'] is not None])
+  out['seconds_per_map'] = _mean([r['seconds'] for r in records])
+  return out
+
+
+def markdown_learned(summary, num_chains):
+  """The markdown tables of a learned-prior summary."""
+  s = summary
+  lines = [
+      f'θ over {s["num_maps"]} held-out cosmo_32 maps ({num_chains} joint '
+      'samples each):',
+      '',
+      '| parameter | 68 % coverage | 95 % coverage | rank χ² p | (mean − '
+      'truth) / std | posterior std / σ_F marginal / σ_F other fixed / '
+      'prior std |',
+      '|---|---|---|---|---|---|']
+  for name, p in s['parameters'].items():
+    lines.append(
+        f'| {name} | {p["coverage_68"]:.2f} ± {p["coverage_68_error"]:.2f} '
+        f'| {p["coverage_95"]:.2f} ± {p["coverage_95_error"]:.2f} | '
+        f'{p["rank_p_value"]:.3f} | {p["bias_in_std"]:+.2f} ± '
+        f'{p["bias_in_std_error"]:.2f} | {p["std"]:.4f} / '
+        f'{p["fisher_std"]:.4f} / {p["fisher_std_conditional"]:.4f} / '
+        f'{p["prior_std"]:.4f} |')
+  lines += [''] + [f'{name}: rank counts {p["rank_counts"]}.'
+                   for name, p in s['parameters'].items()]
+  lines += [
+      f'Diverged chains {s["num_diverged"]}; mean would-be acceptance '
+      f'{s["would_be_acceptance"]:.2f}; {s["seconds_per_map"]:.1f} s per map '
+      f'(all arms).',
+      '']
+  arms = s['arms']
+  lines += [
+      f'| σ8 third | maps | σ8 std / σ_F marginal | κ 68 %: '
+      f'{" / ".join(arms)} | '
+      f'κ 95 %: {" / ".join(arms)} |',
+      '|---|---|---|---|---|']
+  for row in s['thirds']:
+    cells = [' / '.join(f'{row[f"{a}_coverage_{level}"]:.3f} ± '
+                        f'{row[f"{a}_coverage_{level}_error"]:.3f}'
+                        for a in arms) for level in ('68', '95')]
+    lines.append(
+        f'| {row["range"][0]:.3f}–{row["range"][1]:.3f} | {row["num_maps"]} '
+        f'| {row["sigma8_std"]:.4f} / {row["sigma8_fisher_std"]:.4f} | '
+        f'{cells[0]} | {cells[1]} |')
+  lines += [
+      '',
+      f'| σ8 third | κ RMSE ×10³: {" / ".join(arms)} | joint / oracle |',
+      '|---|---|---|']
+  for row in s['thirds']:
+    lines.append(
+        f'| {row["range"][0]:.3f}–{row["range"][1]:.3f} | ' +
+        ' / '.join(f'{1e3 * row[f"{a}_rmse"]:.3f}' for a in arms) +
+        f' | {row["joint_over_oracle_rmse"]:.4f} |')
+  lines += [
+      '',
+      f'RMSE joint / oracle over all maps: {s["joint_over_oracle_rmse"]:.4f} '
+      f'± {s["joint_over_oracle_rmse_error"]:.4f}; joint / fixed on the '
+      f'{s["num_away"]} maps with |σ8 − σ8_fid| > 0.1: '
+      f'{s["joint_over_fixed_rmse_away"]:.4f}.']
+  return '\n'.join(lines)
+
+
+def _main_learned(noise, settings):
+  """--prior=learned: samples (or reprints --records) and prints the tables."""
+  if FLAGS.records:
+    with open(FLAGS.records, encoding='utf-8') as f:
+      saved = json.load(f)
+    num_chains = saved['summary']['flags']['num_chains']
+    print(markdown_learned(
+        summarise_learned(saved['maps'], num_chains, FLAGS.rank_bins),
+        num_chains))
+    return
+  if not (FLAGS.conditional_network and FLAGS.ratio_network):
+    raise ValueError('--prior=learned needs --conditional_network and '
+                     '--ratio_network (.keras files).')
+  print(f'cosmo_32 maps from seed {FLAGS.first_seed}, σ_pix = {noise:.4f}, '
+        f'full mask, θ ~ U{cosmology.COSMO_PARAMETER_BOUNDS}')
+  began = time.perf_counter()
+  records = run_learned(
+      FLAGS.num_maps, FLAGS.num_chains,
+      dict(conditional=FLAGS.conditional_network, ratio=FLAGS.ratio_network,
+           marginal=FLAGS.marginal_network),
+      noise, settings, FLAGS.theta_step_size, FLAGS.seed, FLAGS.first_seed)
+  wall = time.perf_counter() - began
+  summary = summarise_learned(records, FLAGS.num_chains, FLAGS.rank_bins)
+  summary.update(wall_time_s=wall, noise_std=noise, flags={
+      f: FLAGS[f].value for f in (
+          'num_maps', 'num_chains', 'sigma_max', 'sigma_min', 'num_levels',
+          'num_final_steps', 'num_leapfrog_steps', 'step_size_factor',
+          'theta_step_size', 'seed', 'first_seed', 'galaxy_density',
+          'sigma_e', 'conditional_network', 'ratio_network',
+          'marginal_network')})
+  print(markdown_learned(summary, FLAGS.num_chains))
+  print(f'wall time {wall:.0f} s')
+  if FLAGS.output:
+    with open(FLAGS.output, 'w', encoding='utf-8') as f:
+      json.dump(dict(summary=summary, maps=records), f, indent=1)
+
+
 def _figure(path, summary, num_chains):
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
@@ -475,14 +809,19 @@ def main(argv):
                      f'got {FLAGS.sigma8_range}.')
   # Fails before any sampling when the bins do not divide the ranks.
   rank_histogram([0], FLAGS.num_chains, FLAGS.rank_bins)
-  noise = noise_std_per_pixel(FLAGS.galaxy_density, FLAGS.sigma_e,
-                              FLAGS.pixel_scale_arcmin)
   settings = dict(
       schedule=GeometricSchedule(FLAGS.sigma_max, FLAGS.sigma_min,
                                  num_levels=FLAGS.num_levels),
       num_final_steps=FLAGS.num_final_steps,
       num_leapfrog_steps=FLAGS.num_leapfrog_steps,
       step_size_factor=FLAGS.step_size_factor)
+  if FLAGS.prior == 'learned':
+    _main_learned(noise_std_per_pixel(
+        FLAGS.galaxy_density, FLAGS.sigma_e,
+        cosmology.cosmo_kappa_setting(32).pixel_scale_arcmin), settings)
+    return
+  noise = noise_std_per_pixel(FLAGS.galaxy_density, FLAGS.sigma_e,
+                              FLAGS.pixel_scale_arcmin)
   if FLAGS.records:
     with open(FLAGS.records, encoding='utf-8') as f:
       saved = json.load(f)
