@@ -137,7 +137,8 @@ def _define_flags():
                        'divide num_chains + 1).')
   flags.DEFINE_integer('seed', 0, 'Seed of the σ8 draws, maps, noise and '
                        'chains.')
-  flags.DEFINE_string('output', None, 'Optional JSON file for the results.')
+  flags.DEFINE_string('output', None, 'Optional JSON file for the results '
+                      '(--prior=learned: rewritten after every map).')
   flags.DEFINE_string('figure', None, 'Optional PNG of the rank histogram.')
   flags.DEFINE_string('records', None, 'Optional JSON written by --output: '
                       'print its tables (and --figure) again, no sampling.')
@@ -546,12 +547,14 @@ class _OracleNetwork(learned_joint.ConditionedScoreNetwork):
 
 
 def run_learned(num_maps, num_chains, paths, noise, settings,
-                theta_step_size, seed, first_seed, log=print):
+                theta_step_size, seed, first_seed, log=print,
+                on_record=None):
   """SBC of the learned joint prior on held-out cosmo_32 maps; per-map records.
 
   Args:
     paths: dict with the ``conditional``, ``ratio`` and optional
       ``marginal`` network files.
+    on_record: None, or called with the list of records after each map.
     Others as in `run`; maps are those of seeds first_seed + i.
   """
   network = load_score_network(paths['conditional'])
@@ -610,6 +613,8 @@ def run_learned(num_maps, num_chains, paths, noise, settings,
                                   maps.interval_95.numpy())
     record['seconds'] = time.perf_counter() - began
     records.append(record)
+    if on_record is not None:
+      on_record(records)
     log(f'map {i} (seed {first_seed + i}): ' + ', '.join(
         f'{name} {record[name]["truth"]:.3f} rank {record[name]["rank"]} '
         f'mean {record[name]["mean"]:.3f} ± {record[name]["std"]:.3f} '
@@ -754,25 +759,34 @@ def _main_learned(noise, settings):
   print(f'cosmo_32 maps from seed {FLAGS.first_seed}, σ_pix = {noise:.4f}, '
         f'full mask, θ ~ U{cosmology.COSMO_PARAMETER_BOUNDS}')
   began = time.perf_counter()
+
+  def summary_of(records):
+    summary = summarise_learned(records, FLAGS.num_chains, FLAGS.rank_bins)
+    summary.update(wall_time_s=time.perf_counter() - began, noise_std=noise,
+                   flags={f: FLAGS[f].value for f in (
+                       'num_maps', 'num_chains', 'sigma_max', 'sigma_min',
+                       'num_levels', 'num_final_steps', 'num_leapfrog_steps',
+                       'step_size_factor', 'theta_step_size', 'seed',
+                       'first_seed', 'galaxy_density', 'sigma_e',
+                       'conditional_network', 'ratio_network',
+                       'marginal_network')})
+    return summary
+
+  def save(records):
+    # After every map: a run stopped early keeps the maps it finished.
+    if FLAGS.output:
+      with open(FLAGS.output, 'w', encoding='utf-8') as f:
+        json.dump(dict(summary=summary_of(records), maps=records), f,
+                  indent=1)
+
   records = run_learned(
       FLAGS.num_maps, FLAGS.num_chains,
       dict(conditional=FLAGS.conditional_network, ratio=FLAGS.ratio_network,
            marginal=FLAGS.marginal_network),
-      noise, settings, FLAGS.theta_step_size, FLAGS.seed, FLAGS.first_seed)
-  wall = time.perf_counter() - began
-  summary = summarise_learned(records, FLAGS.num_chains, FLAGS.rank_bins)
-  summary.update(wall_time_s=wall, noise_std=noise, flags={
-      f: FLAGS[f].value for f in (
-          'num_maps', 'num_chains', 'sigma_max', 'sigma_min', 'num_levels',
-          'num_final_steps', 'num_leapfrog_steps', 'step_size_factor',
-          'theta_step_size', 'seed', 'first_seed', 'galaxy_density',
-          'sigma_e', 'conditional_network', 'ratio_network',
-          'marginal_network')})
-  print(markdown_learned(summary, FLAGS.num_chains))
-  print(f'wall time {wall:.0f} s')
-  if FLAGS.output:
-    with open(FLAGS.output, 'w', encoding='utf-8') as f:
-      json.dump(dict(summary=summary, maps=records), f, indent=1)
+      noise, settings, FLAGS.theta_step_size, FLAGS.seed, FLAGS.first_seed,
+      on_record=save)
+  print(markdown_learned(summary_of(records), FLAGS.num_chains))
+  print(f'wall time {time.perf_counter() - began:.0f} s')
 
 
 def _figure(path, summary, num_chains):
