@@ -213,6 +213,12 @@ def test_bad_construction(kwargs, match):
     ratio.RatioNetwork(**(TINY | kwargs))
 
 
+def test_bounds_rounded_to_float32_are_inside(network):
+  # float32(0.4) = 0.40000001 > 0.4: still the bound, not outside it.
+  theta = np.array([[0.2, 0.6], [0.4, 1.0]], np.float32)
+  assert network.log_ratio(_maps(16, batch=2), theta, 0.05).shape == (2,)
+
+
 @pytest.mark.parametrize('x, theta, sigma, match', [
     (_maps(16), [0.3], 0.05, r'last axis of 2 parameters'),
     (_maps(16), [0.3, 1.1], 0.05, r'sigma8 = 1.1.* outside the range the '

@@ -384,7 +384,9 @@ class RatioNetwork(keras.Model):
           f'{self.theta_names}, got shape {theta.shape}.')
     if _checks._is_concrete(theta):  # pylint: disable=protected-access
       value = np.asarray(theta).reshape(-1, self.num_parameters)
-      bounds = np.asarray(self.theta_bounds)
+      # In θ's precision: a bound rounded to float32 (0.4 -> 0.40000001)
+      # is inside.
+      bounds = np.asarray(self.theta_bounds).astype(value.dtype)
       outside = ~np.isfinite(value) | (value < bounds[:, 0]) | (
           value > bounds[:, 1])
       if outside.any():
