@@ -141,7 +141,9 @@ def _define_flags():
                       '(--prior=learned: rewritten after every map).')
   flags.DEFINE_string('figure', None, 'Optional PNG of the rank histogram.')
   flags.DEFINE_string('records', None, 'Optional JSON written by --output: '
-                      'print its tables (and --figure) again, no sampling.')
+                      'print its tables (and --figure) again, no sampling. '
+                      '--prior=learned: a comma-separated list of them, '
+                      'whose maps are pooled.')
   flags.DEFINE_enum('prior', 'amplitude', ['amplitude', 'learned'],
                     'amplitude: the exact AmplitudeGaussianPrior over σ8. '
                     'learned: LearnedJointPrior over (Ωm, σ8) on cosmo_32 '
@@ -746,12 +748,19 @@ def markdown_learned(summary, num_chains):
 def _main_learned(noise, settings):
   """--prior=learned: samples (or reprints --records) and prints the tables."""
   if FLAGS.records:
-    with open(FLAGS.records, encoding='utf-8') as f:
-      saved = json.load(f)
-    num_chains = saved['summary']['flags']['num_chains']
-    print(markdown_learned(
-        summarise_learned(saved['maps'], num_chains, FLAGS.rank_bins),
-        num_chains))
+    # Runs over consecutive seed ranges (--first_seed) pool their maps.
+    maps, num_chains = [], set()
+    for path in FLAGS.records.split(','):
+      with open(path, encoding='utf-8') as f:
+        saved = json.load(f)
+      maps += saved['maps']
+      num_chains.add(saved['summary']['flags']['num_chains'])
+    if len(num_chains) != 1:
+      raise ValueError(f'--records files have different num_chains '
+                       f'{sorted(num_chains)}; their ranks do not pool.')
+    num_chains = num_chains.pop()
+    print(markdown_learned(summarise_learned(maps, num_chains,
+                                             FLAGS.rank_bins), num_chains))
     return
   if not (FLAGS.conditional_network and FLAGS.ratio_network):
     raise ValueError('--prior=learned needs --conditional_network and '
