@@ -46,15 +46,16 @@ Ratio network (`train_ratio_network`): the same pipeline trains a
 whose logit learns log p_σ(κ | θ) − log p_σ(κ), hence the θ score
 ∇θ log p_σ(κ | θ) (the ratio module's docstring). Each example is noised the
 same way; its loss is the cross-entropy ``ratio.classification_loss`` of the
-pair (x + σu, θ) (label 1) and of (x + σu, θ̃) (label 0), θ̃ the θ of the next
-example in the global batch's replica slice (a draw from the θ marginal, the
-maps being shuffled): ln 2 for the untrained network, lower for a useful one.
+pair (x + σu, θ) (label 1) and of (x + σu, θ̃) (label 0), θ̃ the θ of the
+previous example in the replica's slice of the batch (a draw from the θ
+marginal, the maps being shuffled): ln 2 for the untrained network, lower for
+a useful one.
 
 Outputs in ``output_dir``: ``checkpoints/`` (``tf.train.CheckpointManager``),
 ``logs/`` (TensorBoard scalars: loss, loss per σ band, learning rate,
 throughput), and at the end ``score_network.keras`` (``ratio_network.keras``
-for a ratio network; EMA weights, written atomically) and ``training.json`` (config, steps, wall time, final loss,
-history).
+for a ratio network; EMA weights, written atomically) and ``training.json``
+(config, steps, wall time, final loss, history).
 """
 
 import collections
@@ -319,7 +320,7 @@ def train_ratio_network(dataset, output_dir, *, network=None, **kwargs):
   """Trains a ``RatioNetwork``, the θ score of maps, by classification.
 
   Each step classifies the global batch's (x + σu, θ) pairs against the same
-  noisy maps paired with the θ of the next map of the batch (module
+  noisy maps paired with the θ of the previous map of the batch (module
   docstring, ``tfp_massmap.priors.ratio``). The pipeline (dataset forms,
   σ draws, crops, symmetries, seeds, checkpoints and resuming, EMA weights,
   TensorBoard logs, progress bar, distribution) is `train_score_network`'s;
@@ -711,7 +712,7 @@ def _scalar(tag, value):
   tf.summary.write(tag, tf.constant(value, tf.float32), metadata=_SCALAR_METADATA)
 
 
-def _network_config(network, seed, model_class=ScoreNetwork):
+def _network_config(network, seed, model_class):
   """Constructor arguments of ``model_class`` (a ScoreNetwork or RatioNetwork).
 
   The weight seed defaults to ``seed``.
