@@ -28,6 +28,7 @@ from tfp_massmap import mcmc
 from tfp_massmap import metrics
 from tfp_massmap import outputs
 from tfp_massmap import pipeline
+from tfp_massmap import plotting
 from tfp_massmap import power_spectrum
 from tfp_massmap import preprocessing
 from tfp_massmap import priors
