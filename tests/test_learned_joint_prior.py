@@ -238,3 +238,11 @@ def test_conditioned_training_refuses_unlabelled_data(tmp_path):
         {'kappa': maps, 'omega_m': np.full(4, 0.3),
          'sigma8': np.full((4, 2), 0.8)},
         str(tmp_path / 'd'), network=network, steps=2, progress=False)
+
+
+def test_theta_on_a_bound_in_float32_is_inside(network):
+  """float32(0.4) = 0.40000001 is the bound 0.4, not beyond it."""
+  theta = np.array([[0.4, 0.6]], np.float32)
+  assert float(np.float32(0.4)) > 0.4  # What the check must not be fooled by.
+  out = network.score(_maps(16)[:1], 0.05, theta)
+  assert np.all(np.isfinite(out))

@@ -45,7 +45,7 @@ def _maps(n, batch=3, seed=0):
       (batch, n, n)).astype(np.float32)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _amplitude_prior():
   """σ8 uniform on 0.6–1.0, p(κ | σ8) = N(0, (σ8/σ8_fid)² S), 16² maps."""
   ell, cl = cosmology.cosmos_convergence_cl()

@@ -55,6 +55,8 @@ from tfp_massmap.posterior import map_estimate
 from tfp_massmap.priors import GaussianPrior
 from tfp_massmap.priors import LognormalPrior
 from tfp_massmap.priors import load_prior
+from tfp_massmap.priors.ratio import RatioNetwork
+from tfp_massmap.priors.ratio import load_ratio_network
 from tfp_massmap.score_network import ScoreNetwork
 from tfp_massmap.score_network import load_score_network
 from tfp_massmap.shear_map import ShearMap
@@ -63,6 +65,7 @@ from tfp_massmap.posterior import sample_posterior
 from tfp_massmap.sparse import mcalens_map
 from tfp_massmap.sparse import sparse_map
 from tfp_massmap.sparse import tv_map
+from tfp_massmap.training import train_ratio_network
 from tfp_massmap.training import train_score_network
 from tfp_massmap.wiener import gaussian_posterior_samples
 from tfp_massmap.wiener import wiener_filter

@@ -503,7 +503,8 @@ class ScoreNetwork(keras.Model):
           f'{self.theta_names}, got shape {theta.shape}.')
     if _checks._is_concrete(theta):  # pylint: disable=protected-access
       value = np.asarray(theta).reshape(-1, self.num_parameters)
-      bounds = np.asarray(self.theta_bounds)
+      # In θ's precision: float32(0.4) > 0.4 is the bound, not beyond it.
+      bounds = np.asarray(self.theta_bounds).astype(value.dtype)
       outside = ~np.isfinite(value) | (value < bounds[:, 0]) | (
           value > bounds[:, 1])
       if outside.any():

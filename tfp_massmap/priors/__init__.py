@@ -18,8 +18,11 @@ gives its denoiser.
   whose spectrum scales with an amplitude (or σ8), with exact scores.
 - `LearnedJointPrior` (``learned_joint.py``): a `ScoreNetwork` conditioned
   on θ as a prior p(κ | θ) with a uniform θ prior: its ``given(theta)`` is
-  a `Prior`; a κ-score network gives no θ score, so it does not sample the
+  a `Prior`; with a `RatioNetwork` it also gives the θ score and samples the
   joint posterior.
+- `RatioNetwork` (``ratio.py``): the θ score ∇θ log p_σ(κ | θ) by
+  classification (neural ratio estimation), for
+  ``LearnedJointPrior(network, ratio=...)``.
 - Learned priors (``learned.py``): `tfp_massmap.ScoreNetwork` files, the
   shipped ones by name and one's own by path, through `load_prior`.
 """
@@ -38,6 +41,9 @@ from tfp_massmap.priors.learned import load_prior
 from tfp_massmap.priors.learned_joint import ConditionedScoreNetwork
 from tfp_massmap.priors.learned_joint import LearnedJointPrior
 from tfp_massmap.priors.lognormal import LognormalPrior
+from tfp_massmap.priors.ratio import RatioNetwork
+from tfp_massmap.priors.ratio import classification_loss
+from tfp_massmap.priors.ratio import load_ratio_network
 from tfp_massmap.priors.protocol import PIXEL_SCALE_TOLERANCE
 from tfp_massmap.priors.protocol import Prior
 from tfp_massmap.priors.protocol import PriorCheck
@@ -58,14 +64,17 @@ __all__ = [
     'Prior',
     'PriorCheck',
     'PriorProperties',
+    'RatioNetwork',
     'SHIPPED_PRIORS',
     'check_prior',
     'check_theta',
+    'classification_loss',
     'denoise',
     'denoise_given',
     'is_joint_prior',
     'fourier_filter',
     'joint_prior_properties',
     'load_prior',
+    'load_ratio_network',
     'prior_properties',
 ]

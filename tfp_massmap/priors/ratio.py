@@ -195,7 +195,7 @@ class RatioNetwork(keras.Model):
     self.depth = _checks.positive_int(depth, 'depth')
     self.base_channels = _checks.positive_int(base_channels, 'base_channels')
     if channel_multipliers is None:
-      channel_multipliers = [min(2**l, 8) for l in range(self.depth + 1)]
+      channel_multipliers = [min(2**level, 8) for level in range(self.depth + 1)]
     channel_multipliers = [
         _checks.positive_int(m, 'channel_multipliers entries')
         for m in channel_multipliers]
