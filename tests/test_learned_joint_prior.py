@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from tfp_massmap import cosmology
 from tfp_massmap import lognormal
+from tfp_massmap import testing
 from tfp_massmap import training
 from tfp_massmap.priors import conditional
 from tfp_massmap.priors import learned
@@ -23,17 +24,10 @@ TINY = dict(depth=2, base_channels=8, embedding_dim=16, seed=3,
             theta_names=NAMES, theta_bounds=BOUNDS)
 
 
-def _randomise(model, seed=7):
-  """Non-trivial weights (the output layer starts at zero)."""
-  rng = np.random.default_rng(seed)
-  model.set_weights([w + 0.1 * rng.standard_normal(w.shape).astype(w.dtype)
-                     for w in model.get_weights()])
-  return model
-
 
 @pytest.fixture(scope='module')
 def network():
-  return _randomise(ScoreNetwork(**TINY))
+  return testing.perturb_weights(ScoreNetwork(**TINY))
 
 
 def _maps(n, batch=3, seed=0):

@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from tfp_massmap import cosmology
 from tfp_massmap import joint_posterior
+from tfp_massmap import testing
 from tfp_massmap import training
 from tfp_massmap.mcmc import GeometricSchedule
 from tfp_massmap.priors import conditional
@@ -27,17 +28,10 @@ PIXEL_SCALE = 3.2
 SIGMA8_BOUNDS = (0.6, 1.0)
 
 
-def _randomise(model, seed=7):
-  """Non-trivial weights (the read-out layers start at zero)."""
-  rng = np.random.default_rng(seed)
-  model.set_weights([w + 0.1 * rng.standard_normal(w.shape).astype(w.dtype)
-                     for w in model.get_weights()])
-  return model
-
 
 @pytest.fixture(scope='module')
 def network():
-  return _randomise(ratio.RatioNetwork(**TINY))
+  return testing.perturb_weights(ratio.RatioNetwork(**TINY))
 
 
 def _maps(n, batch=3, seed=0):
@@ -135,7 +129,7 @@ def test_classification_loss_is_ln2_at_zero_and_minimal_at_the_exact_ratio():
 
 
 def test_theta_score_is_the_gradient_of_log_ratio():
-  model = _randomise(ratio.RatioNetwork(**TINY))
+  model = testing.perturb_weights(ratio.RatioNetwork(**TINY))
   x = _maps(16, batch=2)
   theta = np.array([[0.25, 0.7], [0.33, 0.91]])
   score = model.theta_score(x, theta, 0.02).numpy()
@@ -304,7 +298,7 @@ def _sigma8_prior(model):
 
 
 def test_learned_joint_prior_score_has_both_parts():
-  model = _randomise(ratio.RatioNetwork(
+  model = testing.perturb_weights(ratio.RatioNetwork(
       depth=1, base_channels=4, embedding_dim=8, theta_names=['sigma8'],
       theta_bounds=[SIGMA8_BOUNDS], pixel_scale_arcmin=PIXEL_SCALE))
   prior = _sigma8_prior(model)

@@ -8,18 +8,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tfp_massmap import testing
 from tfp_massmap.score_network import load_score_network
 from tfp_massmap.score_network import ScoreNetwork
 
 TINY = dict(base_channels=8, embedding_dim=16, seed=3)
 
-
-def _randomise(model, seed=7):
-  """Non-trivial weights (the output layer starts at zero)."""
-  rng = np.random.default_rng(seed)
-  model.set_weights([w + 0.1 * rng.standard_normal(w.shape).astype(w.dtype)
-                     for w in model.get_weights()])
-  return model
 
 
 @pytest.fixture(scope='module')
@@ -31,7 +25,7 @@ def networks():
 @pytest.fixture(scope='module')
 def trained_like():
   """A tiny depth-2 network with non-trivial weights."""
-  return _randomise(ScoreNetwork(depth=2, **TINY))
+  return testing.perturb_weights(ScoreNetwork(depth=2, **TINY))
 
 
 def _maps(n, batch=2, seed=0):
@@ -84,7 +78,7 @@ def test_score_is_tweedie_residual_of_denoiser(trained_like):
 
 
 def test_save_load_round_trip_without_custom_objects(tmp_path):
-  model = _randomise(ScoreNetwork(depth=2, channel_multipliers=[1, 2, 3],
+  model = testing.perturb_weights(ScoreNetwork(depth=2, channel_multipliers=[1, 2, 3],
                                   blocks_per_level=2, data_std=0.025, **TINY))
   x = _maps(32, batch=2)
   sigma = np.array([0.003, 0.1], np.float32)

@@ -136,8 +136,50 @@ class ResidualBlock(keras.layers.Layer):
     return config
 
 
+class ThetaConditioned:
+  """θ handling of a network conditioned on parameters θ.
+
+  For a Keras model with ``theta_names``, ``theta_bounds`` ([D, 2]),
+  ``num_parameters`` and ``compute_dtype``: θ scaled onto [−1, 1] for the
+  network's input, and θ checked (shape; a concrete θ inside the bounds).
+  Shared by `ScoreNetwork` and `tfp_massmap.priors.ratio.RatioNetwork`.
+  """
+
+  # How error messages name the network.
+  _network_kind = 'network'
+
+  def normalised_theta(self, theta):
+    """θ ``[..., D]`` mapped linearly from ``theta_bounds`` onto [−1, 1]."""
+    theta = tf.convert_to_tensor(theta, self.compute_dtype)
+    bounds = tf.constant(self.theta_bounds, theta.dtype)
+    return 2.0 * (theta - bounds[:, 0]) / (bounds[:, 1] - bounds[:, 0]) - 1.0
+
+  def _theta_tensor(self, theta):
+    """θ as a tensor ``[..., D]``; a concrete θ is checked against the bounds."""
+    theta = tf.convert_to_tensor(theta, self.compute_dtype)
+    if theta.shape.rank is not None and (
+        theta.shape.rank == 0 or
+        theta.shape[-1] not in (None, self.num_parameters)):
+      raise ValueError(
+          f'theta must have a last axis of {self.num_parameters} parameters '
+          f'{self.theta_names}, got shape {theta.shape}.')
+    if _checks._is_concrete(theta):  # pylint: disable=protected-access
+      value = np.asarray(theta).reshape(-1, self.num_parameters)
+      # In θ's precision: float32(0.4) > 0.4 is the bound, not beyond it.
+      bounds = np.asarray(self.theta_bounds).astype(value.dtype)
+      outside = ~np.isfinite(value) | (value < bounds[:, 0]) | (
+          value > bounds[:, 1])
+      if outside.any():
+        row, i = np.argwhere(outside)[0]
+        raise ValueError(
+            f'theta: {self.theta_names[i]} = {float(value[row, i])!r} is '
+            f'outside the range the {self._network_kind} was trained on, '
+            f'[{bounds[i, 0]:g}, {bounds[i, 1]:g}] (theta_bounds).')
+    return theta
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class ScoreNetwork(keras.Model):
+class ScoreNetwork(ThetaConditioned, keras.Model):
   """Noise-conditional U-Net denoiser r(x', σ) of convergence maps.
 
   ``model(x, sigma)`` (Keras ``call``) and ``denoise(x, sigma)`` return the
@@ -480,12 +522,6 @@ class ScoreNetwork(keras.Model):
                    flat_theta)
     return x, sigma, tf.reshape(f, tf.shape(x))
 
-  def normalised_theta(self, theta):
-    """θ ``[..., D]`` mapped linearly from ``theta_bounds`` onto [−1, 1]."""
-    theta = tf.convert_to_tensor(theta, self.compute_dtype)
-    bounds = tf.constant(self.theta_bounds, theta.dtype)
-    return 2.0 * (theta - bounds[:, 0]) / (bounds[:, 1] - bounds[:, 0]) - 1.0
-
   def _checked_theta(self, theta):
     """θ as a tensor ``[..., D]``; a concrete θ is checked against the bounds."""
     if theta is None:
@@ -494,26 +530,7 @@ class ScoreNetwork(keras.Model):
           f'{self.theta_names}: pass theta [..., {self.num_parameters}] (or use '
           'tfp_massmap.priors.learned_joint.LearnedJointPrior(network)'
           '.given(theta) as a prior of the map alone).')
-    theta = tf.convert_to_tensor(theta, self.compute_dtype)
-    if theta.shape.rank is not None and (
-        theta.shape.rank == 0 or
-        theta.shape[-1] not in (None, self.num_parameters)):
-      raise ValueError(
-          f'theta must have a last axis of {self.num_parameters} parameters '
-          f'{self.theta_names}, got shape {theta.shape}.')
-    if _checks._is_concrete(theta):  # pylint: disable=protected-access
-      value = np.asarray(theta).reshape(-1, self.num_parameters)
-      # In θ's precision: float32(0.4) > 0.4 is the bound, not beyond it.
-      bounds = np.asarray(self.theta_bounds).astype(value.dtype)
-      outside = ~np.isfinite(value) | (value < bounds[:, 0]) | (
-          value > bounds[:, 1])
-      if outside.any():
-        row, i = np.argwhere(outside)[0]
-        raise ValueError(
-            f'theta: {self.theta_names[i]} = {float(value[row, i])!r} is '
-            f'outside the range the network was trained on, '
-            f'[{bounds[i, 0]:g}, {bounds[i, 1]:g}] (theta_bounds).')
-    return theta
+    return self._theta_tensor(theta)
 
   def _unet(self, h, log_sigma, theta=None):
     """The U-Net F: scaled maps, ln σ and θ to ``[B, N, N]``.

@@ -156,3 +156,15 @@ def gaussian_problem(n, pixel_scale_arcmin, seed, *, noise_ramp=(0.7, 2.0),
            gaussian_prior_lib.GaussianPrior.from_power_spectrum(
                ell, cl, n, pixel_scale_arcmin, dtype=dtype))
   return observed, truth.numpy(), prior
+
+
+def perturb_weights(model, seed=7, scale=0.1):
+  """Adds N(0, scale²) to every weight of a Keras model, in place; returns it.
+
+  Gives an untrained network (whose read-out layers start at zero) a
+  non-trivial output for tests, the same for the same seed.
+  """
+  rng = np.random.default_rng(seed)
+  model.set_weights([w + scale * rng.standard_normal(w.shape).astype(w.dtype)
+                     for w in model.get_weights()])
+  return model

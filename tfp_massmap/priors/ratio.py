@@ -50,7 +50,6 @@ import math
 import os
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from tfp_massmap import _checks
@@ -134,7 +133,7 @@ class ConditionedBlock(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class RatioNetwork(keras.Model):
+class RatioNetwork(score_network_lib.ThetaConditioned, keras.Model):
   """The log ratio ℓ(κ_σ, θ) = log p_σ(κ_σ | θ) − log p_σ(κ_σ), learned.
 
   ``model(x, sigma, theta)`` (Keras ``call``) and ``log_ratio(x, theta,
@@ -171,6 +170,8 @@ class RatioNetwork(keras.Model):
     ValueError: for a missing ``theta_names``, bounds that are not ``[D, 2]``
       finite with lower < upper, or a malformed architecture argument.
   """
+
+  _network_kind = 'ratio network'  # In error messages.
 
   def __init__(self,
                theta_names=None,
@@ -299,7 +300,7 @@ class RatioNetwork(keras.Model):
     """ℓ(x, σ, θ) ``[...]`` in the network's dtype; see ``log_ratio``."""
     x = tf.convert_to_tensor(x, self.compute_dtype)
     sigma = tf.convert_to_tensor(sigma, self.compute_dtype)
-    theta = self._checked_theta(theta)
+    theta = self._theta_tensor(theta)
     n = _checks.square_map_shape(x.shape, 'x')
     if n is not None and n % self.size_divisor:
       raise ValueError(
@@ -366,36 +367,6 @@ class RatioNetwork(keras.Model):
       tape.watch(theta_c)
       logit = self(x, sigma, theta_c)
     return tf.cast(tape.gradient(logit, theta_c), theta.dtype)
-
-  def normalised_theta(self, theta):
-    """θ ``[..., D]`` mapped linearly from ``theta_bounds`` onto [−1, 1]."""
-    theta = tf.convert_to_tensor(theta, self.compute_dtype)
-    bounds = tf.constant(self.theta_bounds, theta.dtype)
-    return 2. * (theta - bounds[:, 0]) / (bounds[:, 1] - bounds[:, 0]) - 1.
-
-  def _checked_theta(self, theta):
-    """θ as a tensor ``[..., D]``; a concrete θ is checked against the bounds."""
-    theta = tf.convert_to_tensor(theta, self.compute_dtype)
-    if theta.shape.rank is not None and (
-        theta.shape.rank == 0 or
-        theta.shape[-1] not in (None, self.num_parameters)):
-      raise ValueError(
-          f'theta must have a last axis of {self.num_parameters} parameters '
-          f'{self.theta_names}, got shape {theta.shape}.')
-    if _checks._is_concrete(theta):  # pylint: disable=protected-access
-      value = np.asarray(theta).reshape(-1, self.num_parameters)
-      # In θ's precision: a bound rounded to float32 (0.4 -> 0.40000001)
-      # is inside.
-      bounds = np.asarray(self.theta_bounds).astype(value.dtype)
-      outside = ~np.isfinite(value) | (value < bounds[:, 0]) | (
-          value > bounds[:, 1])
-      if outside.any():
-        row, i = np.argwhere(outside)[0]
-        raise ValueError(
-            f'theta: {self.theta_names[i]} = {float(value[row, i])!r} is '
-            'outside the range the ratio network was trained on, '
-            f'[{bounds[i, 0]:g}, {bounds[i, 1]:g}] (theta_bounds).')
-    return theta
 
   def _logit(self, h, log_sigma, theta):
     """Scaled maps ``[B, N, N, 1]``, ln σ ``[B]``, θ ``[B, D]`` → ℓ ``[B]``."""
