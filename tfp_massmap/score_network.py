@@ -136,6 +136,37 @@ class ResidualBlock(keras.layers.Layer):
     return config
 
 
+def set_architecture(model, depth, base_channels, channel_multipliers,
+                     blocks_per_level, embedding_dim, data_std, seed):
+  """Checks a network's size arguments and sets them on ``model``.
+
+  Shared by `ScoreNetwork` and `tfp_massmap.priors.ratio.RatioNetwork`:
+  ``depth``, ``base_channels``, ``channel_multipliers`` (default min(2^l, 8)
+  per level l, depth + 1 entries), ``blocks_per_level``, ``embedding_dim``,
+  ``data_std`` (dimensionless) and ``seed`` (int or None).
+  """
+  model.depth = _checks.positive_int(depth, 'depth')
+  model.base_channels = _checks.positive_int(base_channels, 'base_channels')
+  if channel_multipliers is None:
+    channel_multipliers = [min(2**level, 8) for level in range(model.depth + 1)]
+  channel_multipliers = [
+      _checks.positive_int(m, 'channel_multipliers entries')
+      for m in channel_multipliers]
+  if len(channel_multipliers) != model.depth + 1:
+    raise ValueError(
+        f'channel_multipliers must have depth + 1 = {model.depth + 1} entries '
+        f'(one per resolution level), got {channel_multipliers}.')
+  model.channel_multipliers = channel_multipliers
+  model.blocks_per_level = _checks.positive_int(blocks_per_level,
+                                                'blocks_per_level')
+  model.embedding_dim = _checks.positive_int(embedding_dim, 'embedding_dim')
+  model.data_std = _checks.positive_scalar(data_std, 'data_std',
+                                           'dimensionless')
+  if seed is not None and (isinstance(seed, bool) or int(seed) != seed):
+    raise ValueError(f'seed must be an integer or None, got {seed!r}.')
+  model.seed = None if seed is None else int(seed)
+
+
 class ThetaConditioned:
   """θ handling of a network conditioned on parameters θ.
 
@@ -257,24 +288,8 @@ class ScoreNetwork(ThetaConditioned, keras.Model):
     # `tfp_massmap.priors.Prior` protocol; Keras's mixed policies, the only
     # ones that split the two, compute in 16 bits and are refused here.
     _checks.float_dtype(self.compute_dtype, 'ScoreNetwork compute dtype')
-    self.depth = _checks.positive_int(depth, 'depth')
-    self.base_channels = _checks.positive_int(base_channels, 'base_channels')
-    if channel_multipliers is None:
-      channel_multipliers = [min(2**level, 8) for level in range(self.depth + 1)]
-    channel_multipliers = [
-        _checks.positive_int(m, 'channel_multipliers entries')
-        for m in channel_multipliers]
-    if len(channel_multipliers) != self.depth + 1:
-      raise ValueError(
-          f'channel_multipliers must have depth + 1 = {self.depth + 1} entries '
-          f'(one per resolution level), got {channel_multipliers}.')
-    self.channel_multipliers = channel_multipliers
-    self.blocks_per_level = _checks.positive_int(blocks_per_level, 'blocks_per_level')
-    self.embedding_dim = _checks.positive_int(embedding_dim, 'embedding_dim')
-    self.data_std = _checks.positive_scalar(data_std, 'data_std', 'dimensionless')
-    if seed is not None and (isinstance(seed, bool) or int(seed) != seed):
-      raise ValueError(f'seed must be an integer or None, got {seed!r}.')
-    self.seed = None if seed is None else int(seed)
+    set_architecture(self, depth, base_channels, channel_multipliers,
+                     blocks_per_level, embedding_dim, data_std, seed)
     self.gaussian_pixel_scale_arcmin = (
         None if gaussian_pixel_scale_arcmin is None else _checks.positive_scalar(
             gaussian_pixel_scale_arcmin, 'gaussian_pixel_scale_arcmin', 'arcmin'))

@@ -193,26 +193,9 @@ class RatioNetwork(score_network_lib.ThetaConditioned, keras.Model):
           'log ratio of p(κ | θ) for parameters θ, got theta_names=None.')
     self.theta_names, self.theta_bounds = score_network_lib._theta_config(  # pylint: disable=protected-access
         theta_names, theta_bounds)
-    self.depth = _checks.positive_int(depth, 'depth')
-    self.base_channels = _checks.positive_int(base_channels, 'base_channels')
-    if channel_multipliers is None:
-      channel_multipliers = [min(2**level, 8) for level in range(self.depth + 1)]
-    channel_multipliers = [
-        _checks.positive_int(m, 'channel_multipliers entries')
-        for m in channel_multipliers]
-    if len(channel_multipliers) != self.depth + 1:
-      raise ValueError(
-          f'channel_multipliers must have depth + 1 = {self.depth + 1} '
-          f'entries (one per resolution level), got {channel_multipliers}.')
-    self.channel_multipliers = channel_multipliers
-    self.blocks_per_level = _checks.positive_int(blocks_per_level,
-                                                 'blocks_per_level')
-    self.embedding_dim = _checks.positive_int(embedding_dim, 'embedding_dim')
-    self.data_std = _checks.positive_scalar(data_std, 'data_std',
-                                            'dimensionless')
-    if seed is not None and (isinstance(seed, bool) or int(seed) != seed):
-      raise ValueError(f'seed must be an integer or None, got {seed!r}.')
-    self.seed = None if seed is None else int(seed)
+    score_network_lib.set_architecture(
+        self, depth, base_channels, channel_multipliers, blocks_per_level,
+        embedding_dim, data_std, seed)
     self.pixel_scale_arcmin = (
         None if pixel_scale_arcmin is None else _checks.positive_scalar(
             pixel_scale_arcmin, 'pixel_scale_arcmin', 'arcmin'))
