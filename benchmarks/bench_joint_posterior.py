@@ -419,6 +419,15 @@ def summarise(records, num_chains, num_bins, bounds):
   return out
 
 
+def _rmse_sentence(s):
+  """The κ RMSE ratios over all maps, one sentence (both table printers)."""
+  return (f'RMSE joint / oracle over all maps: '
+          f'{s["joint_over_oracle_rmse"]:.4f} '
+          f'± {s["joint_over_oracle_rmse_error"]:.4f}; joint / fixed on the '
+          f'{s["num_away"]} maps with |σ8 − σ8_fid| > 0.1: '
+          f'{s["joint_over_fixed_rmse_away"]:.4f}.')
+
+
 def markdown(summary, num_chains):
   """The markdown tables of a summary."""
   s = summary
@@ -482,12 +491,7 @@ def markdown(summary, num_chains):
         f'{1e3 * row["oracle_exact_rmse"]:.3f} / '
         f'{1e3 * row["fixed_exact_rmse"]:.3f} | '
         f'{row["joint_over_oracle_rmse"]:.4f} |')
-  lines += [
-      '',
-      f'RMSE joint / oracle over all maps: {s["joint_over_oracle_rmse"]:.4f} '
-      f'± {s["joint_over_oracle_rmse_error"]:.4f}; joint / fixed on the '
-      f'{s["num_away"]} maps with |σ8 − σ8_fid| > 0.1: '
-      f'{s["joint_over_fixed_rmse_away"]:.4f}.']
+  lines += ['', _rmse_sentence(s)]
   return '\n'.join(lines)
 
 
@@ -736,12 +740,7 @@ def markdown_learned(summary, num_chains):
         f'| {row["range"][0]:.3f}–{row["range"][1]:.3f} | ' +
         ' / '.join(f'{1e3 * row[f"{a}_rmse"]:.3f}' for a in arms) +
         f' | {row["joint_over_oracle_rmse"]:.4f} |')
-  lines += [
-      '',
-      f'RMSE joint / oracle over all maps: {s["joint_over_oracle_rmse"]:.4f} '
-      f'± {s["joint_over_oracle_rmse_error"]:.4f}; joint / fixed on the '
-      f'{s["num_away"]} maps with |σ8 − σ8_fid| > 0.1: '
-      f'{s["joint_over_fixed_rmse_away"]:.4f}.']
+  lines += ['', _rmse_sentence(s)]
   return '\n'.join(lines)
 
 
