@@ -167,6 +167,28 @@ def set_architecture(model, depth, base_channels, channel_multipliers,
   model.seed = None if seed is None else int(seed)
 
 
+def add_embedding_and_stem(model, init):
+  """Adds the (ln σ, θ) embedding MLP and the 3×3 stem to ``model``.
+
+  ``model.embedding_in`` and ``model.embedding_out`` (two SiLU dense layers
+  of ``embedding_dim``) and ``model.stem`` (a convolution to the first
+  level's channels), initialised in that order from ``init`` (an
+  `_Initializers`). Shared by `ScoreNetwork` and
+  `tfp_massmap.priors.ratio.RatioNetwork`, after `set_architecture`.
+
+  Returns:
+    The channel count of each level, ``base_channels · multiplier``.
+  """
+  channels = [model.base_channels * m for m in model.channel_multipliers]
+  model.embedding_in = keras.layers.Dense(
+      model.embedding_dim, activation='silu', kernel_initializer=init())
+  model.embedding_out = keras.layers.Dense(
+      model.embedding_dim, activation='silu', kernel_initializer=init())
+  model.stem = keras.layers.Conv2D(
+      channels[0], 3, padding='same', kernel_initializer=init())
+  return channels
+
+
 class ThetaConditioned:
   """θ handling of a network conditioned on parameters θ.
 
@@ -309,13 +331,7 @@ class ScoreNetwork(ThetaConditioned, keras.Model):
     self._gaussian_priors = {}
     init = _Initializers(self.seed)
 
-    channels = [self.base_channels * m for m in self.channel_multipliers]
-    self.embedding_in = keras.layers.Dense(
-        self.embedding_dim, activation='silu', kernel_initializer=init())
-    self.embedding_out = keras.layers.Dense(
-        self.embedding_dim, activation='silu', kernel_initializer=init())
-    self.stem = keras.layers.Conv2D(
-        channels[0], 3, padding='same', kernel_initializer=init())
+    channels = add_embedding_and_stem(self, init)
     # Encoder: blocks_per_level blocks at each level, a strided convolution
     # between levels. Decoder: upsample + convolution, concatenate the skip,
     # blocks_per_level blocks. Flat lists, in order of use.

@@ -200,13 +200,7 @@ class RatioNetwork(score_network_lib.ThetaConditioned, keras.Model):
         None if pixel_scale_arcmin is None else _checks.positive_scalar(
             pixel_scale_arcmin, 'pixel_scale_arcmin', 'arcmin'))
     init = score_network_lib._Initializers(self.seed)  # pylint: disable=protected-access
-    channels = [self.base_channels * m for m in self.channel_multipliers]
-    self.embedding_in = keras.layers.Dense(
-        self.embedding_dim, activation='silu', kernel_initializer=init())
-    self.embedding_out = keras.layers.Dense(
-        self.embedding_dim, activation='silu', kernel_initializer=init())
-    self.stem = keras.layers.Conv2D(
-        channels[0], 3, padding='same', kernel_initializer=init())
+    channels = score_network_lib.add_embedding_and_stem(self, init)
     self.blocks = []
     self.downsamplers = []
     self.readouts = []
