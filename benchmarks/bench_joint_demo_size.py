@@ -60,31 +60,32 @@ def _grid_moments(log_density, grid):
   return mean, float(np.sqrt(np.sum(weights * (grid - mean)**2)))
 
 
-def _exact_posterior(shear, noise_var, spectrum):
-  """Mean and std of p(σ8 | γ) on a grid (full mask, white noise)."""
-  kappa_e, _ = lensing.kaiser_squires(shear)
+def _sigma8_log_density(kappa, spectrum, noise_var):
+  """(σ8 grid, log p(σ8 | κ-like map)) of the Fourier-diagonal Gaussian model.
+
+  The map's orthonormal DFT modes are independent with variance
+  A(σ8) S_k + noise_var, the prior uniform in σ8.
+  """
   n = spectrum.shape[0]
-  power = np.abs(np.fft.fft2(np.asarray(kappa_e)) / n)**2
+  power = np.abs(np.fft.fft2(np.asarray(kappa)) / n)**2
   support = spectrum > 0
   grid = np.linspace(*_SIGMA8_BOUNDS, 801)
   amplitude = (grid / cosmology.FIDUCIAL_SIGMA8)**2
-  log_density = np.array([
-      -0.5 * np.sum(power[support] / (a * spectrum[support] + noise_var) +
-                    np.log(a * spectrum[support] + noise_var))
-      for a in amplitude])
+  variance = [a * spectrum[support] + noise_var for a in amplitude]
+  return grid, np.array([-0.5 * np.sum(power[support] / v + np.log(v))
+                         for v in variance])
+
+
+def _exact_posterior(shear, noise_var, spectrum):
+  """Mean and std of p(σ8 | γ) on a grid (full mask, white noise)."""
+  kappa_e, _ = lensing.kaiser_squires(shear)
+  grid, log_density = _sigma8_log_density(kappa_e, spectrum, noise_var)
   return _grid_moments(log_density, grid)
 
 
 def _truth_sigma8(truth, spectrum):
   """The σ8 maximising the Gaussian model's likelihood of the true map."""
-  n = spectrum.shape[0]
-  power = np.abs(np.fft.fft2(truth) / n)**2
-  support = spectrum > 0
-  grid = np.linspace(*_SIGMA8_BOUNDS, 801)
-  amplitude = (grid / cosmology.FIDUCIAL_SIGMA8)**2
-  log_density = np.array([
-      -0.5 * np.sum(power[support] / (a * spectrum[support]) +
-                    np.log(a * spectrum[support])) for a in amplitude])
+  grid, log_density = _sigma8_log_density(truth, spectrum, 0.)
   return float(grid[np.argmax(log_density)])
 
 
