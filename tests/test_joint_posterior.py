@@ -28,6 +28,7 @@ from tfp_massmap import likelihood
 from tfp_massmap import posterior
 from tfp_massmap import shear_map as shear_map_lib
 from tfp_massmap import testing
+from tfp_massmap import theta_posterior
 from tfp_massmap.mcmc import GeometricSchedule
 from tfp_massmap.mcmc import results
 from tfp_massmap.priors import conditional
@@ -46,14 +47,13 @@ SETTINGS = dict(schedule=GeometricSchedule(0.05, 1e-3, num_levels=40),
                 step_size_factor=1.)
 
 
-@pytest.fixture(scope='module')
-def problem():
+def _make_problem(noise_level):
   ell, cl = cosmology.cosmos_convergence_cl()
   fiducial64 = gaussian.GaussianPrior.from_power_spectrum(
       ell, cl, N, PIXEL_ARCMIN, dtype=tf.float64)
   truth = gaussian.GaussianPrior(A_TRUE * fiducial64.spectrum).sample(
       seed=(7, 0))
-  noise = np.full([N, N], NOISE)
+  noise = np.full([N, N], noise_level)
   shear = likelihood.ShearLikelihood(truth, noise, np.ones([N, N])).sample(
       seed=(7, 1)).numpy()
   data = shear_map_lib.ShearMap(
@@ -62,12 +62,23 @@ def problem():
   fiducial = gaussian.GaussianPrior.from_power_spectrum(ell, cl, N,
                                                         PIXEL_ARCMIN)
   joint = conditional.AmplitudeGaussianPrior(fiducial, BOUNDS)
-  return dict(data=data, shear=shear, joint=joint,
+  return dict(data=data, shear=shear, joint=joint, noise=noise_level,
               spectrum=fiducial64.spectrum.numpy())
 
 
-def _exact_amplitude_posterior(problem):
-  """Mean and std of p(A | γ) under the uniform prior, dense and float64."""
+@pytest.fixture(scope='module')
+def problem():
+  return _make_problem(NOISE)
+
+
+@pytest.fixture(scope='module')
+def noisy_problem():
+  """Noise twice the pixel signal std: every mode noise-dominated."""
+  return _make_problem(0.03)
+
+
+def _exact_log_likelihood(problem, grid):
+  """log p(γ | A) on ``grid`` up to a constant, dense and float64."""
   shear_operator = testing.dense_matrix(lensing.shear_from_convergence, N)
   spectrum = problem['spectrum']
   covariance = testing.dense_matrix(
@@ -75,9 +86,15 @@ def _exact_amplitude_posterior(problem):
   signal = shear_operator @ covariance @ shear_operator.T
   eigenvalues, vectors = np.linalg.eigh(0.5 * (signal + signal.T))
   power = (vectors.T @ problem['shear'].reshape(-1))**2
+  variance = (np.asarray(grid)[:, np.newaxis] * np.maximum(eigenvalues, 0.) +
+              problem['noise']**2)
+  return -0.5 * np.sum(power / variance + np.log(variance), axis=1)
+
+
+def _exact_amplitude_posterior(problem):
+  """Mean and std of p(A | γ) under the uniform prior, dense and float64."""
   grid = np.linspace(*BOUNDS, 4001)
-  variance = grid[:, np.newaxis] * np.maximum(eigenvalues, 0.) + NOISE**2
-  log_like = -0.5 * np.sum(power / variance + np.log(variance), axis=1)
+  log_like = _exact_log_likelihood(problem, grid)
   weights = np.exp(log_like - log_like.max())
   weights /= weights.sum()
   mean = np.sum(weights * grid)
@@ -92,8 +109,9 @@ def _whitened_residuals(problem, kappa, amplitude):
   whitened = []
   for k, a in zip(kappa.astype(np.float64), amplitude.astype(np.float64)):
     signal = a * spectrum
-    variance = signal * NOISE**2 / (signal + NOISE**2)
-    mean = signal / (signal + NOISE**2) * data_modes
+    noise_var = problem['noise']**2
+    variance = signal * noise_var / (signal + noise_var)
+    mean = signal / (signal + noise_var) * data_modes
     scale = np.where(variance > 0, 1. / np.sqrt(np.where(variance > 0,
                                                          variance, 1.)), 0.)
     whitened.append(np.real(np.fft.ifft2((np.fft.fft2(k) - mean) * scale)))
@@ -105,7 +123,7 @@ def test_joint_posterior_matches_the_exact_amplitude_posterior(problem):
   num_samples = 128
   result = joint_posterior.sample_joint_posterior(
       problem['data'], problem['joint'], num_samples=num_samples,
-      seed=(1, 2), progress=False, **SETTINGS)
+      seed=(1, 2), progress=False, theta_update='annealed', **SETTINGS)
   amplitude = result.parameters['amplitude'].numpy()
   assert amplitude.shape == (num_samples,)
   exact_mean, exact_std = _exact_amplitude_posterior(problem)
@@ -138,10 +156,189 @@ def test_too_short_annealing_is_detected(problem):
   steps leaves A about 1.2 posterior std low on this map."""
   result = joint_posterior.sample_joint_posterior(
       problem['data'], problem['joint'], num_samples=64, seed=(1, 2),
-      num_final_steps=0, progress=False)
+      theta_update='annealed', num_final_steps=0, progress=False)
   exact_mean, exact_std = _exact_amplitude_posterior(problem)
   amplitude = result.parameters['amplitude'].numpy()
   assert amplitude.mean() < exact_mean - 5 * exact_std / np.sqrt(64)
+
+
+def test_marginal_route_matches_the_exact_posterior(problem):
+  """θ from its field-level marginal, then κ given each chain's θ: the
+  amplitude's mean and std are the dense exact ones, and the κ samples the
+  exact Wiener posterior at their own A."""
+  num_samples = 128
+  schedule = SETTINGS['schedule']
+  result = joint_posterior.sample_joint_posterior(
+      problem['data'], problem['joint'], num_samples=num_samples,
+      seed=(1, 2), progress=False, schedule=schedule, num_leapfrog_steps=5,
+      step_size_factor=1.)
+  amplitude = result.parameters['amplitude'].numpy()
+  exact_mean, exact_std = _exact_amplitude_posterior(problem)
+  assert abs(amplitude.mean() - exact_mean) < 3.5 * exact_std / np.sqrt(
+      num_samples)
+  assert 0.85 < amplitude.std() / exact_std < 1.15
+  z = _whitened_residuals(problem, result.samples.numpy(), amplitude)
+  assert abs(z.mean()) < 0.02
+  assert 0.95 < np.mean(z**2) < 1.08
+  d = result.diagnostics
+  assert d['theta_update'] == 'marginal'
+  # No final steps: 1 bootstrap + 40 × 5 leapfrog + 1 Tweedie step.
+  assert d['num_final_steps'] == 0
+  assert d['score_evaluations_per_sample'] == 1 + 40 * 5 + 1
+  stage = d['theta_posterior']
+  assert max(stage['rhat']) < 1.1 and 0.5 < stage['acceptance_rate'] < 0.95
+
+
+def test_field_log_likelihood_is_the_exact_marginal_likelihood(problem):
+  """log p(A) + log p_σn(κ_E | A) differs from the dense log p(γ | A) by a
+  constant, in float64: the identity of tfp_massmap.theta_posterior.
+  (A θ-dependent error, e.g. σ_n² left out, would show as nats.)"""
+  data = shear_map_lib.as_shear_map(problem['data'], dtype=tf.float64)
+  data = data._replace(shear=tf.constant(problem['shear']),
+                       noise_std=tf.fill([N, N], tf.constant(NOISE, tf.float64)))
+  joint = conditional.AmplitudeGaussianPrior(
+      gaussian.GaussianPrior(problem['spectrum'],
+                             pixel_scale_arcmin=PIXEL_ARCMIN), BOUNDS)
+  grid = np.linspace(0.3, 3., 7)
+  mine = theta_posterior.theta_log_posterior_fn(data, joint)(
+      grid[:, np.newaxis]).numpy()
+  exact = _exact_log_likelihood(problem, grid)
+  # To 1e-5 nats (differences of up to 64 nats; measured 2e-6).
+  np.testing.assert_allclose(mine - mine[0], exact - exact[0], rtol=0.,
+                             atol=1e-5)
+  # It is the prior's log density at σ = σ_n without log p(θ).
+  kappa_e, _ = lensing.kaiser_squires(data.shear)
+  np.testing.assert_allclose(
+      joint.field_log_likelihood(kappa_e, [[1.3]], NOISE),
+      joint.log_prob(kappa_e, [[1.3]], NOISE) - joint.log_prob_theta([[1.3]]),
+      rtol=1e-12)
+
+
+def test_marginal_theta_where_noise_dominates_every_mode(noisy_problem):
+  """The regime where θ inside the annealed HMC drifts (module docstring):
+  the field-level marginal still gives the exact mean and std."""
+  num_samples = 512
+  amplitude, diagnostics = theta_posterior.sample_theta_posterior(
+      noisy_problem['data'], noisy_problem['joint'],
+      num_samples=num_samples, seed=(5, 6))
+  amplitude = amplitude.numpy()[:, 0]
+  exact_mean, exact_std = _exact_amplitude_posterior(noisy_problem)
+  assert exact_std > 0.3  # The data barely constrain A.
+  assert abs(amplitude.mean() - exact_mean) < 3.5 * exact_std / np.sqrt(
+      num_samples)
+  # 2048 chains: 0.968 ± 0.407 against the exact 0.968 ± 0.408.
+  assert 0.87 < amplitude.std() / exact_std < 1.13
+  assert max(diagnostics['rhat']) < 1.15
+
+
+@pytest.mark.parametrize('change,match', [
+    (lambda d: d._replace(mask=np.pad(np.ones([N, N - 1], np.float32),
+                                      [(0, 0), (0, 1)])),
+     r'needs data on every pixel, but 6.2% of the mask'),
+    (lambda d: d._replace(noise_std=np.linspace(
+        0.005, 0.006, N * N, dtype=np.float32).reshape(N, N)),
+     r'one noise level .* from 0.005 to 0.006'),
+])
+def test_theta_posterior_alone_refuses_masked_or_coloured_data(
+    problem, change, match):
+  with pytest.raises(ValueError, match=match):
+    theta_posterior.sample_theta_posterior(change(problem['data']),
+                                           problem['joint'], num_samples=2)
+
+
+def _masked_problem():
+  """The 16² map with a third masked and noise 1-1.5 × 0.005 per pixel, and
+  log p(γ | A) on a grid by a dense float64 eigendecomposition."""
+  ell, cl = cosmology.cosmos_convergence_cl()
+  spectrum = gaussian.GaussianPrior.from_power_spectrum(
+      ell, cl, N, PIXEL_ARCMIN, dtype=tf.float64).spectrum.numpy()
+  rows, columns = np.mgrid[:N, :N]
+  mask = np.ones([N, N])
+  mask[:, :4] = 0.
+  mask[(rows - 10)**2 + (columns - 10)**2 < 6] = 0.
+  noise = NOISE * (1. + 0.5 * np.random.default_rng(0).uniform(size=[N, N]))
+  truth = gaussian.GaussianPrior(A_TRUE * spectrum).sample(seed=(7, 0))
+  shear = likelihood.ShearLikelihood(truth, noise, mask).sample(
+      seed=(7, 1)).numpy() * mask[..., np.newaxis]
+  data = shear_map_lib.ShearMap(
+      shear=shear.astype(np.float32), noise_std=noise.astype(np.float32),
+      mask=mask.astype(np.float32), pixel_scale_arcmin=PIXEL_ARCMIN)
+  shear_operator = testing.dense_matrix(lensing.shear_from_convergence, N)
+  covariance = testing.dense_matrix(
+      lambda x: gaussian.fourier_filter(x, spectrum), N)
+  observed = np.repeat(mask.reshape(-1), 2) > 0
+  std = np.repeat(noise.reshape(-1), 2)[observed]
+  signal = (shear_operator @ covariance @ shear_operator.T)[
+      np.ix_(observed, observed)] / np.outer(std, std)
+  eigenvalues, vectors = np.linalg.eigh(0.5 * (signal + signal.T))
+  power = (vectors.T @ (shear.reshape(-1)[observed] / std))**2
+  grid = np.linspace(*BOUNDS, 4001)
+  variance = grid[:, np.newaxis] * np.maximum(eigenvalues, 0.) + 1.
+  log_like = -0.5 * np.sum(power / variance + np.log(variance), axis=1)
+  weights = np.exp(log_like - log_like.max())
+  weights /= weights.sum()
+  mean = np.sum(weights * grid)
+  return data, mean, np.sqrt(np.sum(weights * (grid - mean)**2))
+
+
+def test_marginal_route_on_masked_data_with_coloured_noise(problem):
+  """The partially collapsed Gibbs sampler (data imputed to white noise on
+  the full grid) against the dense exact p(A | γ) of masked data."""
+  data, exact_mean, exact_std = _masked_problem()
+  num_samples = 128
+  result = joint_posterior.sample_joint_posterior(
+      data, problem['joint'], num_samples=num_samples, seed=(1, 2),
+      progress=False, schedule=SETTINGS['schedule'], num_leapfrog_steps=5,
+      step_size_factor=1., num_sweeps=4)
+  amplitude = result.parameters['amplitude'].numpy()
+  assert 0.9 < exact_mean < 1. and 0.1 < exact_std < 0.15
+  assert abs(amplitude.mean() - exact_mean) < 3.5 * exact_std / np.sqrt(
+      num_samples)
+  assert 0.85 < amplitude.std() / exact_std < 1.15
+  stage = result.diagnostics['theta_posterior']
+  assert stage['num_sweeps'] == 4 and len(stage['sweep_theta_means']) == 4
+  assert stage['noise_level'] == pytest.approx(NOISE, rel=1e-2)
+  assert stage['rhat'] is None  # Chains of different imputed data.
+  # 5 κ runs of 1 + 40 × 5 + 1 evaluations; the last one is reported.
+  assert result.diagnostics['score_evaluations_per_sample'] == 202
+
+
+def test_imputed_white_data_reproduce_the_likelihood(problem):
+  """y ~ p(y | κ, γ) per pixel: where σ_pix = σ_w y is γ itself; masked,
+  y − Aκ has std σ_w; observed, y − mean has the stated variance."""
+  data, _, _ = _masked_problem()
+  kappa = tf.zeros([400, N, N])
+  level, white = theta_posterior.augmentation_noise_level(data)
+  assert not white and level == pytest.approx(float(np.min(data.noise_std)))
+  y = theta_posterior.impute_white_shear(data, kappa, level,
+                                         seed=(1, 1)).numpy()
+  mask = np.asarray(data.mask) > 0
+  noise = np.asarray(data.noise_std, np.float64)[..., np.newaxis]
+  shear = np.asarray(data.shear, np.float64)
+  np.testing.assert_allclose(y.std(axis=0)[~mask], level, rtol=0.15)
+  extra = noise**2 - level**2
+  want_mean = level**2 * shear / noise**2  # Aκ = 0.
+  want_std = np.sqrt(level**2 * extra / noise**2)
+  z = (y - want_mean) / np.where(want_std > 0, want_std, 1.)
+  assert abs(z[:, mask].mean()) < 0.02
+  assert np.mean(z[:, mask]**2) == pytest.approx(1., abs=0.03)
+  exact = (want_std[..., 0] == 0) & mask
+  assert exact.sum() == 1  # The least noisy pixel: y = γ there.
+  np.testing.assert_allclose(y[:, exact], np.broadcast_to(
+      shear[exact], y[:, exact].shape), rtol=1e-5)
+  assert theta_posterior.augmentation_noise_level(problem['data']) == (
+      pytest.approx(NOISE), True)
+
+
+def test_marginal_route_refusals(problem):
+  sampler = joint_posterior.JointPosteriorSampler(
+      problem['joint'], schedule=GeometricSchedule(0.05, 1e-3, 2))
+  with pytest.raises(ValueError, match="initial_theta is for theta_update="):
+    sampler.sample(problem['data'], num_samples=2, initial_theta=[1.])
+  nuisance = _WithNuisance(problem['joint'], field_level=False)
+  with pytest.raises(ValueError, match='has no field_log_likelihood'):
+    joint_posterior.sample_joint_posterior(
+        problem['data'], nuisance, num_samples=2, progress=False)
 
 
 def test_joint_score_is_the_conditional_posterior_score_and_its_theta_part(
@@ -208,8 +405,8 @@ def test_conditional_posterior_is_sample_posterior_with_given(problem):
 
 def test_sampler_compiles_once_and_seeds_repeat(problem):
   sampler = joint_posterior.JointPosteriorSampler(
-      problem['joint'], schedule=GeometricSchedule(0.05, 1e-3, 4),
-      num_final_steps=4)
+      problem['joint'], theta_update='annealed',
+      schedule=GeometricSchedule(0.05, 1e-3, 4), num_final_steps=4)
   first = sampler.sample(problem['data'], num_samples=4, seed=(1, 1))
   traced = sampler.tracing_count()
   again = sampler.sample(problem['data'], num_samples=4, seed=(1, 1))
@@ -234,7 +431,7 @@ def test_diverged_chains_are_counted_and_dropped_with_their_theta(problem):
     result = joint_posterior.sample_joint_posterior(
         problem['data'], problem['joint'], num_samples=16, seed=(2, 2),
         schedule=GeometricSchedule(0.05, 1e-3, 8), theta_step_size=0.2,
-        num_final_steps=10, progress=False)
+        theta_update='annealed', num_final_steps=10, progress=False)
   diverged = result.diagnostics['diverged_chains']
   assert 2 <= len(diverged) < 16
   kept = result.drop_diverged()
@@ -265,7 +462,8 @@ def test_parameters_field_of_posterior_samples():
 ])
 def test_sample_refuses_bad_arguments(problem, kwargs, match):
   sampler = joint_posterior.JointPosteriorSampler(
-      problem['joint'], schedule=GeometricSchedule(0.05, 1e-3, 2))
+      problem['joint'], theta_update='annealed',
+      schedule=GeometricSchedule(0.05, 1e-3, 2))
   kwargs = dict(dict(num_samples=4), **kwargs)
   with pytest.raises(ValueError, match=match):
     sampler.sample(problem['data'], **kwargs)
@@ -273,7 +471,8 @@ def test_sample_refuses_bad_arguments(problem, kwargs, match):
 
 def test_divergence_bound_must_clear_the_starting_theta(problem):
   sampler = joint_posterior.JointPosteriorSampler(
-      problem['joint'], schedule=GeometricSchedule(0.01, 1e-3, 2))
+      problem['joint'], theta_update='annealed',
+      schedule=GeometricSchedule(0.01, 1e-3, 2))
   # |κ| starts within 6 σ_max = 0.06, but u ~ N(0, 1) reaches 2 or more.
   with pytest.raises(ValueError, match=r'largest starting \|u\| \+ 3'):
     sampler.sample(problem['data'], num_samples=64, divergence_bound=3.,
@@ -286,6 +485,7 @@ def test_divergence_bound_must_clear_the_starting_theta(problem):
     (dict(num_final_steps=-1), 'num_final_steps must be an integer >= 0'),
     (dict(step_size_factor=1.5), r'step_size_factor must be in \(0, √2'),
     (dict(method='nuts'), 'method must be one of'),
+    (dict(theta_update='gibbs'), 'theta_update must be one of'),
 ])
 def test_sampler_refuses_bad_settings(problem, kwargs, match):
   with pytest.raises(ValueError, match=match):
@@ -313,8 +513,11 @@ class _WithNuisance:
   """The amplitude prior and a second parameter b, uniform on (0, 1) and
   independent of κ: its posterior is its prior."""
 
-  def __init__(self, joint):
+  def __init__(self, joint, field_level=True):
     self._joint = joint
+    if field_level:
+      self.field_log_likelihood = lambda x, theta, sigma: (
+          joint.field_log_likelihood(x, theta[..., :1], sigma))
     self.theta_names = joint.theta_names + ('b',)
     self.theta_bounds = np.concatenate([joint.theta_bounds, [[0., 1.]]])
     self.dtype = joint.dtype
@@ -332,7 +535,8 @@ class _WithNuisance:
     return self._joint.given(theta[:1])
 
 
-def test_two_parameters_and_the_jacobian(problem):
+@pytest.mark.parametrize('theta_update', joint_posterior.THETA_UPDATES)
+def test_two_parameters_and_the_jacobian(problem, theta_update):
   """θ = (A, b): b's samples are uniform on (0, 1) (through u ~ N(0, 1) and
   the log-det Jacobian), and A is as with A alone; no denoise method, so
   the Tweedie step comes from the κ score."""
@@ -341,7 +545,8 @@ def test_two_parameters_and_the_jacobian(problem):
       problem['data'], _WithNuisance(problem['joint']),
       num_samples=num_samples, seed=(3, 4), progress=False,
       schedule=GeometricSchedule(0.05, 1e-3, num_levels=20),
-      num_final_steps=40)
+      theta_update=theta_update,
+      num_final_steps=40 if theta_update == 'annealed' else 0)
   assert sorted(result.parameters) == ['amplitude', 'b']
   b = result.parameters['b'].numpy()
   assert abs(b.mean() - 0.5) < 3.5 * np.sqrt(1 / 12 / num_samples)

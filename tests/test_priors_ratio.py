@@ -10,6 +10,7 @@ import tensorflow as tf
 from tfp_massmap import cosmology
 from tfp_massmap import joint_posterior
 from tfp_massmap import testing
+from tfp_massmap import theta_posterior
 from tfp_massmap import training
 from tfp_massmap.mcmc import GeometricSchedule
 from tfp_massmap.priors import conditional
@@ -311,6 +312,19 @@ def test_learned_joint_prior_score_has_both_parts():
   np.testing.assert_array_equal(score_theta, model.theta_score(x, theta, 0.02))
   assert score_x.shape == (2, N, N) and score_theta.shape == (2, 1)
   assert conditional.joint_prior_properties(prior).theta_names == ('sigma8',)
+  # The field-level θ likelihood is the ratio network's logit.
+  np.testing.assert_array_equal(prior.field_log_likelihood(x, theta, 0.02),
+                                model.log_ratio(x, theta, 0.02))
+  # So the marginal θ posterior of fully observed white-noise data runs.
+  shear_map = ShearMap(
+      shear=np.zeros([N, N, 2], np.float32),
+      noise_std=np.full([N, N], 0.01, np.float32),
+      mask=np.ones([N, N], np.float32), pixel_scale_arcmin=PIXEL_SCALE)
+  sigma8, diagnostics = theta_posterior.sample_theta_posterior(
+      shear_map, prior, num_samples=4, seed=(1, 1), num_burnin_steps=10,
+      num_results=4)
+  assert sigma8.shape == (4, 1) and np.all((sigma8 > 0.6) & (sigma8 < 1.0))
+  assert diagnostics['log_likelihood_evaluations'] == 14 * 4
 
 
 @pytest.mark.slow
@@ -357,3 +371,7 @@ def test_learned_joint_prior_refuses_a_mismatched_ratio(tmp_path, network):
                     ratio.RatioNetwork)
   with pytest.raises(NotImplementedError, match='Pass ratio=<RatioNetwork'):
     LearnedJointPrior(conditional_net).score(_maps(16), [0.3, 0.8], 0.05)
+  with pytest.raises(NotImplementedError,
+                     match='no field-level θ likelihood .*Pass ratio='):
+    LearnedJointPrior(conditional_net).field_log_likelihood(
+        _maps(16), [0.3, 0.8], 0.05)

@@ -39,6 +39,7 @@ from tfp_massmap import sparse
 from tfp_massmap import starlet
 from tfp_massmap import statistics
 from tfp_massmap import survey
+from tfp_massmap import theta_posterior
 from tfp_massmap import training
 from tfp_massmap import wiener
 from tfp_massmap.lensing import kaiser_squires
@@ -50,6 +51,7 @@ from tfp_massmap.mcmc import credible_interval
 from tfp_massmap.joint_posterior import JointPosteriorSampler
 from tfp_massmap.joint_posterior import parameter_summary
 from tfp_massmap.joint_posterior import sample_joint_posterior
+from tfp_massmap.theta_posterior import sample_theta_posterior
 from tfp_massmap.posterior import PosteriorSampler
 from tfp_massmap.posterior import map_estimate
 from tfp_massmap.priors import GaussianPrior

@@ -79,10 +79,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from tensorflow_probability.python.bijectors import chain as chain_bijector
 from tensorflow_probability.python.bijectors import normal_cdf
-from tensorflow_probability.python.bijectors import scale as scale_bijector
-from tensorflow_probability.python.bijectors import shift as shift_bijector
 from tensorflow_probability.python.internal import samplers
 from tensorflow_probability.python.internal import special_math
 from tensorflow_probability.python.mcmc import kernel as kernel_base
@@ -90,6 +87,7 @@ from tensorflow_probability.python.mcmc import kernel as kernel_base
 from tfp_massmap import _checks
 from tfp_massmap import likelihood as likelihood_lib
 from tfp_massmap import posterior
+from tfp_massmap import theta_posterior
 from tfp_massmap.mcmc import annealed_hmc
 from tfp_massmap.mcmc import driver
 from tfp_massmap.mcmc import results
@@ -98,8 +96,10 @@ from tfp_massmap.priors import conditional
 
 __all__ = [
     'DEFAULT_NUM_FINAL_STEPS',
+    'DEFAULT_NUM_SWEEPS',
     'DEFAULT_THETA_STEP_SIZE',
     'DEFAULT_THETA_STEP_SIZE_FACTOR',
+    'THETA_UPDATES',
     'JointPosteriorSampler',
     'joint_posterior_score_fn',
     'parameter_summary',
@@ -109,6 +109,11 @@ __all__ = [
 
 # Transitions at σ_min after the annealing ("What the annealing does to θ").
 DEFAULT_NUM_FINAL_STEPS = 100
+# How θ moves (`JointPosteriorSampler`): from its field-level marginal, or
+# inside the annealed HMC.
+THETA_UPDATES = ('marginal', 'annealed')
+# Gibbs sweeps of the marginal route for masked or non-white data.
+DEFAULT_NUM_SWEEPS = 8
 # u's leapfrog step max(factor · σ, floor): "Step sizes" in the docstring.
 DEFAULT_THETA_STEP_SIZE_FACTOR = 5.
 DEFAULT_THETA_STEP_SIZE = 0.05
@@ -117,25 +122,11 @@ DEFAULT_THETA_STEP_SIZE = 0.05
 _U_MARGIN = 3.
 
 
-def theta_bijector(bounds, dtype):
-  """θ = low + (high − low) Φ(u), from u ∈ ℝ^D onto the box ``bounds``.
-
-  Args:
-    bounds: ``[D, 2]`` (low, high) per parameter.
-    dtype: float32 or float64.
-
-  Returns:
-    A `tfb.Chain` of `tfb.Shift`, `tfb.Scale` and `tfb.NormalCDF` (Φ, the
-    standard normal CDF): θ uniform over ``bounds`` is u ~ N(0, I).
-  """
-  bounds = np.asarray(bounds, dtype.as_numpy_dtype)
-  return chain_bijector.Chain([
-      shift_bijector.Shift(tf.constant(bounds[:, 0])),
-      scale_bijector.Scale(tf.constant(bounds[:, 1] - bounds[:, 0])),
-      normal_cdf.NormalCDF()])
+theta_bijector = theta_posterior.theta_bijector
 
 
-def joint_posterior_score_fn(shear, noise_std, mask, joint_prior, bounds):
+def joint_posterior_score_fn(shear, noise_std, mask, joint_prior, bounds,
+                             hold_theta=False):
   """The annealed joint posterior score ([κ, u], σ) ↦ [∇κ, ∇u] log p_σ.
 
   ∇κ = ∇κ log p_σ(γ | κ) + ∇κ log p_σ(κ, θ) (the `ShearLikelihood` with
@@ -147,7 +138,9 @@ def joint_posterior_score_fn(shear, noise_std, mask, joint_prior, bounds):
   the last term the gradient of the log-det Jacobian log φ(u) (closed form:
   TFP bijectors cache θ from u, and a gradient through that cache can miss
   the Jacobian term). The likelihood does not depend on θ. One call of
-  ``joint_prior.score`` per evaluation.
+  ``joint_prior.score`` per evaluation; with ``hold_theta`` ∇u is 0 (θ is
+  fixed per chain) and the κ part comes from the prior's ``score_kappa``
+  when it has one (a learned prior then skips its ratio network).
 
   Args:
     shear: observed mean ellipticity ``[N, N, 2]``.
@@ -155,6 +148,7 @@ def joint_posterior_score_fn(shear, noise_std, mask, joint_prior, bounds):
     mask: ``[N, N]`` 0/1.
     joint_prior: a `JointPrior`.
     bounds: ``[D, 2]`` (low, high), the prior range of θ.
+    hold_theta: Python bool; the score of p(κ | γ, θ) per chain, ∇u = 0.
 
   Returns:
     A callable ``([κ [..., N, N], u [..., D]], sigma) -> [∇κ, ∇u]``.
@@ -171,6 +165,11 @@ def joint_posterior_score_fn(shear, noise_std, mask, joint_prior, bounds):
     likelihood_score = tape.gradient(log_likelihood, kappa)
     width = tf.constant(bounds[:, 1] - bounds[:, 0], u.dtype)
     theta = tf.constant(bounds[:, 0], u.dtype) + width * special_math.ndtr(u)
+    if hold_theta:
+      score_kappa = getattr(joint_prior, 'score_kappa', None)
+      prior_kappa = (score_kappa(kappa, theta, sigma) if callable(score_kappa)
+                     else joint_prior.score(kappa, theta, sigma)[0])
+      return [likelihood_score + prior_kappa, tf.zeros_like(u)]
     prior_kappa, prior_theta = joint_prior.score(kappa, theta, sigma)
     normal_density = tf.exp(-0.5 * tf.square(u)) / np.sqrt(2. * np.pi)
     score_u = width * normal_density * prior_theta - u
@@ -256,6 +255,21 @@ def parameter_summary(result):
   return summary
 
 
+def _warn_if_drifting(sweep_means, theta, names, num_sweeps):
+  """Warns when the mean θ moved > 3 Monte Carlo errors in the last sweep."""
+  last, before = np.asarray(sweep_means[-1]), np.asarray(sweep_means[-2])
+  error = theta.std(axis=0) / np.sqrt(theta.shape[0])
+  moved = np.abs(last - before) / np.maximum(error, 1e-300)
+  if np.any(moved > 3.):
+    i = int(np.argmax(moved))
+    warnings.warn(
+        f'the mean {names[i]} still moved from {before[i]:.4g} to '
+        f'{last[i]:.4g} ({moved[i]:.1f} Monte Carlo errors) in the last of '
+        f'{num_sweeps} Gibbs sweeps: the theta samples may not have '
+        'converged; raise num_sweeps (diagnostics["theta_posterior"]'
+        '["sweep_theta_means"] traces them).', RuntimeWarning)
+
+
 class JointPosteriorSampler(posterior.AnnealedSampler):
   """Annealed-HMC sampler of p(κ, θ | γ), compiled once, for many shear maps.
 
@@ -285,8 +299,10 @@ class JointPosteriorSampler(posterior.AnnealedSampler):
   def __init__(self,
                joint_prior,
                *,
+               theta_update='marginal',
+               num_sweeps=DEFAULT_NUM_SWEEPS,
                schedule=None,
-               num_final_steps=DEFAULT_NUM_FINAL_STEPS,
+               num_final_steps=None,
                method='hmc',
                num_leapfrog_steps=None,
                step_size_factor=posterior.DEFAULT_STEP_SIZE_FACTOR,
@@ -300,24 +316,45 @@ class JointPosteriorSampler(posterior.AnnealedSampler):
     Args:
       joint_prior: a `tfp_massmap.priors.conditional.JointPrior`, e.g. an
         `AmplitudeGaussianPrior`.
+      theta_update: ``'marginal'`` (default): θ from its field-level
+        marginal p(θ | γ) (`tfp_massmap.theta_posterior`: exact, for data on
+        every pixel with white noise, and a prior with
+        ``field_log_likelihood``), then κ from p(κ | γ, θ) by the annealed
+        HMC with each chain's θ held; ``'annealed'``: θ moves in the
+        annealed HMC with κ (any mask and noise; module docstring for where
+        it fails).
+      num_sweeps: with ``theta_update='marginal'``, the sweeps of the
+        partially collapsed Gibbs sampler for masked or non-white data
+        (module docstring, "Masks and coloured noise"; int >= 1, default
+        8); unused for fully observed white-noise data.
       schedule, method, num_leapfrog_steps, metropolis_correction, tweedie,
         jit_compile: as in `PosteriorSampler` (default schedule:
         `posterior.default_schedule()`).
       num_final_steps: transitions at the schedule's last noise level after
-        it (int >= 0, default 100), where θ and κ settle (module docstring,
-        "What the annealing does to θ").
+        it (int >= 0); default 100 with ``theta_update='annealed'``, where θ
+        and κ settle (module docstring, "What the annealing does to θ"), 0
+        with ``'marginal'`` (κ given θ needs none, as `PosteriorSampler`).
       step_size_factor: κ's leapfrog step / σ, in (0, √2) (default 0.5; 1
         suits an exact prior score).
       theta_step_size_factor, theta_step_size: u's leapfrog step is
         max(theta_step_size_factor · σ, theta_step_size) (positive floats,
         dimensionless; u is N(0, 1) under a uniform θ prior); defaults 5 and
-        0.05 (module docstring, "Step sizes").
+        0.05 (module docstring, "Step sizes"); unused with
+        ``theta_update='marginal'``.
 
     Raises:
       ValueError: for a joint prior with missing or malformed members
         (`conditional.joint_prior_properties`), or a bad setting.
     """
     self._properties = conditional.joint_prior_properties(joint_prior)
+    if theta_update not in THETA_UPDATES:
+      raise ValueError(f'theta_update must be one of {THETA_UPDATES}, got '
+                       f'{theta_update!r}.')
+    self._theta_update = theta_update
+    self._num_sweeps = _checks.positive_int(num_sweeps, 'num_sweeps')
+    if num_final_steps is None:
+      num_final_steps = (DEFAULT_NUM_FINAL_STEPS if theta_update == 'annealed'
+                         else 0)
     self._num_final_steps = _checks.positive_int(
         num_final_steps, 'num_final_steps', minimum=0)
     self._annealing = posterior._checked_schedule(schedule)  # pylint: disable=protected-access
@@ -342,9 +379,15 @@ class JointPosteriorSampler(posterior.AnnealedSampler):
     return self._properties.theta_names
 
   @property
+  def theta_update(self):
+    """``'marginal'`` or ``'annealed'`` (``__init__``)."""
+    return self._theta_update
+
+  @property
   def settings(self):
     """`dict` of the sampler's settings, as recorded in the diagnostics."""
-    return dict(schedule=self._annealing,
+    return dict(theta_update=self._theta_update, num_sweeps=self._num_sweeps,
+                schedule=self._annealing,
                 num_final_steps=self._num_final_steps,
                 num_steps=self._schedule.num_steps, method=self._method,
                 num_leapfrog_steps=self._num_leapfrog_steps,
@@ -358,6 +401,7 @@ class JointPosteriorSampler(posterior.AnnealedSampler):
     return theta_bijector(self._properties.theta_bounds, dtype)
 
   def _make_kernel(self, target_score_fn):
+    held = self._theta_update == 'marginal'  # u's leapfrog step is then 0.
     return _ThetaStepSize(
         annealed_hmc.AnnealedHamiltonianMonteCarlo(
             target_score_fn=target_score_fn,
@@ -365,11 +409,13 @@ class JointPosteriorSampler(posterior.AnnealedSampler):
             step_size_factor=[self._step_size_factor] * 2,
             num_leapfrog_steps=self._num_leapfrog_steps,
             metropolis_correction=self._metropolis_correction),
-        self._theta_step_size_factor, self._theta_step_size)
+        0. if held else self._theta_step_size_factor,
+        0. if held else self._theta_step_size)
 
   def _kernel(self, shear, noise_std, mask):
     return self._make_kernel(joint_posterior_score_fn(
-        shear, noise_std, mask, self._prior, self._properties.theta_bounds))
+        shear, noise_std, mask, self._prior, self._properties.theta_bounds,
+        hold_theta=self._theta_update == 'marginal'))
 
   def _start_fn(self, maps, u, seed, shear, noise_std, mask):
     sigma = tf.cast(self._schedule.sigma(0), maps.dtype)
@@ -468,42 +514,62 @@ class JointPosteriorSampler(posterior.AnnealedSampler):
     theta_seed, seed = samplers.split_seed(seed)
     start_maps = posterior._initial_state(
         initial_state, num_samples, n, dtype, 'initial_state')
-    start_u = self._initial_u(initial_theta, num_samples, dtype, theta_seed)
+    if self._theta_update == 'marginal':
+      if initial_theta is not None:
+        raise ValueError(
+            "initial_theta is for theta_update='annealed'; with 'marginal' "
+            'theta is drawn from its marginal posterior p(theta | gamma).')
+      theta_posterior.check_field_level(self._prior)
+      start_seed, theta_seed = samplers.split_seed(theta_seed)
+      # θ uniform over its range.
+      start_u = self._initial_u(None, num_samples, dtype, start_seed)
+    else:
+      start_u = self._initial_u(initial_theta, num_samples, dtype, theta_seed)
     divergence_bound = posterior._check_divergence_bound(
         divergence_bound, start_maps, self._schedule)
-    u_reach = float(tf.reduce_max(tf.abs(start_u))) + _U_MARGIN
-    if divergence_bound <= u_reach:
-      raise ValueError(
-          f'divergence_bound={divergence_bound!r} must exceed the largest '
-          f'starting |u| + {_U_MARGIN:g} = {u_reach:.3g} (u, the '
-          'unconstrained theta, counts in the divergence check), or chains '
-          'would count as diverged from the start.')
     data_args = (data.shear, data.noise_std, data.mask)
     num_steps = self._schedule.num_steps
     chunks = driver.chunk_lengths(num_steps, posterior._MAX_CHUNK_STEPS)
     # pylint: enable=protected-access
 
-    def run_batch(first, batch_seed, bar):
-      init_seed, run_seed = samplers.split_seed(batch_seed)
-      batch = slice(first, first + batch_size)
-      state, kernel_results = self._start(start_maps[batch], start_u[batch],
-                                          init_seed, *data_args)
-      state, kernel_results, _ = driver.run_chunks(
-          self._advance, state, kernel_results, chunks, run_seed,
-          *data_args, progress_bar=bar)
-      return self._finish(state), kernel_results
+    def run(start_u, seed, desc):
+      """The annealed HMC from start_u: (κ, θ, final results, seconds)."""
+      u_reach = float(tf.reduce_max(tf.abs(start_u))) + _U_MARGIN
+      if divergence_bound <= u_reach:
+        raise ValueError(
+            f'divergence_bound={divergence_bound!r} must exceed the largest '
+            f'starting |u| + {_U_MARGIN:g} = {u_reach:.3g} (u, the '
+            'unconstrained theta, counts in the divergence check), or chains '
+            'would count as diverged from the start.')
 
-    outputs, wall_time = driver.run_batches(
-        run_batch, num_samples, batch_size, seed, num_steps=num_steps,
-        desc='joint annealed HMC', progress=progress)
-    kappas = [kappa for (kappa, _), _ in outputs]
-    thetas = [theta for (_, theta), _ in outputs]
-    finals = [kernel_results for _, kernel_results in outputs]
-    kappa = tf.concat(kappas, axis=0)
-    theta = tf.concat(thetas, axis=0)
+      def run_batch(first, batch_seed, bar):
+        init_seed, run_seed = samplers.split_seed(batch_seed)
+        batch = slice(first, first + batch_size)
+        state, kernel_results = self._start(
+            start_maps[batch], start_u[batch], init_seed, *data_args)
+        state, kernel_results, _ = driver.run_chunks(
+            self._advance, state, kernel_results, chunks, run_seed,
+            *data_args, progress_bar=bar)
+        return self._finish(state), kernel_results
+
+      outputs, wall_time = driver.run_batches(
+          run_batch, num_samples, batch_size, seed, num_steps=num_steps,
+          desc=desc, progress=progress)
+      return (tf.concat([kappa for (kappa, _), _ in outputs], axis=0),
+              tf.concat([theta for (_, theta), _ in outputs], axis=0),
+              [kernel_results for _, kernel_results in outputs], wall_time)
+
+    if self._theta_update == 'marginal':
+      kappa, theta, finals, wall_time, theta_diagnostics = (
+          self._sample_marginal(data, start_u, theta_seed, seed, run))
+    else:
+      kappa, theta, finals, wall_time = run(start_u, seed,
+                                            'joint annealed HMC')
     diagnostics = self._diagnostics(kappa, theta, finals, divergence_bound,
                                     wall_time)
     diagnostics.update(batch_size=batch_size, **pixel_scales)
+    if self._theta_update == 'marginal':
+      diagnostics['theta_posterior'] = theta_diagnostics
     diverged = diagnostics['num_diverged_chains']
     if diverged:
       warnings.warn(
@@ -518,6 +584,48 @@ class JointPosteriorSampler(posterior.AnnealedSampler):
     parameters = {name: theta[:, i]
                   for i, name in enumerate(self.theta_names)}
     return results.from_samples(kappa, diagnostics, parameters=parameters)
+
+  def _sample_marginal(self, data, start_u, theta_seed, seed, run):
+    """θ from p(θ | γ), then κ given θ (``theta_update='marginal'``).
+
+    Fully observed white-noise data: one θ draw (`theta_posterior`), one κ
+    run. Otherwise the partially collapsed Gibbs sampler of the module
+    docstring: ``num_sweeps`` times κ ~ p(κ | γ, θ), y ~ p(y | κ, γ),
+    θ ~ p(θ | y), then a last κ run.
+    """
+    dtype = data.shear.dtype
+    bijector = self._bijector(dtype)
+    noise_level, white = theta_posterior.augmentation_noise_level(data)
+    num_sweeps = 0 if white else self._num_sweeps
+    seeds = samplers.split_seed(seed, n=num_sweeps + 1)
+    theta_seeds = samplers.split_seed(theta_seed, n=2 * num_sweeps + 1)
+    num_samples = int(start_u.shape[0])
+    wall_time = 0.
+    sweep_means = []
+    if white:
+      u, diagnostics = theta_posterior.sample_u(
+          data.shear, noise_level, self._prior, num_samples=num_samples,
+          seed=theta_seeds[0])
+    else:
+      u = start_u
+      for sweep in range(num_sweeps):
+        kappa, _, _, seconds = run(u, seeds[sweep],
+                                   f'joint κ | θ, sweep {sweep + 1}')
+        wall_time += seconds
+        imputed = theta_posterior.impute_white_shear(
+            data, kappa, noise_level, theta_seeds[2 * sweep + 1])
+        u, diagnostics = theta_posterior.sample_u(
+            imputed, noise_level, self._prior, num_samples=num_samples,
+            seed=theta_seeds[2 * sweep + 2], start=None if sweep == 0 else u)
+        sweep_means.append(
+            tf.reduce_mean(bijector.forward(u), axis=0).numpy().tolist())
+    if num_sweeps >= 2:
+      _warn_if_drifting(sweep_means, bijector.forward(u).numpy(),
+                        self.theta_names, num_sweeps)
+    kappa, theta, finals, seconds = run(u, seeds[-1], 'joint κ | θ')
+    diagnostics.update(noise_level=noise_level, num_sweeps=num_sweeps,
+                       sweep_theta_means=sweep_means)
+    return kappa, theta, finals, wall_time + seconds, diagnostics
 
   def _diagnostics(self, kappa, theta, finals, divergence_bound, wall_time):
     """The diagnostics dict of `sample`, from the final kernel results."""
@@ -567,8 +675,10 @@ def sample_joint_posterior(shear_map,
                            joint_prior,
                            *,
                            num_samples=64,
+                           theta_update='marginal',
+                           num_sweeps=DEFAULT_NUM_SWEEPS,
                            schedule=None,
-                           num_final_steps=DEFAULT_NUM_FINAL_STEPS,
+                           num_final_steps=None,
                            method='hmc',
                            num_leapfrog_steps=None,
                            step_size_factor=posterior.DEFAULT_STEP_SIZE_FACTOR,
@@ -595,8 +705,8 @@ def sample_joint_posterior(shear_map,
   Args:
     shear_map: the data, a `tfp_massmap.ShearMap`.
     joint_prior: a `JointPrior`, e.g. an `AmplitudeGaussianPrior`.
-    schedule, num_final_steps, method, num_leapfrog_steps, step_size_factor,
-      theta_step_size_factor, theta_step_size, metropolis_correction,
+    theta_update, num_sweeps, schedule, num_final_steps, method, num_leapfrog_steps,
+      step_size_factor, theta_step_size_factor, theta_step_size, metropolis_correction,
       tweedie, jit_compile: as in `JointPosteriorSampler`.
     num_samples, initial_state, initial_theta, batch_size, seed,
       divergence_bound, allow_pixel_scale_mismatch, progress: as in
@@ -613,7 +723,9 @@ def sample_joint_posterior(shear_map,
     RuntimeWarning: when chains diverged, naming how many.
   """
   sampler = JointPosteriorSampler(
-      joint_prior, schedule=schedule, num_final_steps=num_final_steps,
+      joint_prior, theta_update=theta_update, num_sweeps=num_sweeps,
+      schedule=schedule,
+      num_final_steps=num_final_steps,
       method=method, num_leapfrog_steps=num_leapfrog_steps,
       step_size_factor=step_size_factor,
       theta_step_size_factor=theta_step_size_factor,

@@ -107,6 +107,15 @@ class JointPrior(typing.Protocol):
   def given(self, theta):
     """The conditional prior p(κ | θ) at one concrete θ ``[D]``, a `Prior`."""
 
+  def field_log_likelihood(self, x, theta, sigma):
+    """Optional: log p_σ(κ | θ) up to a term that does not depend on θ.
+
+    Arguments as ``score``'s; returns ``[...]`` (nats). At σ = σ_n, the
+    noise of fully observed white-noise shear data, and x their E-mode
+    map, it is the field-level likelihood of θ, log p(γ | θ) + const
+    (`tfp_massmap.theta_posterior`).
+    """
+
   def denoise(self, x, theta, sigma):
     """Optional: the denoiser E[κ' | κ' + σu = x, θ], u ~ N(0, I).
 
@@ -455,13 +464,20 @@ class AmplitudeGaussianPrior:
       name: name scope.
     """
     with tf.name_scope(self._name), tf.name_scope(name):
+      return self.field_log_likelihood(x, theta, sigma) + (
+          self.log_prob_theta(theta))
+
+  def field_log_likelihood(self, x, theta, sigma, name='field_log_likelihood'):
+    """The Gaussian log N(κ; 0, A(θ) S + σ²), ``[...]``, without log p(θ).
+
+    Arguments as ``log_prob``'s; exact (the JointPrior protocol member).
+    """
+    with tf.name_scope(self._name), tf.name_scope(name):
       x = tf.convert_to_tensor(x, self.dtype, name='x')
-      amplitude = self.amplitude(theta)
-      spectrum = (amplitude[..., tf.newaxis, tf.newaxis] *
+      spectrum = (self.amplitude(theta)[..., tf.newaxis, tf.newaxis] *
                   self._fiducial.spectrum + tf.square(
                       tf.convert_to_tensor(sigma, self.dtype)))
-      return gaussian.GaussianPrior(spectrum).log_prob(x) + (
-          self.log_prob_theta(theta))
+      return gaussian.GaussianPrior(spectrum).log_prob(x)
 
   def given(self, theta):
     """The conditional prior p(κ | θ), a `GaussianPrior` of spectrum A(θ) S.

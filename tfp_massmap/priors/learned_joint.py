@@ -215,9 +215,31 @@ class LearnedJointPrior(_NetworkPriorMembers):
     Raises:
       NotImplementedError: without a ratio network (module docstring).
     """
+    self._require_ratio('θ score ∇θ log p_σ(κ | θ)')
+    with tf.name_scope(self._name), tf.name_scope(name):
+      # The uniform θ prior adds ∇θ log p(θ) = 0 inside the bounds.
+      return (self._network.score(x, sigma, theta),
+              self._ratio.theta_score(x, theta, sigma))
+
+  def field_log_likelihood(self, x, theta, sigma,
+                           name='field_log_likelihood'):
+    """The ratio network's ℓ(κ, θ, σ) = log p_σ(κ | θ) − log p_σ(κ).
+
+    log p_σ(κ | θ) up to the θ-independent log p_σ(κ) (the JointPrior
+    protocol member; `tfp_massmap.theta_posterior`), ``[...]`` nats.
+    Arguments as ``score``'s.
+
+    Raises:
+      NotImplementedError: without a ratio network.
+    """
+    self._require_ratio('field-level θ likelihood log p_σ(κ | θ)')
+    with tf.name_scope(self._name), tf.name_scope(name):
+      return self._ratio.log_ratio(x, theta, sigma)
+
+  def _require_ratio(self, what):
     if self._ratio is None:
       raise NotImplementedError(
-          'LearnedJointPrior has no θ score ∇θ log p_σ(κ | θ) without a ratio '
+          f'LearnedJointPrior has no {what} without a ratio '
           'network: its network learns the κ score of p(κ | θ), which fixes '
           'log p_σ(κ | θ) only up to a θ-dependent constant. Pass '
           'ratio=<RatioNetwork or its .keras file> (trained by '
@@ -225,10 +247,6 @@ class LearnedJointPrior(_NetworkPriorMembers):
           '--objective=ratio) to sample the joint posterior p(κ, θ | γ); use '
           'score_kappa for the κ score, or given(theta) for the conditional '
           'posterior p(κ | γ, θ) at a fixed θ.')
-    with tf.name_scope(self._name), tf.name_scope(name):
-      # The uniform θ prior adds ∇θ log p(θ) = 0 inside the bounds.
-      return (self._network.score(x, sigma, theta),
-              self._ratio.theta_score(x, theta, sigma))
 
   def given(self, theta):
     """The conditional prior p(κ | θ) at one concrete θ, a `Prior`.
