@@ -129,6 +129,12 @@ def _define_flags():
                        'sigma_min after the annealing.')
   flags.DEFINE_integer('num_leapfrog_steps', 5, 'Leapfrog steps per '
                        'transition.')
+  flags.DEFINE_enum('theta_update', 'annealed',
+                    list(joint_posterior.THETA_UPDATES),
+                    "The joint sampler's route for θ (JointPosteriorSampler): "
+                    'annealed (the recorded runs; θ inside the annealed HMC) '
+                    'or marginal (θ from its field-level marginal, then κ '
+                    'given θ; pass --num_final_steps=0).')
   flags.DEFINE_float('step_size_factor', 1., 'κ leapfrog step over σ '
                      '[dimensionless].')
   flags.DEFINE_float('theta_step_size', 0.025, 'Floor of the u leapfrog step '
@@ -266,7 +272,8 @@ def run(num_maps, num_chains, n, pixel_scale, bounds, noise, settings,
       fiducial, bounds, sigma8_fiducial=SIGMA8_FIDUCIAL)
   sampler = joint_posterior.JointPosteriorSampler(
       joint, theta_step_size=theta_step_size, **settings)
-  map_settings = {k: v for k, v in settings.items() if k != 'num_final_steps'}
+  map_settings = {k: v for k, v in settings.items()
+                  if k not in ('num_final_steps', 'theta_update')}
   fixed_sampler = posterior.PosteriorSampler(
       joint.given([SIGMA8_FIDUCIAL]), **map_settings)
   oracle_spectrum = tf.Variable(fiducial.spectrum)
@@ -569,7 +576,8 @@ def run_learned(num_maps, num_chains, paths, noise, settings,
   names = joint.theta_names
   sampler = joint_posterior.JointPosteriorSampler(
       joint, theta_step_size=theta_step_size, **settings)
-  map_settings = {k: v for k, v in settings.items() if k != 'num_final_steps'}
+  map_settings = {k: v for k, v in settings.items()
+                  if k not in ('num_final_steps', 'theta_update')}
   fiducial = np.array([cosmology.FIDUCIAL_OMEGA_M, SIGMA8_FIDUCIAL])
   oracle = _OracleNetwork(network, fiducial)
   arms = {'oracle': posterior.PosteriorSampler(oracle, **map_settings),
@@ -775,7 +783,7 @@ def _main_learned(noise, settings):
                        'num_maps', 'num_chains', 'sigma_max', 'sigma_min',
                        'num_levels', 'num_final_steps', 'num_leapfrog_steps',
                        'step_size_factor', 'theta_step_size', 'seed',
-                       'first_seed', 'galaxy_density', 'sigma_e',
+                       'theta_update', 'first_seed', 'galaxy_density', 'sigma_e',
                        'conditional_network', 'ratio_network',
                        'marginal_network')})
     return summary
@@ -835,6 +843,7 @@ def main(argv):
       schedule=GeometricSchedule(FLAGS.sigma_max, FLAGS.sigma_min,
                                  num_levels=FLAGS.num_levels),
       num_final_steps=FLAGS.num_final_steps,
+      theta_update=FLAGS.theta_update,
       num_leapfrog_steps=FLAGS.num_leapfrog_steps,
       step_size_factor=FLAGS.step_size_factor)
   if FLAGS.prior == 'learned':
@@ -869,7 +878,8 @@ def main(argv):
                      'num_maps', 'num_chains', 'map_size',
                      'pixel_scale_arcmin', 'sigma_max', 'sigma_min',
                      'num_levels', 'num_final_steps', 'num_leapfrog_steps',
-                     'step_size_factor', 'theta_step_size', 'seed')})
+                     'step_size_factor', 'theta_step_size', 'seed',
+                     'theta_update')})
   print(markdown(summary, FLAGS.num_chains))
   print(f'wall time {wall:.0f} s')
   if FLAGS.output:

@@ -134,16 +134,21 @@ flags.DEFINE_float('peak_match_radius_arcmin', 2.0,
                    'Radius [arcmin] within which a sample\'s peak (or a '
                    'cluster) matches a peak.')
 _METHODS = ('ks', 'wiener', 'posterior', 'sparse', 'tv', 'mcalens')
+# The σ8 prior range of --prior=gaussian_sigma8.
+_SIGMA8_BOUNDS = (0.6, 1.0)
 flags.DEFINE_list('methods', ['ks', 'wiener', 'posterior'],
                   'Estimators to run: ks (Kaiser-Squires), wiener (Wiener filter), '
                   'posterior (annealed HMC samples under --prior), sparse (starlet '
                   'l1 MAP, GLIMPSE-like), tv (total-variation MAP), mcalens '
                   '(Wiener + sparse peaks).')
-flags.DEFINE_enum('prior', 'learned', ['learned', 'gaussian'],
+flags.DEFINE_enum('prior', 'learned', ['learned', 'gaussian', 'gaussian_sigma8'],
                   'Prior of the posterior sampler: the shipped learned score '
                   'network (tfp_massmap.load_prior, trained on 0.8 arcmin '
-                  'pixels) or the analytic Gaussian prior with the shipped '
-                  'LCDM spectrum.')
+                  'pixels), the analytic Gaussian prior with the shipped '
+                  'LCDM spectrum, or gaussian_sigma8: that spectrum with its '
+                  'amplitude free, σ8 uniform on [0.6, 1.0] (the joint '
+                  'posterior of κ and σ8; writes parameters.png and '
+                  'parameters.fits).')
 flags.DEFINE_string('prior_path', None,
                     'A .keras score network to use instead of the shipped prior.')
 flags.DEFINE_bool('allow_prior_pixel_scale_mismatch', False,
@@ -348,7 +353,8 @@ def _check_memory(methods):
   from tfp_massmap import demo  # pylint: disable=g-import-not-at-top
   from tfp_massmap import pipeline  # pylint: disable=g-import-not-at-top
   npix = FLAGS.npix if FLAGS.catalog else demo.DEMO_MAP_SIZE
-  prior = 'gaussian' if FLAGS.prior == 'gaussian' and not FLAGS.prior_path else 'learned'
+  prior = ('gaussian' if FLAGS.prior.startswith('gaussian') and not FLAGS.prior_path
+           else 'learned')
   need = pipeline.memory_need_bytes(npix, methods, FLAGS.num_samples, prior)
   have = _physical_memory_bytes()
   if need > have:
@@ -427,10 +433,13 @@ def _posterior_prior(shear_map):
   if FLAGS.prior_path:
     with _input_errors(f'--prior_path={FLAGS.prior_path}'):
       prior = priors.load_prior(pathlib.Path(FLAGS.prior_path))
-  elif FLAGS.prior == 'gaussian':
+  elif FLAGS.prior.startswith('gaussian'):
     ell, cl = cosmology.cosmos_convergence_cl()
     prior = priors.GaussianPrior.from_power_spectrum(
         ell, cl, n, shear_map.pixel_scale_arcmin)
+    if FLAGS.prior == 'gaussian_sigma8':
+      prior = priors.AmplitudeGaussianPrior(
+          prior, _SIGMA8_BOUNDS, sigma8_fiducial=cosmology.FIDUCIAL_SIGMA8)
   else:
     prior = priors.load_prior()
   # sample_posterior repeats these checks, but only after the other methods.
@@ -573,7 +582,8 @@ def _write_table(path, columns, run_id):
   fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(path)
 
 
-def _write(plan, maps, summary, panels, stats=None, tables=None, peaks=None):
+def _write(plan, maps, summary, panels, stats=None, tables=None, peaks=None,
+           parameters=None):
   """Writes every product into the output folder as one transaction."""
   from tfp_massmap import catalog  # pylint: disable=g-import-not-at-top
   from tfp_massmap import plotting  # pylint: disable=g-import-not-at-top
@@ -591,6 +601,13 @@ def _write(plan, maps, summary, panels, stats=None, tables=None, peaks=None):
                        metadata={'RunID': folder.run_id})
     for name, columns in (tables or {}).items():
       _write_table(folder.path_for(f'{name}.fits'), columns, folder.run_id)
+    if parameters:  # The joint posterior's θ samples.
+      _write_table(folder.path_for('parameters.fits'), parameters,
+                   folder.run_id)
+      plotting.plot_parameters(
+          parameters, folder.path_for('parameters.png'),
+          bounds=plan.prior.theta_bounds, title=plan.description,
+          metadata={'RunID': folder.run_id})
     if stats is not None:
       with open(folder.path_for('statistics.json'), 'w', encoding='utf-8') as f:
         f.write(json.dumps(stats, indent=2, allow_nan=False) + '\n')
@@ -607,10 +624,16 @@ def main(argv):
   results = _run_methods(plan)
   maps, summary, panels = _products(plan, results)
   stats, tables, peaks = _statistics_products(plan, results)
-  summary_text = _write(plan, maps, summary, panels, stats, tables, peaks)
+  post = results['posterior'].posterior if 'posterior' in results else None
+  parameters = ({name: np.asarray(value) for name, value in
+                 post.parameters.items()} if post is not None and post.parameters
+                else None)
+  summary_text = _write(plan, maps, summary, panels, stats, tables, peaks,
+                        parameters)
   print(summary_text)
   extra = ''.join(f', {name}.fits' for name in tables) + (
-      ', statistics.json' if stats is not None else '')
+      ', statistics.json' if stats is not None else '') + (
+          ', parameters.fits, parameters.png' if parameters else '')
   print(f'wrote {len(maps)} FITS maps, maps.png, summary.json{extra} to '
         f'{plan.folder.path} (run id {plan.folder.run_id})')
 

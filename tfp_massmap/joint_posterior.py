@@ -12,6 +12,41 @@ level σ is the shear likelihood with variance σ_pix² + σ² (as for κ alone)
 times the joint prior smoothed in κ, p_σ(κ, θ) (θ itself is not smoothed:
 see the conditional module's docstring).
 
+#### Two routes for θ
+
+``theta_update='marginal'`` (the default) uses p(κ, θ | γ) = p(θ | γ)
+p(κ | γ, θ): θ comes from its field-level marginal posterior, with κ
+integrated out exactly (`tfp_massmap.theta_posterior`: for data on every
+pixel with white noise, p(γ | θ) ∝ p_σn(κ_E | θ), the prior's
+``field_log_likelihood``, sampled by TFP's Metropolis-corrected HMC), and
+each chain then anneals κ with its θ held (u's leapfrog step 0, ∇u = 0):
+the conditional posterior sampler, so κ needs no ``num_final_steps``.
+θ never crosses the funnel between itself and κ's noise-dominated modes.
+``theta_update='annealed'`` moves θ inside the annealed HMC with κ (the
+rest of this docstring); it holds where most modes are measured (16² test
+maps) and fails where noise dominates (at the demo's 128² and noise σ8
+sticks near the top of its range: docs/benchmarks.md).
+
+#### Masks and coloured noise (the marginal route)
+
+With masked pixels or noise that varies, κ_E's noise is no longer white
+and the identity fails. The sampler then augments the data: with σ_w the
+smallest observed noise, γ = y + δ where y = Aκ + n_w is white-noise data
+on the full grid (n_w ~ N(0, σ_w²)) and δ ~ N(0, σ_pix² − σ_w²) on the
+observed pixels, which is exactly the likelihood. A partially collapsed
+Gibbs sampler (κ integrated out of θ's step) runs ``num_sweeps`` sweeps of
+
+  κ ~ p(κ | γ, θ) (annealed HMC, θ held), y ~ p(y | κ, γ) (per pixel,
+  `theta_posterior.impute_white_shear`), θ ~ p(θ | y) (field-level),
+
+then a last κ run at the final θ. Each sweep costs one κ run. The sweeps
+converge at the rate of the fraction of θ information the imputation
+carries (masked area, noise below the median): the mean θ after each sweep
+is in ``diagnostics['theta_posterior']['sweep_theta_means']``, and a mean
+still moving by more than 3 Monte Carlo errors in the last sweep warns.
+Through the imputed pixels θ also sees the κ sampler's own errors (excess
+power in prior-dominated modes at the default schedule: docs/benchmarks.md).
+
 #### θ inside its bounds
 
 The chains move an unconstrained u ∈ ℝ^D with θ = low + (high − low) Φ(u)

@@ -10,6 +10,7 @@ display.
 import contextlib
 import math
 import os
+import textwrap
 import uuid
 
 import numpy as np
@@ -200,7 +201,7 @@ def plot_parameters(samples, path, bounds=None, truth=None, title=None,
     mean, (lo, hi) = values[0].mean(), np.percentile(values[0], [16, 84])
     axes[0, 0].set_title(f'{names[0]} = {mean:.3f} (68 %: {lo:.3f}–{hi:.3f})',
                          fontsize=9)
-  if title:
-    fig.suptitle(title, fontsize=10)
+  if title:  # Wrapped to the figure's width (a run's description is long).
+    fig.suptitle(textwrap.fill(title, width=int(14 * d + 16)), fontsize=9)
   fig.tight_layout()
   return _save(fig, path, metadata)
