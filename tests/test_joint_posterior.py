@@ -288,7 +288,8 @@ def test_marginal_route_on_masked_data_with_coloured_noise(problem):
   num_samples = 128
   result = joint_posterior.sample_joint_posterior(
       data, problem['joint'], num_samples=num_samples, seed=(1, 2),
-      progress=False, schedule=SETTINGS['schedule'], num_leapfrog_steps=5,
+      progress=False, schedule=SETTINGS['schedule'],
+      sweep_schedule=SETTINGS['schedule'], num_leapfrog_steps=5,
       step_size_factor=1., num_sweeps=4)
   amplitude = result.parameters['amplitude'].numpy()
   assert 0.9 < exact_mean < 1. and 0.1 < exact_std < 0.15
