@@ -119,6 +119,20 @@ def _whitened_residuals(problem, kappa, amplitude):
   return np.array(whitened) * np.sqrt(N**2 / (N**2 - 1.))
 
 
+def _assert_matches(amplitude, exact_mean, exact_std, std_tolerance):
+  """Mean within 3.5 Monte Carlo errors, std within ``std_tolerance``."""
+  assert abs(amplitude.mean() - exact_mean) < 3.5 * exact_std / np.sqrt(
+      amplitude.size)
+  assert abs(amplitude.std() / exact_std - 1.) < std_tolerance
+
+
+def _assert_exact_kappa(problem, result, amplitude):
+  """κ given each sample's own A: the exact Wiener mean and covariance."""
+  z = _whitened_residuals(problem, result.samples.numpy(), amplitude)
+  assert abs(z.mean()) < 0.02
+  assert 0.95 < np.mean(z**2) < 1.08
+
+
 def test_joint_posterior_matches_the_exact_amplitude_posterior(problem):
   num_samples = 128
   result = joint_posterior.sample_joint_posterior(
@@ -129,13 +143,8 @@ def test_joint_posterior_matches_the_exact_amplitude_posterior(problem):
   exact_mean, exact_std = _exact_amplitude_posterior(problem)
   # The data constrain A to ±0.1 of a range 0.2-5.
   assert 0.85 < exact_mean < 1. and 0.08 < exact_std < 0.12
-  assert abs(amplitude.mean() - exact_mean) < 3.5 * exact_std / np.sqrt(
-      num_samples)
-  assert 0.8 < amplitude.std() / exact_std < 1.2
-  # κ given each sample's own A: the exact Wiener mean and covariance.
-  z = _whitened_residuals(problem, result.samples.numpy(), amplitude)
-  assert abs(z.mean()) < 0.02
-  assert 0.95 < np.mean(z**2) < 1.08
+  _assert_matches(amplitude, exact_mean, exact_std, 0.2)
+  _assert_exact_kappa(problem, result, amplitude)
   d = result.diagnostics
   assert d['num_diverged_chains'] == 0
   # 1 bootstrap + (40 + 150) transitions x 5 leapfrog + 1 Tweedie step.
@@ -173,13 +182,8 @@ def test_marginal_route_matches_the_exact_posterior(problem):
       seed=(1, 2), progress=False, schedule=schedule, num_leapfrog_steps=5,
       step_size_factor=1.)
   amplitude = result.parameters['amplitude'].numpy()
-  exact_mean, exact_std = _exact_amplitude_posterior(problem)
-  assert abs(amplitude.mean() - exact_mean) < 3.5 * exact_std / np.sqrt(
-      num_samples)
-  assert 0.85 < amplitude.std() / exact_std < 1.15
-  z = _whitened_residuals(problem, result.samples.numpy(), amplitude)
-  assert abs(z.mean()) < 0.02
-  assert 0.95 < np.mean(z**2) < 1.08
+  _assert_matches(amplitude, *_exact_amplitude_posterior(problem), 0.15)
+  _assert_exact_kappa(problem, result, amplitude)
   d = result.diagnostics
   assert d['theta_update'] == 'marginal'
   # No final steps: 1 bootstrap + 40 × 5 leapfrog + 1 Tweedie step.
@@ -224,10 +228,8 @@ def test_marginal_theta_where_noise_dominates_every_mode(noisy_problem):
   amplitude = amplitude.numpy()[:, 0]
   exact_mean, exact_std = _exact_amplitude_posterior(noisy_problem)
   assert exact_std > 0.3  # The data barely constrain A.
-  assert abs(amplitude.mean() - exact_mean) < 3.5 * exact_std / np.sqrt(
-      num_samples)
   # 2048 chains: 0.968 ± 0.407 against the exact 0.968 ± 0.408.
-  assert 0.87 < amplitude.std() / exact_std < 1.13
+  _assert_matches(amplitude, exact_mean, exact_std, 0.13)
   assert max(diagnostics['rhat']) < 1.15
 
 
@@ -293,9 +295,7 @@ def test_marginal_route_on_masked_data_with_coloured_noise(problem):
       step_size_factor=1., num_sweeps=4)
   amplitude = result.parameters['amplitude'].numpy()
   assert 0.9 < exact_mean < 1. and 0.1 < exact_std < 0.15
-  assert abs(amplitude.mean() - exact_mean) < 3.5 * exact_std / np.sqrt(
-      num_samples)
-  assert 0.85 < amplitude.std() / exact_std < 1.15
+  _assert_matches(amplitude, exact_mean, exact_std, 0.15)
   stage = result.diagnostics['theta_posterior']
   assert stage['num_sweeps'] == 4 and len(stage['sweep_theta_means']) == 4
   assert stage['noise_level'] == pytest.approx(NOISE, rel=1e-2)
