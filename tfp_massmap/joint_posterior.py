@@ -45,8 +45,8 @@ do not constrain κ, so those runs use their own, finer annealing
 (``sweep_schedule``, default 300 levels): with the default 30 levels the κ
 samples carry 12–17 % excess power in prior-dominated modes, and on the
 demo's COSMOS footprint the sweeps then ratchet σ8 up to 0.905 ± 0.036
-(0.917 after 16 sweeps), against 0.801 ± 0.032 with 300 levels and the
-same from exact Wiener samples (docs/benchmarks.md). With accurate κ the
+(0.917 after 16 sweeps), against 0.801 ± 0.032 with 300 levels and
+0.797 ± 0.030 with exact Wiener samples in the sweeps (docs/benchmarks.md). With accurate κ the
 sweeps converge within one or two (default ``num_sweeps`` 3): the mean θ
 after each sweep is in ``diagnostics['theta_posterior']
 ['sweep_theta_means']``, and a mean still moving by more than 3 Monte
