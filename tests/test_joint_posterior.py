@@ -16,6 +16,8 @@ where noise dominates many modes the (κ, A) posterior is a funnel that the
 annealing crosses slowly (tfp_massmap.joint_posterior docstring).
 """
 
+import warnings
+
 import numpy as np
 import pytest
 import scipy.stats
@@ -302,6 +304,19 @@ def test_marginal_route_on_masked_data_with_coloured_noise(problem):
   assert stage['rhat'] is None  # Chains of different imputed data.
   # 5 κ runs of 1 + 40 × 5 + 1 evaluations; the last one is reported.
   assert result.diagnostics['score_evaluations_per_sample'] == 202
+
+
+def test_gibbs_sweeps_warn_when_theta_still_moves():
+  """3 Monte Carlo errors of movement in the last sweep warn; less does not."""
+  theta = np.random.default_rng(0).normal(1., 0.1, size=[100, 1])
+  with pytest.warns(RuntimeWarning, match=r'mean amplitude still moved from '
+                    r'0.95 to 1 \(.* Monte Carlo errors\) in the last of 4'):
+    joint_posterior._warn_if_drifting([[0.9], [0.95], [1.0]], theta,  # pylint: disable=protected-access
+                                      ('amplitude',), 4)
+  with warnings.catch_warnings():
+    warnings.simplefilter('error')
+    joint_posterior._warn_if_drifting([[0.99], [1.0]], theta,  # pylint: disable=protected-access
+                                      ('amplitude',), 2)
 
 
 def test_imputed_white_data_reproduce_the_likelihood(problem):
