@@ -52,6 +52,9 @@ flags.DEFINE_integer('num_sweeps', joint_posterior.DEFAULT_NUM_SWEEPS,
 flags.DEFINE_integer('num_levels', posterior.DEFAULT_NUM_LEVELS,
                      'Geometric noise levels of the annealing, σ 0.1 → 1e-3 '
                      '(the default schedule has 30).')
+flags.DEFINE_integer('sweep_num_levels', joint_posterior.DEFAULT_SWEEP_NUM_LEVELS,
+                     'Geometric noise levels of the κ runs inside the Gibbs '
+                     'sweeps (masked data), σ 0.1 → 1e-3.')
 flags.DEFINE_bool('exact_kappa_gibbs', False,
                   'Also run the marginal route\'s Gibbs sweeps with exact κ '
                   'samples (perturb-and-solve Wiener samples at each chain\'s '
@@ -196,6 +199,9 @@ def main(argv):
       schedule=GeometricSchedule(posterior.DEFAULT_SIGMA_MAX,
                                  posterior.DEFAULT_SIGMA_MIN,
                                  num_levels=FLAGS.num_levels),
+      sweep_schedule=GeometricSchedule(posterior.DEFAULT_SIGMA_MAX,
+                                       posterior.DEFAULT_SIGMA_MIN,
+                                       num_levels=FLAGS.sweep_num_levels),
       num_final_steps=FLAGS.num_final_steps,
       theta_step_size_factor=FLAGS.theta_step_size_factor,
       theta_step_size=FLAGS.theta_step_size, progress=True)
@@ -204,6 +210,7 @@ def main(argv):
   sigma8 = np.asarray(kept.parameters['sigma8'])
   record.update(
       theta_update=FLAGS.theta_update, num_levels=FLAGS.num_levels,
+      sweep_num_levels=FLAGS.sweep_num_levels,
       num_final_steps=result.diagnostics['num_final_steps'],
       theta_posterior=result.diagnostics.get('theta_posterior'),
       score_evaluations_per_sample=result.diagnostics[

@@ -149,6 +149,11 @@ flags.DEFINE_enum('prior', 'learned', ['learned', 'gaussian', 'gaussian_sigma8']
                   'amplitude free, σ8 uniform on [0.6, 1.0] (the joint '
                   'posterior of κ and σ8; writes parameters.png and '
                   'parameters.fits).')
+flags.DEFINE_integer('num_sweeps', 8,
+                     '--prior=gaussian_sigma8 on masked or non-white data: '
+                     'Gibbs sweeps that sample σ8 (each one κ run at '
+                     '--sweep_num_levels; docs/benchmarks.md: 8 forget the '
+                     'prior start, 3 leave the σ8 std 40 % wide).')
 flags.DEFINE_integer('sweep_num_levels', 300,
                      '--prior=gaussian_sigma8 on masked or non-white data: '
                      'noise levels of the κ runs inside the Gibbs sweeps that '
@@ -210,7 +215,7 @@ _CATALOGUE_FLAGS = ('hdu', 'ra_col', 'dec_col', 'e1_col', 'e2_col', 'weight_col'
                     'flip_e2', 'keep_unphysical_ellipticities', 'sigma_e', 'npix',
                     'pixel_scale_arcmin', 'projection', 'center_ra', 'center_dec')
 _POSTERIOR_FLAGS = ('prior', 'prior_path', 'allow_prior_pixel_scale_mismatch',
-                    'num_samples', 'num_levels', 'sweep_num_levels',
+                    'num_samples', 'num_levels', 'num_sweeps', 'sweep_num_levels',
                     'num_leapfrog_steps', 'step_size_factor',
                     'drop_diverged_chains')
 _STATISTICS_FLAGS = ('statistics_smoothing_arcmin', 'peak_threshold_snr',
@@ -349,6 +354,8 @@ def _check_numbers(methods):
                        f'got {FLAGS.step_size_factor}.')
     with _input_errors('--num_levels'):
       schedules.GeometricSchedule(0.1, 1e-3, FLAGS.num_levels)
+    if FLAGS.num_sweeps < 1:
+      raise InputError(f'--num_sweeps must be >= 1, got {FLAGS.num_sweeps}.')
     with _input_errors('--sweep_num_levels'):
       schedules.GeometricSchedule(0.1, 1e-3, FLAGS.sweep_num_levels)
 
@@ -494,6 +501,7 @@ def _run_methods(plan):
       sweep_schedule=schedules.GeometricSchedule(
           posterior.DEFAULT_SIGMA_MAX, posterior.DEFAULT_SIGMA_MIN,
           FLAGS.sweep_num_levels),
+      num_sweeps=FLAGS.num_sweeps,
       num_leapfrog_steps=FLAGS.num_leapfrog_steps,
       step_size_factor=FLAGS.step_size_factor, seed=(FLAGS.seed, 1),
       allow_pixel_scale_mismatch=FLAGS.allow_prior_pixel_scale_mismatch,

@@ -67,7 +67,7 @@ def test_joint_sigma8_prior_writes_the_parameter_posterior(map_shear, tmp_path):
   sampler's Gibbs route)."""
   _run(map_shear, f'--output_dir={tmp_path}', '--prior=gaussian_sigma8',
        '--methods=posterior', '--num_samples=8', '--num_levels=6',
-       '--sweep_num_levels=6')
+       '--num_sweeps=2', '--sweep_num_levels=6')
   summary = json.loads((tmp_path / 'summary.json').read_text())
   post = summary['methods']['posterior']
   table = astropy.table.Table.read(tmp_path / 'parameters.fits')
@@ -75,7 +75,7 @@ def test_joint_sigma8_prior_writes_the_parameter_posterior(map_shear, tmp_path):
   assert sigma8.shape == (8,) and np.all((sigma8 > 0.6) & (sigma8 < 1.0))
   assert post['parameters']['sigma8']['mean'] == pytest.approx(sigma8.mean(),
                                                                rel=1e-6)
-  assert post['theta_posterior']['num_sweeps'] == 3
+  assert post['theta_posterior']['num_sweeps'] == 2
   with astropy.io.fits.open(tmp_path / 'parameters.fits') as hdus:
     assert hdus[1].header['RUNID'] == summary['run_id']
   assert (tmp_path / 'parameters.png').stat().st_size > 5_000

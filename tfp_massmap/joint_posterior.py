@@ -46,11 +46,13 @@ do not constrain κ, so those runs use their own, finer annealing
 samples carry 12–17 % excess power in prior-dominated modes, and on the
 demo's COSMOS footprint the sweeps then ratchet σ8 up to 0.905 ± 0.036
 (0.917 after 16 sweeps), against 0.801 ± 0.032 with 300 levels and
-0.797 ± 0.030 with exact Wiener samples in the sweeps (docs/benchmarks.md). With accurate κ the
-sweeps converge within one or two (default ``num_sweeps`` 3): the mean θ
-after each sweep is in ``diagnostics['theta_posterior']
-['sweep_theta_means']``, and a mean still moving by more than 3 Monte
-Carlo errors in the last sweep warns.
+0.797 ± 0.030 with exact Wiener samples in the sweeps (docs/benchmarks.md).
+With accurate κ the mean θ settles within one or two sweeps, but each
+chain forgets its start (θ drawn from the prior) more slowly: after 3
+sweeps the σ8 std there is 0.042–0.044, after 8 0.030–0.032 (default
+``num_sweeps`` 8). The mean θ after each sweep is in
+``diagnostics['theta_posterior']['sweep_theta_means']``, and a mean still
+moving by more than 3 Monte Carlo errors in the last sweep warns.
 
 #### θ inside its bounds
 
@@ -156,7 +158,7 @@ DEFAULT_NUM_FINAL_STEPS = 100
 THETA_UPDATES = ('marginal', 'annealed')
 # Gibbs sweeps of the marginal route for masked or non-white data, and the
 # levels of their κ runs (docs/benchmarks.md, "At the demo's size").
-DEFAULT_NUM_SWEEPS = 3
+DEFAULT_NUM_SWEEPS = 8
 DEFAULT_SWEEP_NUM_LEVELS = 300
 # u's leapfrog step max(factor · σ, floor): "Step sizes" in the docstring.
 DEFAULT_THETA_STEP_SIZE_FACTOR = 5.
@@ -385,7 +387,7 @@ class JointPosteriorSampler(posterior.AnnealedSampler):
       num_sweeps: with ``theta_update='marginal'``, the sweeps of the
         partially collapsed Gibbs sampler for masked or non-white data
         (module docstring, "Masks and coloured noise"; int >= 1, default
-        3); unused for fully observed white-noise data.
+        8); unused for fully observed white-noise data.
       sweep_schedule: the annealing of the κ runs inside those sweeps
         (default `default_sweep_schedule`: 300 levels, 902 evaluations;
         θ sees their κ through the imputed pixels, so they must be
