@@ -561,7 +561,12 @@ class JointPosteriorSampler(posterior.AnnealedSampler):
       ``settings`` (``num_final_steps``, ``theta_step_size_factor``,
       ``theta_step_size``), ``theta_names`` and ``theta_bounds``;
       ``max_abs_kappa`` per chain is the running max of |κ| and |u|,
-      ``final_step_size_factor`` κ's factor.
+      ``final_step_size_factor`` κ's factor; with ``theta_update=
+      'marginal'`` also ``theta_posterior``, the θ stage's diagnostics
+      (`theta_posterior.sample_u`'s, with ``noise_level``, ``num_sweeps``
+      and ``sweep_theta_means``); the score-evaluation counts are those of
+      the last κ run (the sweeps add ``num_sweeps`` runs of
+      ``sweep_schedule``), the wall time that of all κ runs.
 
     Raises:
       ValueError: before sampling, as `PosteriorSampler.sample`, or for a

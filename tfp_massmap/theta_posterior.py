@@ -32,6 +32,11 @@ up to a θ-independent term) is the θ likelihood, with no approximation:
 A mask or a noise level that varies from pixel to pixel breaks the identity
 (the noise on κ_E is then correlated and its pattern is not the prior's
 smoothing), and `white_noise_level` refuses such data, naming what it found.
+`joint_posterior.JointPosteriorSampler` samples them anyway, exactly, by
+data augmentation: `impute_white_shear` draws white-noise data on the full
+grid given κ (noise level `augmentation_noise_level`, the lowest observed
+one), whose θ likelihood is again the identity above, inside a Gibbs
+sampler.
 
 #### Sampling θ
 
@@ -129,8 +134,9 @@ def white_noise_level(shear_map):
     raise ValueError(
         f'the field-level theta likelihood needs data on every pixel, but '
         f'{np.mean(mask != 1.):.1%} of the mask is not 1 (white noise on the '
-        "full grid is what makes p(gamma | theta) exact): use theta_update="
-        "'annealed' for masked data (see JointPosteriorSampler).")
+        'full grid is what makes p(gamma | theta) exact): '
+        'JointPosteriorSampler samples masked data by imputing white-noise '
+        'data (module docstring).')
   noise = np.asarray(shear_map.noise_std, np.float64)
   low, high = float(noise.min()), float(noise.max())
   if not (np.isfinite(low) and np.isfinite(high) and low > 0.):
@@ -140,8 +146,8 @@ def white_noise_level(shear_map):
     raise ValueError(
         f'the field-level theta likelihood needs one noise level on every '
         f'pixel and component (white noise), got noise_std from {low:.6g} to '
-        f"{high:.6g}: use theta_update='annealed' for such data (see "
-        'JointPosteriorSampler).')
+        f'{high:.6g}: JointPosteriorSampler samples such data by imputing '
+        'white-noise data (module docstring).')
   return float(np.sqrt(np.mean(noise**2)))
 
 
