@@ -121,14 +121,20 @@ def white_noise_level(shear_map):
     shear_map: a `tfp_massmap.ShearMap` of one map.
 
   Returns:
-    σ_n, a Python float (dimensionless).
+    σ_n, a Python float (dimensionless): `augmentation_noise_level`'s σ_w,
+    so the sampler's white-data route and `sample_theta_posterior` agree.
 
   Raises:
-    ValueError: when a pixel is masked or the noise is not the same on every
-      pixel and component (to relative 1e-5), naming the masked fraction or
-      the noise range: the field-level θ likelihood (module docstring) holds
-      only for white noise on the full periodic grid.
+    ValueError: for observed noise that is not finite and > 0 (as
+      `augmentation_noise_level`), or when a pixel is masked or the noise
+      is not the same on every pixel and component (to relative 1e-5),
+      naming the masked fraction or the noise range: the field-level θ
+      likelihood (module docstring) holds only for white noise on the full
+      periodic grid.
   """
+  level, white = augmentation_noise_level(shear_map)
+  if white:
+    return level
   mask = np.asarray(shear_map.mask, np.float64)
   if np.any(mask != 1.):
     raise ValueError(
@@ -138,17 +144,11 @@ def white_noise_level(shear_map):
         'JointPosteriorSampler samples masked data by imputing white-noise '
         'data (module docstring).')
   noise = np.asarray(shear_map.noise_std, np.float64)
-  low, high = float(noise.min()), float(noise.max())
-  if not (np.isfinite(low) and np.isfinite(high) and low > 0.):
-    raise ValueError(f'noise_std must be finite and > 0 everywhere, got the '
-                     f'range [{low:g}, {high:g}].')
-  if high - low > _WHITE_RTOL * high:
-    raise ValueError(
-        f'the field-level theta likelihood needs one noise level on every '
-        f'pixel and component (white noise), got noise_std from {low:.6g} to '
-        f'{high:.6g}: JointPosteriorSampler samples such data by imputing '
-        'white-noise data (module docstring).')
-  return float(np.sqrt(np.mean(noise**2)))
+  raise ValueError(
+      f'the field-level theta likelihood needs one noise level on every '
+      f'pixel and component (white noise), got noise_std from '
+      f'{noise.min():.6g} to {noise.max():.6g}: JointPosteriorSampler samples '
+      'such data by imputing white-noise data (module docstring).')
 
 
 def augmentation_noise_level(shear_map):
