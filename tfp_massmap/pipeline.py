@@ -120,7 +120,8 @@ class EstimatorOptions:
     schedule: posterior noise schedule; None: `posterior.default_schedule`.
     num_sweeps, sweep_schedule: with a joint prior on masked or non-white
       data, the Gibbs sweeps and their κ annealing
-      (`joint_posterior.JointPosteriorSampler`); None: its defaults.
+      (`joint_posterior.JointPosteriorSampler`; sweep_schedule None: its
+      default).
     num_leapfrog_steps: leapfrog steps per transition; None: the default.
     step_size_factor: leapfrog step / σ (dimensionless).
     seed: stateless seed of the posterior.
@@ -141,7 +142,7 @@ class EstimatorOptions:
   prior: typing.Any = None
   num_samples: int = 40
   schedule: typing.Any = None
-  num_sweeps: int | None = None
+  num_sweeps: int = joint_posterior.DEFAULT_NUM_SWEEPS
   sweep_schedule: typing.Any = None
   num_leapfrog_steps: int | None = None
   step_size_factor: float = posterior.DEFAULT_STEP_SIZE_FACTOR
@@ -258,10 +259,9 @@ def _posterior(shear_map, options):
   (`joint_posterior.parameter_summary`).
   """
   joint = priors.is_joint_prior(options.prior)
-  sweeps = ({} if options.num_sweeps is None else
-            {'num_sweeps': options.num_sweeps})
   sample = (functools.partial(joint_posterior.sample_joint_posterior,
-                              sweep_schedule=options.sweep_schedule, **sweeps)
+                              num_sweeps=options.num_sweeps,
+                              sweep_schedule=options.sweep_schedule)
             if joint else posterior.sample_posterior)
   result = sample(
       shear_map, options.prior, num_samples=options.num_samples,
