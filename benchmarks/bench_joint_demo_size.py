@@ -44,8 +44,8 @@ flags.DEFINE_enum('mask', 'full', ['full', 'cosmos'],
                   'cosmos: the demo footprint and per-pixel noise.')
 flags.DEFINE_enum('theta_update', 'marginal', list(joint_posterior.THETA_UPDATES),
                   'marginal: θ from its field-level marginal p(θ | γ), then '
-                  'κ given θ (full mask only); annealed: θ inside the '
-                  'annealed HMC.')
+                  'κ given θ (Gibbs sweeps over imputed white-noise data on '
+                  'the footprint); annealed: θ inside the annealed HMC.')
 flags.DEFINE_integer('num_sweeps', joint_posterior.DEFAULT_NUM_SWEEPS,
                      'Gibbs sweeps of the marginal route on masked or '
                      'non-white data.')

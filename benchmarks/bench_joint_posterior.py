@@ -260,6 +260,12 @@ def _third(sigma8, bounds):
   return min(2, int(3 * (sigma8 - bounds[0]) / (bounds[1] - bounds[0])))
 
 
+def _map_settings(settings):
+  """The joint sampler's settings that a κ-only `PosteriorSampler` takes."""
+  return {k: v for k, v in settings.items()
+          if k not in ('num_final_steps', 'theta_update')}
+
+
 def run(num_maps, num_chains, n, pixel_scale, bounds, noise, settings,
         theta_step_size, seed, log=print):
   """Simulates and samples ``num_maps`` maps; returns the per-map records."""
@@ -272,8 +278,7 @@ def run(num_maps, num_chains, n, pixel_scale, bounds, noise, settings,
       fiducial, bounds, sigma8_fiducial=SIGMA8_FIDUCIAL)
   sampler = joint_posterior.JointPosteriorSampler(
       joint, theta_step_size=theta_step_size, **settings)
-  map_settings = {k: v for k, v in settings.items()
-                  if k not in ('num_final_steps', 'theta_update')}
+  map_settings = _map_settings(settings)
   fixed_sampler = posterior.PosteriorSampler(
       joint.given([SIGMA8_FIDUCIAL]), **map_settings)
   oracle_spectrum = tf.Variable(fiducial.spectrum)
@@ -576,8 +581,7 @@ def run_learned(num_maps, num_chains, paths, noise, settings,
   names = joint.theta_names
   sampler = joint_posterior.JointPosteriorSampler(
       joint, theta_step_size=theta_step_size, **settings)
-  map_settings = {k: v for k, v in settings.items()
-                  if k not in ('num_final_steps', 'theta_update')}
+  map_settings = _map_settings(settings)
   fiducial = np.array([cosmology.FIDUCIAL_OMEGA_M, SIGMA8_FIDUCIAL])
   oracle = _OracleNetwork(network, fiducial)
   arms = {'oracle': posterior.PosteriorSampler(oracle, **map_settings),

@@ -798,9 +798,10 @@ def sample_joint_posterior(shear_map,
   Args:
     shear_map: the data, a `tfp_massmap.ShearMap`.
     joint_prior: a `JointPrior`, e.g. an `AmplitudeGaussianPrior`.
-    theta_update, num_sweeps, sweep_schedule, schedule, num_final_steps, method, num_leapfrog_steps,
-      step_size_factor, theta_step_size_factor, theta_step_size, metropolis_correction,
-      tweedie, jit_compile: as in `JointPosteriorSampler`.
+    theta_update, num_sweeps, sweep_schedule, schedule, num_final_steps,
+      method, num_leapfrog_steps, step_size_factor, theta_step_size_factor,
+      theta_step_size, metropolis_correction, tweedie, jit_compile: as in
+      `JointPosteriorSampler`.
     num_samples, initial_state, initial_theta, batch_size, seed,
       divergence_bound, allow_pixel_scale_mismatch, progress: as in
       `JointPosteriorSampler.sample`.
