@@ -107,6 +107,13 @@ class JointPrior(typing.Protocol):
   def given(self, theta):
     """The conditional prior p(κ | θ) at one concrete θ ``[D]``, a `Prior`."""
 
+  def score_kappa(self, x, theta, sigma):
+    """Optional: the κ part of ``score`` alone, ``[..., N, N]``.
+
+    Used where θ is held (the marginal route of
+    `tfp_massmap.joint_posterior`); without it ``score(...)[0]``.
+    """
+
   def field_log_likelihood(self, x, theta, sigma):
     """Optional: log p_σ(κ | θ) up to a term that does not depend on θ.
 
