@@ -80,6 +80,7 @@ cosmo_32 maps (--condition_on_cosmology, and --objective=ratio), at the
 
 import json
 import time
+import types
 
 from absl import app
 from absl import flags
@@ -96,6 +97,7 @@ from tfp_massmap import metrics
 from tfp_massmap import posterior
 from tfp_massmap import shear_map as shear_map_lib
 from tfp_massmap import survey
+from tfp_massmap import theta_posterior
 from tfp_massmap.mcmc import GeometricSchedule
 from tfp_massmap.priors import conditional
 from tfp_massmap.priors import gaussian
@@ -152,10 +154,11 @@ def _define_flags():
                       'whose maps are pooled.')
   flags.DEFINE_enum('prior', 'amplitude', ['amplitude', 'learned'],
                     'amplitude: the exact AmplitudeGaussianPrior over σ8. '
-                    'learned: LearnedJointPrior over (Ωm, σ8) on cosmo_32 '
-                    'maps (--conditional_network, --ratio_network; '
-                    '--map_size, --pixel_scale_arcmin and --sigma8_range '
-                    'are then those of the networks and cosmo_32).')
+                    'learned: LearnedJointPrior over (Ωm, σ8) on cosmo_<N> '
+                    'maps, N = --map_size (32, 64 or 128; 0.8 arcmin '
+                    'pixels), with --conditional_network and '
+                    '--ratio_network (--pixel_scale_arcmin and '
+                    '--sigma8_range are then those of the networks).')
   flags.DEFINE_string('conditional_network', None, 'learned: the .keras '
                       'ScoreNetwork conditioned on (omega_m, sigma8).')
   flags.DEFINE_string('ratio_network', None, 'learned: the .keras '
@@ -163,6 +166,9 @@ def _define_flags():
   flags.DEFINE_string('marginal_network', None, 'learned, optional: an '
                       'unconditioned .keras ScoreNetwork trained on the same '
                       'maps (the marginal prior p(κ)), a fourth κ arm.')
+  flags.DEFINE_bool('theta_only', False, 'learned: sample θ only (the '
+                    'marginal route\'s θ stage, theta_posterior.'
+                    'sample_theta_posterior), no κ arm.')
   flags.DEFINE_integer('first_seed', 1_000_000, 'learned: seed of the first '
                        'held-out cosmo_32 map.')
 
@@ -509,13 +515,9 @@ def markdown(summary, num_chains):
 
 def cosmo_map(seed, n, pixel_scale):
   """(θ = (Ωm, σ8), κ ``[N, N]`` float64) of the cosmo_<N> map of ``seed``."""
-  theta = cosmology.cosmo_kappa_parameters(seed)
-  ell, cl = cosmology.convergence_cl(*theta)
-  field = lognormal.LognormalField(cosmology.lognormal_shift(*theta), n,
-                                   pixel_scale, ell=ell, cl=cl,
-                                   dtype=tf.float64)
-  return np.asarray(theta), np.asarray(field.maps_from_seeds([seed])[0],
-                                       np.float64)
+  maps = lognormal.cosmo_maps([seed], n, pixel_scale)
+  return (np.array([maps['omega_m'][0], maps['sigma8'][0]]),
+          maps['kappa'][0].astype(np.float64))
 
 
 def mode_power(theta, n, pixel_scale):
@@ -564,20 +566,43 @@ class _OracleNetwork(learned_joint.ConditionedScoreNetwork):
     return self.variable
 
 
+def _theta_record(first_seed, i, theta, parameters, summary, names, n,
+                  pixel_scale, noise):
+  """A map's θ record: rank, mean, std, coverage and Fisher width per name."""
+  fisher, fisher_conditional = fisher_stds(theta, n, pixel_scale, noise**2)
+  record = dict(seed=first_seed + i, theta=theta.tolist())
+  for d, name in enumerate(names):
+    samples = np.asarray(parameters[name], np.float64)
+    part = summary[name]
+    record[name] = dict(
+        truth=float(theta[d]), rank=int(np.sum(samples < theta[d])),
+        mean=part['mean'], std=part['std'], fisher_std=float(fisher[d]),
+        fisher_std_conditional=float(fisher_conditional[d]),
+        covered_68=bool(part['interval_68'][0] <= theta[d] <=
+                        part['interval_68'][1]),
+        covered_95=bool(part['interval_95'][0] <= theta[d] <=
+                        part['interval_95'][1]))
+  return record
+
+
 def run_learned(num_maps, num_chains, paths, noise, settings,
-                theta_step_size, seed, first_seed, log=print,
-                on_record=None):
-  """SBC of the learned joint prior on held-out cosmo_32 maps; per-map records.
+                theta_step_size, seed, first_seed, map_size=32,
+                theta_only=False, log=print, on_record=None):
+  """SBC of the learned joint prior on held-out cosmo maps; per-map records.
 
   Args:
     paths: dict with the ``conditional``, ``ratio`` and optional
       ``marginal`` network files.
+    map_size: N of the cosmo_<N> maps (0.8 arcmin pixels).
+    theta_only: sample θ only, by `theta_posterior.sample_theta_posterior`
+      (the θ stage of the marginal route, the same draws' distribution as
+      `JointPosteriorSampler(theta_update='marginal')`), and no κ arm.
     on_record: None, or called with the list of records after each map.
     Others as in `run`; maps are those of seeds first_seed + i.
   """
   network = load_score_network(paths['conditional'])
   joint = learned_joint.LearnedJointPrior(network, ratio=paths['ratio'])
-  n, pixel_scale = cosmology.cosmo_kappa_setting(32)[:2]
+  n, pixel_scale = cosmology.cosmo_kappa_setting(map_size)[:2]
   names = joint.theta_names
   sampler = joint_posterior.JointPosteriorSampler(
       joint, theta_step_size=theta_step_size, **settings)
@@ -601,44 +626,49 @@ def run_learned(num_maps, num_chains, paths, noise, settings,
         shear=shear.astype(np.float32),
         noise_std=np.full([n, n], noise, np.float32),
         mask=np.ones([n, n], np.float32), pixel_scale_arcmin=pixel_scale)
-    result = sampler.sample(data, num_samples=num_chains, seed=(seed + 1, i))
-    summary = joint_posterior.parameter_summary(result)
-    fisher, fisher_conditional = fisher_stds(theta, n, pixel_scale,
-                                             noise**2)
-    record = dict(seed=first_seed + i, theta=theta.tolist(),
-                  num_diverged=result.diagnostics['num_diverged_chains'],
-                  would_be_acceptance=result.diagnostics.get(
-                      'mean_would_be_acceptance'))
-    for d, name in enumerate(names):
-      samples = result.parameters[name].numpy().astype(np.float64)
-      part = summary[name]
-      record[name] = dict(
-          truth=float(theta[d]), rank=int(np.sum(samples < theta[d])),
-          mean=part['mean'], std=part['std'], fisher_std=float(fisher[d]),
-          fisher_std_conditional=float(fisher_conditional[d]),
-          covered_68=bool(part['interval_68'][0] <= theta[d] <=
-                          part['interval_68'][1]),
-          covered_95=bool(part['interval_95'][0] <= theta[d] <=
-                          part['interval_95'][1]))
-    record['joint'] = kappa_scores(truth, result.mean.numpy(),
-                                   result.interval_68.numpy(),
-                                   result.interval_95.numpy())
-    oracle.variable.assign(theta)
-    for name, chosen in arms.items():
-      maps = chosen.sample(data, num_samples=num_chains, seed=(seed + 2, i))
-      record[name] = kappa_scores(truth, maps.mean.numpy(),
-                                  maps.interval_68.numpy(),
-                                  maps.interval_95.numpy())
+    if theta_only:
+      draws, diagnostics = theta_posterior.sample_theta_posterior(
+          data, joint, num_samples=num_chains, seed=(seed + 1, i))
+      parameters = {name: draws[:, d].numpy() for d, name in enumerate(names)}
+      record = _theta_record(
+          first_seed, i, theta, parameters, joint_posterior.parameter_summary(
+              types.SimpleNamespace(parameters=parameters)),
+          names, n, pixel_scale, noise)
+      record.update(num_diverged=0, would_be_acceptance=None,
+                    theta_acceptance=diagnostics['acceptance_rate'],
+                    theta_rhat=diagnostics['rhat'])
+    else:
+      result = sampler.sample(data, num_samples=num_chains,
+                              seed=(seed + 1, i))
+      record = _theta_record(
+          first_seed, i, theta, {k: v.numpy() for k, v in
+                                 result.parameters.items()},
+          joint_posterior.parameter_summary(result), names, n, pixel_scale,
+          noise)
+      record.update(num_diverged=result.diagnostics['num_diverged_chains'],
+                    would_be_acceptance=result.diagnostics.get(
+                        'mean_would_be_acceptance'))
+      record['joint'] = kappa_scores(truth, result.mean.numpy(),
+                                     result.interval_68.numpy(),
+                                     result.interval_95.numpy())
+      oracle.variable.assign(theta)
+      for name, chosen in arms.items():
+        maps = chosen.sample(data, num_samples=num_chains, seed=(seed + 2, i))
+        record[name] = kappa_scores(truth, maps.mean.numpy(),
+                                    maps.interval_68.numpy(),
+                                    maps.interval_95.numpy())
     record['seconds'] = time.perf_counter() - began
     records.append(record)
     if on_record is not None:
       on_record(records)
+    kappa = ('' if theta_only else
+             f'; κ RMSE joint/oracle '
+             f'{record["joint"]["rmse"] / record["oracle"]["rmse"]:.3f}')
     log(f'map {i} (seed {first_seed + i}): ' + ', '.join(
         f'{name} {record[name]["truth"]:.3f} rank {record[name]["rank"]} '
         f'mean {record[name]["mean"]:.3f} ± {record[name]["std"]:.3f} '
         f'(Fisher {record[name]["fisher_std"]:.3f})' for name in names) +
-        f'; κ RMSE joint/oracle {record["joint"]["rmse"] / record["oracle"]["rmse"]:.3f}'
-        f' {record["seconds"]:.1f} s')
+        f'{kappa} {record["seconds"]:.1f} s')
   return records
 
 
@@ -683,10 +713,14 @@ def summarise_learned(records, num_chains, num_bins):
         row[f'{arm}_{key}'] = _mean([r[arm][key] for r in chosen])
       for key in ('coverage_68', 'coverage_95'):
         row[f'{arm}_{key}_error'] = _error([r[arm][key] for r in chosen])
-    row['joint_over_oracle_rmse'] = _mean([
-        r['joint']['rmse'] / r['oracle']['rmse'] for r in chosen])
+    if arms:
+      row['joint_over_oracle_rmse'] = _mean([
+          r['joint']['rmse'] / r['oracle']['rmse'] for r in chosen])
     thirds.append(row)
   out['thirds'] = thirds
+  out['seconds_per_map'] = _mean([r['seconds'] for r in records])
+  if not arms:  # --theta_only
+    return out
   ratio = [r['joint']['rmse'] / r['oracle']['rmse'] for r in records]
   out['joint_over_oracle_rmse'] = _mean(ratio)
   out['joint_over_oracle_rmse_error'] = _error(ratio)
@@ -699,7 +733,6 @@ def summarise_learned(records, num_chains, num_bins):
   out['would_be_acceptance'] = _mean([r['would_be_acceptance']
                                       for r in records
                                       if r['would_be_acceptance'] is not None])
-  out['seconds_per_map'] = _mean([r['seconds'] for r in records])
   return out
 
 
@@ -707,7 +740,7 @@ def markdown_learned(summary, num_chains):
   """The markdown tables of a learned-prior summary."""
   s = summary
   lines = [
-      f'θ over {s["num_maps"]} held-out cosmo_32 maps ({num_chains} joint '
+      f'θ over {s["num_maps"]} held-out cosmo maps ({num_chains} joint '
       'samples each):',
       '',
       '| parameter | 68 % coverage | 95 % coverage | rank χ² p | (mean − '
@@ -724,6 +757,13 @@ def markdown_learned(summary, num_chains):
         f'{p["prior_std"]:.4f} |')
   lines += [''] + [f'{name}: rank counts {p["rank_counts"]}.'
                    for name, p in s['parameters'].items()]
+  if not s['arms']:  # --theta_only
+    lines += ['', '| σ8 third | maps | σ8 std / σ_F marginal |', '|---|---|---|']
+    lines += [f'| {row["range"][0]:.3f}–{row["range"][1]:.3f} | '
+              f'{row["num_maps"]} | {row["sigma8_std"]:.4f} / '
+              f'{row["sigma8_fisher_std"]:.4f} |' for row in s['thirds']]
+    lines += ['', f'{s["seconds_per_map"]:.1f} s per map (θ only).']
+    return '\n'.join(lines)
   lines += [
       f'Diverged chains {s["num_diverged"]}; mean would-be acceptance '
       f'{s["would_be_acceptance"]:.2f}; {s["seconds_per_map"]:.1f} s per map '
@@ -776,7 +816,8 @@ def _main_learned(noise, settings):
   if not (FLAGS.conditional_network and FLAGS.ratio_network):
     raise ValueError('--prior=learned needs --conditional_network and '
                      '--ratio_network (.keras files).')
-  print(f'cosmo_32 maps from seed {FLAGS.first_seed}, σ_pix = {noise:.4f}, '
+  print(f'cosmo_{FLAGS.map_size} maps from seed {FLAGS.first_seed}, '
+        f'σ_pix = {noise:.4f}, '
         f'full mask, θ ~ U{cosmology.COSMO_PARAMETER_BOUNDS}')
   began = time.perf_counter()
 
@@ -789,7 +830,7 @@ def _main_learned(noise, settings):
                        'step_size_factor', 'theta_step_size', 'seed',
                        'theta_update', 'first_seed', 'galaxy_density', 'sigma_e',
                        'conditional_network', 'ratio_network',
-                       'marginal_network')})
+                       'marginal_network', 'map_size', 'theta_only')})
     return summary
 
   def save(records):
@@ -804,7 +845,7 @@ def _main_learned(noise, settings):
       dict(conditional=FLAGS.conditional_network, ratio=FLAGS.ratio_network,
            marginal=FLAGS.marginal_network),
       noise, settings, FLAGS.theta_step_size, FLAGS.seed, FLAGS.first_seed,
-      on_record=save)
+      map_size=FLAGS.map_size, theta_only=FLAGS.theta_only, on_record=save)
   print(markdown_learned(summary_of(records), FLAGS.num_chains))
   print(f'wall time {time.perf_counter() - began:.0f} s')
 
@@ -853,7 +894,8 @@ def main(argv):
   if FLAGS.prior == 'learned':
     _main_learned(noise_std_per_pixel(
         FLAGS.galaxy_density, FLAGS.sigma_e,
-        cosmology.cosmo_kappa_setting(32).pixel_scale_arcmin), settings)
+        cosmology.cosmo_kappa_setting(FLAGS.map_size).pixel_scale_arcmin),
+        settings)
     return
   noise = noise_std_per_pixel(FLAGS.galaxy_density, FLAGS.sigma_e,
                               FLAGS.pixel_scale_arcmin)

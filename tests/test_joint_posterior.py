@@ -16,6 +16,7 @@ where noise dominates many modes the (κ, A) posterior is a funnel that the
 annealing crosses slowly (tfp_massmap.joint_posterior docstring).
 """
 
+import types
 import warnings
 
 import numpy as np
@@ -173,16 +174,17 @@ def test_too_short_annealing_is_detected(problem):
   assert amplitude.mean() < exact_mean - 5 * exact_std / np.sqrt(64)
 
 
-def test_marginal_route_matches_the_exact_posterior(problem):
-  """θ from its field-level marginal, then κ given each chain's θ: the
-  amplitude's mean and std are the dense exact ones, and the κ samples the
-  exact Wiener posterior at their own A."""
+@pytest.mark.parametrize('theta_method', theta_posterior.THETA_METHODS)
+def test_marginal_route_matches_the_exact_posterior(problem, theta_method):
+  """θ from its field-level marginal (by quadrature or HMC), then κ given
+  each chain's θ: the amplitude's mean and std are the dense exact ones,
+  and the κ samples the exact Wiener posterior at their own A."""
   num_samples = 128
   schedule = SETTINGS['schedule']
   result = joint_posterior.sample_joint_posterior(
       problem['data'], problem['joint'], num_samples=num_samples,
       seed=(1, 2), progress=False, schedule=schedule, num_leapfrog_steps=5,
-      step_size_factor=1.)
+      step_size_factor=1., theta_method=theta_method)
   amplitude = result.parameters['amplitude'].numpy()
   _assert_matches(amplitude, *_exact_amplitude_posterior(problem), 0.15)
   _assert_exact_kappa(problem, result, amplitude)
@@ -192,7 +194,13 @@ def test_marginal_route_matches_the_exact_posterior(problem):
   assert d['num_final_steps'] == 0
   assert d['score_evaluations_per_sample'] == 1 + 40 * 5 + 1
   stage = d['theta_posterior']
-  assert max(stage['rhat']) < 1.1 and 0.5 < stage['acceptance_rate'] < 0.95
+  if theta_method == 'hmc':
+    assert max(stage['rhat']) < 1.1 and 0.5 < stage['acceptance_rate'] < 0.95
+  else:
+    assert stage['method'] == 'grid' and stage['log_likelihood_evaluations'] == (
+        2 * theta_posterior.DEFAULT_GRID_POINTS[1])
+    # The fine grid resolves the posterior: cells a fraction of its std.
+    assert stage['cell_width'][0] < 0.3 * stage['std'][0]
 
 
 def test_field_log_likelihood_is_the_exact_marginal_likelihood(problem):
@@ -220,19 +228,61 @@ def test_field_log_likelihood_is_the_exact_marginal_likelihood(problem):
       rtol=1e-12)
 
 
-def test_marginal_theta_where_noise_dominates_every_mode(noisy_problem):
+@pytest.mark.parametrize('method', theta_posterior.THETA_METHODS)
+def test_marginal_theta_where_noise_dominates_every_mode(noisy_problem,
+                                                          method):
   """The regime where θ inside the annealed HMC drifts (module docstring):
   the field-level marginal still gives the exact mean and std."""
   num_samples = 512
   amplitude, diagnostics = theta_posterior.sample_theta_posterior(
       noisy_problem['data'], noisy_problem['joint'],
-      num_samples=num_samples, seed=(5, 6))
+      num_samples=num_samples, seed=(5, 6), method=method)
   amplitude = amplitude.numpy()[:, 0]
   exact_mean, exact_std = _exact_amplitude_posterior(noisy_problem)
   assert exact_std > 0.3  # The data barely constrain A.
-  # 2048 chains: 0.968 ± 0.407 against the exact 0.968 ± 0.408.
+  # HMC, 2048 chains: 0.968 ± 0.407 against the exact 0.968 ± 0.408.
   _assert_matches(amplitude, exact_mean, exact_std, 0.13)
-  assert max(diagnostics['rhat']) < 1.15
+  if method == 'hmc':
+    assert max(diagnostics['rhat']) < 1.15
+
+
+def test_grid_quadrature_is_the_exact_posterior_to_its_cell_width(problem):
+  """With many samples the grid's mean is the dense exact one, and its std
+  is the exact one widened by the cells' w²/12 (a constant density per
+  cell): 1 % for cells 0.5 std wide; a coarse grid warns."""
+  amplitude, diagnostics = theta_posterior.sample_theta_posterior(
+      problem['data'], problem['joint'], num_samples=20000, seed=(5, 7),
+      method='grid', num_points=32)
+  amplitude = amplitude.numpy()[:, 0].astype(np.float64)
+  exact_mean, exact_std = _exact_amplitude_posterior(problem)
+  width = diagnostics['cell_width'][0]
+  assert 0.3 < width / exact_std < 0.7
+  widened = np.sqrt(exact_std**2 + width**2 / 12.)
+  assert abs(amplitude.mean() - exact_mean) < 3.5 * exact_std / np.sqrt(20000)
+  assert abs(amplitude.std() / widened - 1.) < 0.015
+  assert diagnostics['std'][0] == pytest.approx(widened, rel=0.01)
+  # The fine box: 32 cells over the region within 20 nats, not the prior.
+  assert width < (BOUNDS[1] - BOUNDS[0]) / 32 / 2
+  with pytest.warns(UserWarning, match=r'the theta grid is coarse: its cells '
+                    r'are .* posterior standard deviations wide'):
+    theta_posterior.sample_theta_posterior(
+        problem['data'], problem['joint'], num_samples=4, seed=(5, 7),
+        method='grid', num_points=4)
+
+
+def test_grid_refusals(problem):
+  with pytest.raises(ValueError, match=r"'grid' serves D <= 2 parameters; "
+                     r'this prior has D = 3'):
+    theta_posterior.checked_theta_method('grid', types.SimpleNamespace(
+        theta_bounds=[[0, 1]] * 3))
+  assert theta_posterior.checked_theta_method(None, types.SimpleNamespace(
+      theta_bounds=[[0, 1]] * 3)) == 'hmc'
+  with pytest.raises(ValueError, match=r"one of \('grid', 'hmc'\), got 'nuts'"):
+    theta_posterior.sample_theta_posterior(problem['data'], problem['joint'],
+                                           num_samples=2, method='nuts')
+  with pytest.raises(ValueError, match=r'num_points must be an integer >= 4, got 3'):
+    theta_posterior.sample_theta_posterior(problem['data'], problem['joint'],
+                                           num_samples=2, num_points=3)
 
 
 @pytest.mark.parametrize('change,match', [
@@ -285,7 +335,9 @@ def _masked_problem():
   return data, mean, np.sqrt(np.sum(weights * (grid - mean)**2))
 
 
-def test_marginal_route_on_masked_data_with_coloured_noise(problem):
+@pytest.mark.parametrize('theta_method', theta_posterior.THETA_METHODS)
+def test_marginal_route_on_masked_data_with_coloured_noise(problem,
+                                                           theta_method):
   """The partially collapsed Gibbs sampler (data imputed to white noise on
   the full grid) against the dense exact p(A | γ) of masked data."""
   data, exact_mean, exact_std = _masked_problem()
@@ -294,14 +346,15 @@ def test_marginal_route_on_masked_data_with_coloured_noise(problem):
       data, problem['joint'], num_samples=num_samples, seed=(1, 2),
       progress=False, schedule=SETTINGS['schedule'],
       sweep_schedule=SETTINGS['schedule'], num_leapfrog_steps=5,
-      step_size_factor=1., num_sweeps=4)
+      step_size_factor=1., num_sweeps=4, theta_method=theta_method)
   amplitude = result.parameters['amplitude'].numpy()
   assert 0.9 < exact_mean < 1. and 0.1 < exact_std < 0.15
   _assert_matches(amplitude, exact_mean, exact_std, 0.15)
   stage = result.diagnostics['theta_posterior']
   assert stage['num_sweeps'] == 4 and len(stage['sweep_theta_means']) == 4
   assert stage['noise_level'] == pytest.approx(NOISE, rel=1e-2)
-  assert stage['rhat'] is None  # Chains of different imputed data.
+  if theta_method == 'hmc':
+    assert stage['rhat'] is None  # Chains of different imputed data.
   # 5 κ runs of 1 + 40 × 5 + 1 evaluations; the last one is reported.
   assert result.diagnostics['score_evaluations_per_sample'] == 202
 

@@ -360,6 +360,7 @@ class JointPosteriorSampler(posterior.AnnealedSampler):
                joint_prior,
                *,
                theta_update='marginal',
+               theta_method=None,
                num_sweeps=DEFAULT_NUM_SWEEPS,
                sweep_schedule=None,
                schedule=None,
@@ -384,6 +385,10 @@ class JointPosteriorSampler(posterior.AnnealedSampler):
         HMC with each chain's θ held; ``'annealed'``: θ moves in the
         annealed HMC with κ (any mask and noise; module docstring for where
         it fails).
+      theta_method: with ``theta_update='marginal'``, how θ | γ (and
+        θ | y in the sweeps) is drawn: ``'grid'`` (quadrature, D <= 2) or
+        ``'hmc'`` (`tfp_massmap.theta_posterior`); default
+        `theta_posterior.default_theta_method` (grid for D <= 2).
       num_sweeps: with ``theta_update='marginal'``, the sweeps of the
         partially collapsed Gibbs sampler for masked or non-white data
         (module docstring, "Masks and coloured noise"; int >= 1, default
@@ -417,6 +422,8 @@ class JointPosteriorSampler(posterior.AnnealedSampler):
       raise ValueError(f'theta_update must be one of {THETA_UPDATES}, got '
                        f'{theta_update!r}.')
     self._theta_update = theta_update
+    self._theta_method = theta_posterior.checked_theta_method(
+        theta_method, joint_prior)
     self._num_sweeps = _checks.positive_int(num_sweeps, 'num_sweeps')
     self._sweep_schedule = posterior._checked_schedule(  # pylint: disable=protected-access
         default_sweep_schedule() if sweep_schedule is None else sweep_schedule)
@@ -455,7 +462,8 @@ class JointPosteriorSampler(posterior.AnnealedSampler):
   @property
   def settings(self):
     """`dict` of the sampler's settings, as recorded in the diagnostics."""
-    return dict(theta_update=self._theta_update, num_sweeps=self._num_sweeps,
+    return dict(theta_update=self._theta_update,
+                theta_method=self._theta_method, num_sweeps=self._num_sweeps,
                 sweep_schedule=self._sweep_schedule, schedule=self._annealing,
                 num_final_steps=self._num_final_steps,
                 num_steps=self._schedule.num_steps, method=self._method,
@@ -695,9 +703,8 @@ class JointPosteriorSampler(posterior.AnnealedSampler):
     wall_time = 0.
     sweep_means = []
     if white:
-      u, diagnostics = theta_posterior.sample_u(
-          data.shear, noise_level, self._prior, num_samples=num_samples,
-          seed=theta_seeds[0])
+      u, diagnostics = self._sample_u(data.shear, noise_level, num_samples,
+                                      theta_seeds[0])
     else:
       u = start_u
       for sweep in range(num_sweeps):
@@ -706,9 +713,9 @@ class JointPosteriorSampler(posterior.AnnealedSampler):
         wall_time += seconds
         imputed = theta_posterior.impute_white_shear(
             data, kappa, noise_level, theta_seeds[2 * sweep + 1])
-        u, diagnostics = theta_posterior.sample_u(
-            imputed, noise_level, self._prior, num_samples=num_samples,
-            seed=theta_seeds[2 * sweep + 2], start=None if sweep == 0 else u)
+        u, diagnostics = self._sample_u(imputed, noise_level, num_samples,
+                                        theta_seeds[2 * sweep + 2],
+                                        None if sweep == 0 else u)
         sweep_means.append(
             tf.reduce_mean(bijector.forward(u), axis=0).numpy().tolist())
     if num_sweeps >= 2:
@@ -718,6 +725,15 @@ class JointPosteriorSampler(posterior.AnnealedSampler):
     diagnostics.update(noise_level=noise_level, num_sweeps=num_sweeps,
                        sweep_theta_means=sweep_means)
     return kappa, theta, finals, wall_time + seconds, diagnostics
+
+  def _sample_u(self, shear, noise_level, num_samples, seed, start=None):
+    """Draws u of p(θ | data) by ``theta_method`` (HMC starts at ``start``)."""
+    if self._theta_method == 'grid':
+      return theta_posterior.sample_u_grid(shear, noise_level, self._prior,
+                                           num_samples=num_samples, seed=seed)
+    return theta_posterior.sample_u(shear, noise_level, self._prior,
+                                    num_samples=num_samples, seed=seed,
+                                    start=start)
 
   def _diagnostics(self, kappa, theta, finals, divergence_bound, wall_time):
     """The diagnostics dict of `sample`, from the final kernel results."""
@@ -768,6 +784,7 @@ def sample_joint_posterior(shear_map,
                            *,
                            num_samples=64,
                            theta_update='marginal',
+                           theta_method=None,
                            num_sweeps=DEFAULT_NUM_SWEEPS,
                            sweep_schedule=None,
                            schedule=None,
@@ -798,8 +815,8 @@ def sample_joint_posterior(shear_map,
   Args:
     shear_map: the data, a `tfp_massmap.ShearMap`.
     joint_prior: a `JointPrior`, e.g. an `AmplitudeGaussianPrior`.
-    theta_update, num_sweeps, sweep_schedule, schedule, num_final_steps,
-      method, num_leapfrog_steps, step_size_factor, theta_step_size_factor,
+    theta_update, theta_method, num_sweeps, sweep_schedule, schedule,
+      num_final_steps, method, num_leapfrog_steps, step_size_factor, theta_step_size_factor,
       theta_step_size, metropolis_correction, tweedie, jit_compile: as in
       `JointPosteriorSampler`.
     num_samples, initial_state, initial_theta, batch_size, seed,
@@ -817,7 +834,8 @@ def sample_joint_posterior(shear_map,
     RuntimeWarning: when chains diverged, naming how many.
   """
   sampler = JointPosteriorSampler(
-      joint_prior, theta_update=theta_update, num_sweeps=num_sweeps,
+      joint_prior, theta_update=theta_update, theta_method=theta_method,
+      num_sweeps=num_sweeps,
       sweep_schedule=sweep_schedule, schedule=schedule,
       num_final_steps=num_final_steps,
       method=method, num_leapfrog_steps=num_leapfrog_steps,

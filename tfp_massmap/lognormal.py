@@ -52,6 +52,7 @@ from tfp_massmap import cosmology
 from tfp_massmap import power_spectrum
 
 __all__ = [
+    'cosmo_maps',
     'one_point_moments',
     'LognormalField',
 ]
@@ -357,3 +358,37 @@ class LognormalField:
                          [self._map_size, self._map_size]], axis=0)
       white = tf.random.stateless_normal(shape, seed=seed, dtype=self._dtype)
       return self.convergence_from_white(white)
+
+
+def cosmo_maps(seeds, map_size, pixel_scale_arcmin):
+  """The maps of the ``lognormal_kappa`` ``cosmo_<N>`` generator, by seed.
+
+  Map s has the cosmology θ_s = (Ωm, σ8) = `cosmology.cosmo_kappa_parameters`
+  (s), the spectrum `cosmology.convergence_cl` (θ_s), the shift
+  `cosmology.lognormal_shift` (θ_s) and the white noise of seed s
+  (`LognormalField.maps_from_seeds`): the dataset's map of that seed when
+  ``map_size`` and ``pixel_scale_arcmin`` are a config's.
+
+  Args:
+    seeds: iterable of non-negative ints.
+    map_size: pixels per side N.
+    pixel_scale_arcmin: pixel side [arcmin].
+
+  Returns:
+    dict of numpy arrays: ``kappa`` float32 ``[S, N, N]`` (dimensionless
+    convergence), ``omega_m`` and ``sigma8`` float64 ``[S]``, ``shift``
+    float64 ``[S]``, ``seed`` int64 ``[S]``.
+  """
+  seeds = [int(s) for s in seeds]
+  kappa = np.empty((len(seeds), map_size, map_size), np.float32)
+  theta = np.empty((len(seeds), 2))
+  shift = np.empty(len(seeds))
+  for i, seed in enumerate(seeds):
+    theta[i] = cosmology.cosmo_kappa_parameters(seed)
+    ell, cl = cosmology.convergence_cl(*theta[i])
+    shift[i] = cosmology.lognormal_shift(*theta[i])
+    field = LognormalField(shift[i], map_size, pixel_scale_arcmin, ell=ell,
+                           cl=cl, dtype=tf.float64)
+    kappa[i] = field.maps_from_seeds([seed])[0]
+  return {'kappa': kappa, 'omega_m': theta[:, 0], 'sigma8': theta[:, 1],
+          'shift': shift, 'seed': np.asarray(seeds, np.int64)}

@@ -158,17 +158,12 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     """Maps of the ``cosmo_<N>`` configs, one field per map's (Ωm, σ8)."""
     cfg = self.builder_config
     for seed in range(first_seed, first_seed + num_examples):
-      omega_m, sigma8 = cosmology.cosmo_kappa_parameters(seed)
-      ell, cl = cosmology.convergence_cl(omega_m, sigma8)
-      shift = cosmology.lognormal_shift(omega_m, sigma8)
-      field = lognormal.LognormalField(shift, cfg.map_size,
-                                       cfg.pixel_scale_arcmin, ell=ell, cl=cl,
-                                       dtype=tf.float64)
+      maps = lognormal.cosmo_maps([seed], cfg.map_size, cfg.pixel_scale_arcmin)
       yield seed, {
-          'kappa': field.maps_from_seeds([seed])[0],
+          'kappa': maps['kappa'][0],
           'pixel_scale_arcmin': cfg.pixel_scale_arcmin,
-          'shift': shift,
+          'shift': maps['shift'][0],
           'seed': seed,
-          'omega_m': omega_m,
-          'sigma8': sigma8,
+          'omega_m': maps['omega_m'][0],
+          'sigma8': maps['sigma8'][0],
       }
