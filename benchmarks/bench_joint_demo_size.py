@@ -46,6 +46,9 @@ flags.DEFINE_enum('theta_update', 'marginal', list(joint_posterior.THETA_UPDATES
                   'marginal: θ from its field-level marginal p(θ | γ), then '
                   'κ given θ (Gibbs sweeps over imputed white-noise data on '
                   'the footprint); annealed: θ inside the annealed HMC.')
+flags.DEFINE_enum('theta_method', 'grid', list(theta_posterior.THETA_METHODS),
+                  'The marginal route\'s θ draws: grid (quadrature, the '
+                  'default) or hmc (the runs recorded before Dec 3 2026).')
 flags.DEFINE_integer('num_sweeps', joint_posterior.DEFAULT_NUM_SWEEPS,
                      'Gibbs sweeps of the marginal route on masked or '
                      'non-white data.')
@@ -195,7 +198,8 @@ def main(argv):
         shear, noise_std**2, spectrum)
   result = joint_posterior.sample_joint_posterior(
       data, joint, num_samples=FLAGS.num_samples, seed=(1, 2),
-      theta_update=FLAGS.theta_update, num_sweeps=FLAGS.num_sweeps,
+      theta_update=FLAGS.theta_update, theta_method=FLAGS.theta_method,
+      num_sweeps=FLAGS.num_sweeps,
       schedule=GeometricSchedule(posterior.DEFAULT_SIGMA_MAX,
                                  posterior.DEFAULT_SIGMA_MIN,
                                  num_levels=FLAGS.num_levels),
@@ -209,7 +213,8 @@ def main(argv):
       'num_diverged_chains'] else result
   sigma8 = np.asarray(kept.parameters['sigma8'])
   record.update(
-      theta_update=FLAGS.theta_update, num_levels=FLAGS.num_levels,
+      theta_update=FLAGS.theta_update, theta_method=FLAGS.theta_method,
+      num_levels=FLAGS.num_levels,
       sweep_num_levels=FLAGS.sweep_num_levels,
       num_final_steps=result.diagnostics['num_final_steps'],
       theta_posterior=result.diagnostics.get('theta_posterior'),

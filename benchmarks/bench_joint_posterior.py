@@ -137,6 +137,13 @@ def _define_flags():
                     'annealed (the recorded runs; θ inside the annealed HMC) '
                     'or marginal (θ from its field-level marginal, then κ '
                     'given θ; pass --num_final_steps=0).')
+  flags.DEFINE_enum('theta_method', 'grid', list(theta_posterior.THETA_METHODS),
+                    'The marginal route\'s θ draw (and --theta_only\'s): '
+                    'grid (quadrature, the default) or hmc (the runs '
+                    'recorded before Dec 3 2026).')
+  flags.DEFINE_integer('grid_points', None, '--theta_only with the grid: '
+                       'cells per axis (default theta_posterior.'
+                       'DEFAULT_GRID_POINTS).')
   flags.DEFINE_float('step_size_factor', 1., 'κ leapfrog step over σ '
                      '[dimensionless].')
   flags.DEFINE_float('theta_step_size', 0.025, 'Floor of the u leapfrog step '
@@ -269,7 +276,7 @@ def _third(sigma8, bounds):
 def _map_settings(settings):
   """The joint sampler's settings that a κ-only `PosteriorSampler` takes."""
   return {k: v for k, v in settings.items()
-          if k not in ('num_final_steps', 'theta_update')}
+          if k not in ('num_final_steps', 'theta_update', 'theta_method')}
 
 
 def run(num_maps, num_chains, n, pixel_scale, bounds, noise, settings,
@@ -587,7 +594,8 @@ def _theta_record(first_seed, i, theta, parameters, summary, names, n,
 
 def run_learned(num_maps, num_chains, paths, noise, settings,
                 theta_step_size, seed, first_seed, map_size=32,
-                theta_only=False, log=print, on_record=None):
+                theta_only=False, grid_points=None, log=print,
+                on_record=None):
   """SBC of the learned joint prior on held-out cosmo maps; per-map records.
 
   Args:
@@ -597,6 +605,7 @@ def run_learned(num_maps, num_chains, paths, noise, settings,
     theta_only: sample θ only, by `theta_posterior.sample_theta_posterior`
       (the θ stage of the marginal route, the same draws' distribution as
       `JointPosteriorSampler(theta_update='marginal')`), and no κ arm.
+    grid_points: with ``theta_only``, the grid's cells per axis.
     on_record: None, or called with the list of records after each map.
     Others as in `run`; maps are those of seeds first_seed + i.
   """
@@ -628,15 +637,15 @@ def run_learned(num_maps, num_chains, paths, noise, settings,
         mask=np.ones([n, n], np.float32), pixel_scale_arcmin=pixel_scale)
     if theta_only:
       draws, diagnostics = theta_posterior.sample_theta_posterior(
-          data, joint, num_samples=num_chains, seed=(seed + 1, i))
+          data, joint, num_samples=num_chains, seed=(seed + 1, i),
+          method=settings['theta_method'], num_points=grid_points)
       parameters = {name: draws[:, d].numpy() for d, name in enumerate(names)}
       record = _theta_record(
           first_seed, i, theta, parameters, joint_posterior.parameter_summary(
               types.SimpleNamespace(parameters=parameters)),
           names, n, pixel_scale, noise)
       record.update(num_diverged=0, would_be_acceptance=None,
-                    theta_acceptance=diagnostics['acceptance_rate'],
-                    theta_rhat=diagnostics['rhat'])
+                    theta_diagnostics=diagnostics)
     else:
       result = sampler.sample(data, num_samples=num_chains,
                               seed=(seed + 1, i))
@@ -828,9 +837,11 @@ def _main_learned(noise, settings):
                        'num_maps', 'num_chains', 'sigma_max', 'sigma_min',
                        'num_levels', 'num_final_steps', 'num_leapfrog_steps',
                        'step_size_factor', 'theta_step_size', 'seed',
-                       'theta_update', 'first_seed', 'galaxy_density', 'sigma_e',
+                       'theta_update', 'theta_method', 'first_seed',
+                       'galaxy_density', 'sigma_e',
                        'conditional_network', 'ratio_network',
-                       'marginal_network', 'map_size', 'theta_only')})
+                       'marginal_network', 'map_size', 'theta_only',
+                       'grid_points')})
     return summary
 
   def save(records):
@@ -845,7 +856,8 @@ def _main_learned(noise, settings):
       dict(conditional=FLAGS.conditional_network, ratio=FLAGS.ratio_network,
            marginal=FLAGS.marginal_network),
       noise, settings, FLAGS.theta_step_size, FLAGS.seed, FLAGS.first_seed,
-      map_size=FLAGS.map_size, theta_only=FLAGS.theta_only, on_record=save)
+      map_size=FLAGS.map_size, theta_only=FLAGS.theta_only,
+      grid_points=FLAGS.grid_points, on_record=save)
   print(markdown_learned(summary_of(records), FLAGS.num_chains))
   print(f'wall time {time.perf_counter() - began:.0f} s')
 
@@ -889,6 +901,7 @@ def main(argv):
                                  num_levels=FLAGS.num_levels),
       num_final_steps=FLAGS.num_final_steps,
       theta_update=FLAGS.theta_update,
+      theta_method=FLAGS.theta_method,
       num_leapfrog_steps=FLAGS.num_leapfrog_steps,
       step_size_factor=FLAGS.step_size_factor)
   if FLAGS.prior == 'learned':
@@ -925,7 +938,7 @@ def main(argv):
                      'pixel_scale_arcmin', 'sigma_max', 'sigma_min',
                      'num_levels', 'num_final_steps', 'num_leapfrog_steps',
                      'step_size_factor', 'theta_step_size', 'seed',
-                     'theta_update')})
+                     'theta_update', 'theta_method')})
   print(markdown(summary, FLAGS.num_chains))
   print(f'wall time {wall:.0f} s')
   if FLAGS.output:

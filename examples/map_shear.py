@@ -141,24 +141,33 @@ flags.DEFINE_list('methods', ['ks', 'wiener', 'posterior'],
                   'posterior (annealed HMC samples under --prior), sparse (starlet '
                   'l1 MAP, GLIMPSE-like), tv (total-variation MAP), mcalens '
                   '(Wiener + sparse peaks).')
-flags.DEFINE_enum('prior', 'learned', ['learned', 'gaussian', 'gaussian_sigma8'],
+# --prior values that load a shipped learned prior (tfp_massmap.load_prior).
+_SHIPPED = {'learned': 'lognormal_128', 'cosmo_joint': 'cosmo_joint_32',
+            'cosmo_marginal': 'cosmo_marginal_32'}
+flags.DEFINE_enum('prior', 'learned',
+                  ['learned', 'cosmo_joint', 'cosmo_marginal', 'gaussian',
+                   'gaussian_sigma8'],
                   'Prior of the posterior sampler: the shipped learned score '
                   'network (tfp_massmap.load_prior, trained on 0.8 arcmin '
-                  'pixels), the analytic Gaussian prior with the shipped '
-                  'LCDM spectrum, or gaussian_sigma8: that spectrum with its '
-                  'amplitude free, σ8 uniform on [0.6, 1.0] (the joint '
-                  'posterior of κ and σ8; writes parameters.png and '
-                  'parameters.fits).')
+                  'pixels of one cosmology); cosmo_joint: the shipped joint '
+                  'prior over κ, Ωm and σ8 (Ωm in [0.2, 0.4], σ8 in [0.6, '
+                  '1.0]; the joint posterior, writes parameters.png and '
+                  'parameters.fits); cosmo_marginal: the shipped map-only '
+                  'prior over that cosmology range; gaussian: the analytic '
+                  'Gaussian prior with the shipped LCDM spectrum; or '
+                  'gaussian_sigma8: that spectrum with its amplitude free, '
+                  'σ8 uniform on [0.6, 1.0] (joint posterior of κ and σ8, '
+                  'written as for cosmo_joint).')
 flags.DEFINE_integer('num_sweeps', 8,
-                     '--prior=gaussian_sigma8 on masked or non-white data: '
-                     'Gibbs sweeps that sample σ8 (each one κ run at '
+                     '--prior=gaussian_sigma8 or cosmo_joint on masked or '
+                     'non-white data: Gibbs sweeps that sample θ (each one κ run at '
                      '--sweep_num_levels; docs/benchmarks.md: 8 forget the '
                      'prior start, 3 leave the σ8 std 40 % wide).')
 flags.DEFINE_integer('sweep_num_levels', 300,
-                     '--prior=gaussian_sigma8 on masked or non-white data: '
-                     'noise levels of the κ runs inside the Gibbs sweeps that '
-                     'sample σ8 (docs/benchmarks.md: the default 30 leave '
-                     'excess small-scale power that biases σ8 high).')
+                     '--prior=gaussian_sigma8 or cosmo_joint on masked or '
+                     'non-white data: noise levels of the κ runs inside the Gibbs sweeps that '
+                     'sample θ (docs/benchmarks.md: the default 30 leave '
+                     'excess small-scale power that biases θ high).')
 flags.DEFINE_string('prior_path', None,
                     'A .keras score network to use instead of the shipped prior.')
 flags.DEFINE_bool('allow_prior_pixel_scale_mismatch', False,
@@ -456,7 +465,7 @@ def _posterior_prior(shear_map):
       prior = priors.AmplitudeGaussianPrior(
           prior, _SIGMA8_BOUNDS, sigma8_fiducial=cosmology.FIDUCIAL_SIGMA8)
   else:
-    prior = priors.load_prior()
+    prior = priors.load_prior(_SHIPPED[FLAGS.prior])
   # sample_posterior repeats these checks, but only after the other methods.
   with _input_errors(f'--npix={n}' if FLAGS.catalog else 'embedded default'):
     priors.check_prior(prior, n)

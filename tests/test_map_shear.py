@@ -81,6 +81,30 @@ def test_joint_sigma8_prior_writes_the_parameter_posterior(map_shear, tmp_path):
   assert (tmp_path / 'parameters.png').stat().st_size > 5_000
 
 
+def test_shipped_joint_prior_writes_omega_m_and_sigma8(map_shear,
+                                                      small_catalogue,
+                                                      tmp_path):
+  """--prior=cosmo_joint on a 32² catalogue of 0.8-arcmin pixels: Ωm and σ8
+  samples inside the prior box in parameters.fits, summarised in
+  summary.json, and the corner plot (the θ draws by quadrature)."""
+  flags_, _ = small_catalogue
+  flags_ = [f for f in flags_ if not f.startswith('--pixel_scale_arcmin')]
+  _run(map_shear, *flags_, '--pixel_scale_arcmin=0.8',
+       f'--output_dir={tmp_path}', '--prior=cosmo_joint',
+       '--methods=posterior', '--num_samples=8', '--num_levels=6',
+       '--num_sweeps=2', '--sweep_num_levels=6')
+  summary = json.loads((tmp_path / 'summary.json').read_text())
+  post = summary['methods']['posterior']
+  table = astropy.table.Table.read(tmp_path / 'parameters.fits')
+  for name, (low, high) in (('omega_m', (0.2, 0.4)), ('sigma8', (0.6, 1.0))):
+    values = np.asarray(table[name])
+    assert values.shape == (8,) and np.all((values > low) & (values < high))
+    assert post['parameters'][name]['mean'] == pytest.approx(values.mean(),
+                                                             rel=1e-6)
+  assert post['theta_posterior']['method'] == 'grid'
+  assert (tmp_path / 'parameters.png').stat().st_size > 5_000
+
+
 def test_catalogue_mode_and_no_partial_output(map_shear, tmp_path):
   rng = np.random.default_rng(0)
   n_gal = 20000

@@ -18,7 +18,8 @@ see the conditional module's docstring).
 p(κ | γ, θ): θ comes from its field-level marginal posterior, with κ
 integrated out exactly (`tfp_massmap.theta_posterior`: for data on every
 pixel with white noise, p(γ | θ) ∝ p_σn(κ_E | θ), the prior's
-``field_log_likelihood``, sampled by TFP's Metropolis-corrected HMC), and
+``field_log_likelihood``, drawn by quadrature for D <= 2 or by TFP's
+Metropolis-corrected HMC: ``theta_method``), and
 each chain then anneals κ with its θ held (u's leapfrog step 0, ∇u = 0):
 the conditional posterior sampler, so κ needs no ``num_final_steps``.
 θ never crosses the funnel between itself and κ's noise-dominated modes.
@@ -50,7 +51,8 @@ demo's COSMOS footprint the sweeps then ratchet σ8 up to 0.905 ± 0.036
 With accurate κ the mean θ settles within one or two sweeps, but each
 chain forgets its start (θ drawn from the prior) more slowly: after 3
 sweeps the σ8 std there is 0.042–0.044, after 8 0.030–0.032 (default
-``num_sweeps`` 8). The mean θ after each sweep is in
+``num_sweeps`` 8; measured with HMC draws of θ, whose chains also start
+from the previous sweep's θ; the grid's draws are independent given y). The mean θ after each sweep is in
 ``diagnostics['theta_posterior']['sweep_theta_means']``, and a mean still
 moving by more than 3 Monte Carlo errors in the last sweep warns.
 

@@ -6,6 +6,17 @@ the shipped COSMOS-like ΛCDM spectrum, lognormal shift 0.035); the training
 command, data, steps, wall time and final loss are in
 ``docs/shipped_prior.md``. The network is fully convolutional, so it serves
 any map size divisible by 2**depth, but it has only seen 0.8 arcmin pixels.
+
+The cosmology-aware priors, trained on maps whose (Ωm, σ8) vary over
+`tfp_massmap.cosmology.COSMO_PARAMETER_BOUNDS` (``docs/joint_prior.md``):
+
+* ``load_prior('cosmo_joint_32')``: the joint prior p(κ, Ωm, σ8), a
+  `LearnedJointPrior` of a θ-conditioned `ScoreNetwork` and a `RatioNetwork`
+  (the θ score), for `tfp_massmap.JointPosteriorSampler`; its
+  ``given(theta)`` is the conditional prior p(κ | θ);
+* ``load_prior('cosmo_marginal_32')``: the map-only prior p(κ) over that
+  range, a `ScoreNetwork`.
+
 ``load_prior(path)`` loads a network of one's own (``examples/train_score.py``
 writes one) from its ``.keras`` file.
 """
@@ -14,12 +25,18 @@ import importlib.resources
 import os
 
 from tfp_massmap import score_network
+from tfp_massmap.priors import learned_joint
+from tfp_massmap.priors import ratio
 
 __all__ = ['SHIPPED_PRIORS', 'load_prior']
 
-# name → (file in tfp_massmap/data, pixel scale in arcmin it was trained at)
+# name → (files in tfp_massmap/data, pixel scale in arcmin they were trained
+# at): one score network, or a conditioned score network and a ratio network.
 SHIPPED_PRIORS = {
-    'lognormal_128': ('prior_lognormal_128.keras', 0.8),
+    'lognormal_128': (('prior_lognormal_128.keras',), 0.8),
+    'cosmo_joint_32': (('prior_cosmo_conditional_32.keras',
+                        'prior_cosmo_ratio_32.keras'), 0.8),
+    'cosmo_marginal_32': (('prior_cosmo_marginal_32.keras',), 0.8),
 }
 
 
@@ -46,7 +63,9 @@ def load_prior(name_or_path='lognormal_128'):
     convergence, and its ``pixel_scale_arcmin`` the pixel scale it was
     trained at (from ``SHIPPED_PRIORS`` for a shipped prior, from the file
     otherwise; None when the file does not record one), which the samplers
-    check the data against.
+    check the data against. For ``'cosmo_joint_32'`` a `LearnedJointPrior`
+    (a `tfp_massmap.priors.JointPrior` over κ and θ = (Ωm, σ8), with its
+    ratio network) instead.
 
   Raises:
     ValueError: for a string that is neither a shipped name nor a path, a
@@ -66,13 +85,23 @@ def load_prior(name_or_path='lognormal_128'):
     raise ValueError(f'unknown prior {name_or_path!r}; expected one of '
                      f'{sorted(SHIPPED_PRIORS)} or the path of a .keras file '
                      '(e.g. runs/prior/score_network.keras).')
-  filename, pixel_scale_arcmin = SHIPPED_PRIORS[name_or_path]
+  filenames, pixel_scale_arcmin = SHIPPED_PRIORS[name_or_path]
+  network = _load_shipped(filenames[0], pixel_scale_arcmin,
+                          score_network.load_score_network)
+  if len(filenames) == 1:
+    return network
+  return learned_joint.LearnedJointPrior(network, ratio=_load_shipped(
+      filenames[1], pixel_scale_arcmin, ratio.load_ratio_network))
+
+
+def _load_shipped(filename, pixel_scale_arcmin, load):
+  """The network of a file in tfp_massmap/data, its pixel scale set."""
   resource = importlib.resources.files('tfp_massmap').joinpath('data', filename)
   if not resource.is_file():
     raise ValueError(f'the shipped prior file {filename} is missing from '
                      'tfp_massmap/data; reinstall the package, or train one with '
                      'examples/train_score.py and pass its path instead.')
   with importlib.resources.as_file(resource) as path:
-    network = score_network.load_score_network(str(path))
+    network = load(str(path))
   network.pixel_scale_arcmin = pixel_scale_arcmin
   return network
