@@ -101,6 +101,15 @@ def test_shipped_joint_prior_infers_the_cosmology_of_held_out_shear():
     low, high = np.quantile(samples, [0.025, 0.975], axis=0)
     covered += np.sum((low <= theta[i]) & (theta[i] <= high))
     errors.append(samples.mean(axis=0) - theta[i])
+  assert joint.theta_map_size == 32
+  # On maps of another size the θ likelihood is not calibrated: a warning.
+  big = data._replace(shear=np.tile(data.shear, (2, 2, 1)),
+                      noise_std=np.tile(data.noise_std, (2, 2)),
+                      mask=np.tile(data.mask, (2, 2)))
+  with pytest.warns(UserWarning, match=r'calibrated on 32x32 maps, not '
+                    r'64x64'):
+    theta_posterior.sample_theta_posterior(big, joint, num_samples=2,
+                                           num_points=8)
   prior_std = np.diff(joint.theta_bounds, axis=1)[:, 0] / np.sqrt(12.)
   rms = np.sqrt(np.mean(np.square(errors), axis=0))
   assert np.all(rms < 0.6 * prior_std), rms / prior_std

@@ -52,7 +52,8 @@ With accurate κ the mean θ settles within one or two sweeps, but each
 chain forgets its start (θ drawn from the prior) more slowly: after 3
 sweeps the σ8 std there is 0.042–0.044, after 8 0.030–0.032 (default
 ``num_sweeps`` 8; measured with HMC draws of θ, whose chains also start
-from the previous sweep's θ; the grid's draws are independent given y). The mean θ after each sweep is in
+from the previous sweep's θ; the grid's draws are independent given y).
+The mean θ after each sweep is in
 ``diagnostics['theta_posterior']['sweep_theta_means']``, and a mean still
 moving by more than 3 Monte Carlo errors in the last sweep warns.
 

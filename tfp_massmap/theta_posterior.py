@@ -108,6 +108,7 @@ __all__ = [
     'sample_u',
     'sample_u_grid',
     'theta_bijector',
+    'warn_if_uncalibrated_size',
     'theta_log_posterior_fn',
     'white_noise_level',
 ]
@@ -253,6 +254,25 @@ def check_field_level(joint_prior):
   _field_log_likelihood(joint_prior)
 
 
+def warn_if_uncalibrated_size(joint_prior, map_size):
+  """Warns when θ is drawn from maps unlike those it is calibrated on.
+
+  A prior's optional ``theta_map_size`` is the map side its field
+  likelihood was trained and checked on (the shipped ``cosmo_joint_32``:
+  32). A learned logit summed over pixels does not carry over to other
+  sizes: on 128² maps the shipped prior's σ8 is biased high by 1.6
+  posterior std (docs/benchmarks.md).
+  """
+  size = getattr(joint_prior, 'theta_map_size', None)
+  if size is not None and int(map_size) != size:
+    warnings.warn(
+        f'this prior\'s theta likelihood is calibrated on {size}x{size} maps, '
+        f'not {map_size}x{map_size}: its theta posterior is not calibrated on '
+        'these data (docs/benchmarks.md: on 128x128 maps the shipped '
+        'cosmo_joint_32 gives sigma8 biased high by 1.6 posterior std).',
+        stacklevel=3)
+
+
 def _field_log_likelihood(joint_prior):
   method = getattr(joint_prior, 'field_log_likelihood', None)
   if not callable(method):
@@ -373,6 +393,7 @@ def sample_u(shear, noise_level, joint_prior, *, num_samples, seed,
     ``wall_time_s``.
   """
   check_field_level(joint_prior)
+  warn_if_uncalibrated_size(joint_prior, np.shape(shear)[-2])
   num_samples = _checks.positive_int(num_samples, 'num_samples')
   num_burnin_steps = _checks.positive_int(num_burnin_steps, 'num_burnin_steps')
   num_results = _checks.positive_int(num_results, 'num_results', minimum=4)
@@ -461,6 +482,7 @@ def sample_u_grid(shear, noise_level, joint_prior, *, num_samples, seed,
   """
   check_field_level(joint_prior)
   checked_theta_method('grid', joint_prior)
+  warn_if_uncalibrated_size(joint_prior, np.shape(shear)[-2])
   num_samples = _checks.positive_int(num_samples, 'num_samples')
   bounds = np.asarray(joint_prior.theta_bounds, np.float64)
   dim = bounds.shape[0]

@@ -38,6 +38,8 @@ SHIPPED_PRIORS = {
                         'prior_cosmo_ratio_32.keras'), 0.8),
     'cosmo_marginal_32': (('prior_cosmo_marginal_32.keras',), 0.8),
 }
+# The map side the shipped joint priors' θ likelihood is calibrated on.
+_THETA_MAP_SIZE = {'cosmo_joint_32': 32}
 
 
 def _is_path(name):
@@ -90,8 +92,10 @@ def load_prior(name_or_path='lognormal_128'):
                           score_network.load_score_network)
   if len(filenames) == 1:
     return network
-  return learned_joint.LearnedJointPrior(network, ratio=_load_shipped(
-      filenames[1], pixel_scale_arcmin, ratio.load_ratio_network))
+  return learned_joint.LearnedJointPrior(
+      network, ratio=_load_shipped(filenames[1], pixel_scale_arcmin,
+                                   ratio.load_ratio_network),
+      theta_map_size=_THETA_MAP_SIZE[name_or_path])
 
 
 def _load_shipped(filename, pixel_scale_arcmin, load):

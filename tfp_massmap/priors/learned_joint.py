@@ -106,7 +106,8 @@ class LearnedJointPrior(_NetworkPriorMembers):
   ```
   """
 
-  def __init__(self, network, ratio=None, name='LearnedJointPrior'):
+  def __init__(self, network, ratio=None, theta_map_size=None,
+               name='LearnedJointPrior'):
     """Builds the prior.
 
     Args:
@@ -115,6 +116,10 @@ class LearnedJointPrior(_NetworkPriorMembers):
       ratio: None, or a `tfp_massmap.priors.ratio.RatioNetwork` (or the path
         of its ``.keras`` file) with the network's ``theta_names`` and
         ``theta_bounds``: the θ score of ``score``.
+      theta_map_size: None, or the map side N (pixels) the ratio network
+        was trained and calibrated on; `tfp_massmap.theta_posterior` warns
+        when it draws θ from maps of another size (its logit, a sum over
+        pixels, is not calibrated across sizes: docs/benchmarks.md).
       name: name scope of the ops this prior creates.
 
     Raises:
@@ -137,6 +142,8 @@ class LearnedJointPrior(_NetworkPriorMembers):
     self._network = network
     self._bounds = np.asarray(network.theta_bounds, np.float64)
     self._ratio = None if ratio is None else _checked_ratio(ratio, network)
+    self._theta_map_size = (None if theta_map_size is None else
+                            int(theta_map_size))
     self._name = name
 
   @property
@@ -148,6 +155,11 @@ class LearnedJointPrior(_NetworkPriorMembers):
   def ratio(self):
     """The `RatioNetwork` of the θ score, or None."""
     return self._ratio
+
+  @property
+  def theta_map_size(self):
+    """The map side N the θ likelihood is calibrated on, or None."""
+    return self._theta_map_size
 
   @property
   def theta_names(self):
