@@ -321,10 +321,14 @@ def test_learned_joint_prior_score_has_both_parts():
       noise_std=np.full([N, N], 0.01, np.float32),
       mask=np.ones([N, N], np.float32), pixel_scale_arcmin=PIXEL_SCALE)
   sigma8, diagnostics = theta_posterior.sample_theta_posterior(
-      shear_map, prior, num_samples=4, seed=(1, 1), num_burnin_steps=10,
-      num_results=4)
+      shear_map, prior, num_samples=4, seed=(1, 1), method='hmc',
+      num_burnin_steps=10, num_results=4)
   assert sigma8.shape == (4, 1) and np.all((sigma8 > 0.6) & (sigma8 < 1.0))
   assert diagnostics['log_likelihood_evaluations'] == 14 * 4
+  sigma8, diagnostics = theta_posterior.sample_theta_posterior(
+      shear_map, prior, num_samples=4, seed=(1, 1))  # Grid for D = 1.
+  assert sigma8.shape == (4, 1) and np.all((sigma8 > 0.6) & (sigma8 < 1.0))
+  assert diagnostics['log_likelihood_evaluations'] == 2 * 128
 
 
 @pytest.mark.slow
