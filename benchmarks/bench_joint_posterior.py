@@ -91,12 +91,12 @@ import tensorflow as tf
 from tfp_massmap import cosmology
 from tfp_massmap import joint_posterior
 from tfp_massmap import lensing
-from tfp_massmap import lognormal
 from tfp_massmap import likelihood
 from tfp_massmap import metrics
 from tfp_massmap import posterior
 from tfp_massmap import shear_map as shear_map_lib
 from tfp_massmap import survey
+from tfp_massmap import testing
 from tfp_massmap import theta_posterior
 from tfp_massmap.mcmc import GeometricSchedule
 from tfp_massmap.priors import conditional
@@ -520,13 +520,6 @@ def markdown(summary, num_chains):
   return '\n'.join(lines)
 
 
-def cosmo_map(seed, n, pixel_scale):
-  """(θ = (Ωm, σ8), κ ``[N, N]`` float64) of the cosmo_<N> map of ``seed``."""
-  maps = lognormal.cosmo_maps([seed], n, pixel_scale)
-  return (np.array([maps['omega_m'][0], maps['sigma8'][0]]),
-          maps['kappa'][0].astype(np.float64))
-
-
 def mode_power(theta, n, pixel_scale):
   """C_k(θ) ``[N, N]``, the orthonormal-DFT power of convergence_cl(θ)."""
   ell, cl = cosmology.convergence_cl(*theta)
@@ -624,17 +617,11 @@ def run_learned(num_maps, num_chains, paths, noise, settings,
   if paths.get('marginal'):
     arms['marginal'] = posterior.PosteriorSampler(
         load_score_network(paths['marginal']), **map_settings)
-  ones = np.ones([n, n])
   records = []
   for i in range(num_maps):
     began = time.perf_counter()
-    theta, truth = cosmo_map(first_seed + i, n, pixel_scale)
-    shear = likelihood.ShearLikelihood(truth, noise * ones, ones).sample(
-        seed=(seed, i)).numpy()
-    data = shear_map_lib.ShearMap(
-        shear=shear.astype(np.float32),
-        noise_std=np.full([n, n], noise, np.float32),
-        mask=np.ones([n, n], np.float32), pixel_scale_arcmin=pixel_scale)
+    theta, truth, data = testing.cosmo_problem(first_seed + i, n,
+                                               pixel_scale, noise, (seed, i))
     if theta_only:
       draws, diagnostics = theta_posterior.sample_theta_posterior(
           data, joint, num_samples=num_chains, seed=(seed + 1, i),

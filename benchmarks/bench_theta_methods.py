@@ -21,11 +21,9 @@ from absl import app
 from absl import flags
 import numpy as np
 
-from tfp_massmap import likelihood
-from tfp_massmap import lognormal
 from tfp_massmap import priors
-from tfp_massmap import shear_map as shear_map_lib
 from tfp_massmap import survey
+from tfp_massmap import testing
 from tfp_massmap import theta_posterior
 
 flags.DEFINE_list('map_sizes', ['32', '128'], 'Map sides N [pixels].')
@@ -47,21 +45,6 @@ FLAGS = flags.FLAGS
 PIXEL_SCALE_ARCMIN = 0.8
 
 
-def _data(seed, n, noise):
-  """(θ [2], ShearMap) of the cosmo map of ``seed`` seen through white noise."""
-  maps = lognormal.cosmo_maps([seed], n, PIXEL_SCALE_ARCMIN)
-  ones = np.ones([n, n])
-  shear = likelihood.ShearLikelihood(
-      maps['kappa'][0].astype(np.float64), noise * ones, ones).sample(
-          seed=(seed, 1)).numpy()
-  return np.array([maps['omega_m'][0], maps['sigma8'][0]]), (
-      shear_map_lib.ShearMap(
-          shear=shear.astype(np.float32),
-          noise_std=np.full([n, n], noise, np.float32),
-          mask=np.ones([n, n], np.float32),
-          pixel_scale_arcmin=PIXEL_SCALE_ARCMIN))
-
-
 def main(argv):
   del argv
   if FLAGS.conditional_network:
@@ -79,7 +62,8 @@ def main(argv):
   for n in (int(v) for v in FLAGS.map_sizes):
     for i in range(FLAGS.num_maps):
       seed = FLAGS.first_seed + i
-      truth, data = _data(seed, n, noise)
+      truth, _, data = testing.cosmo_problem(seed, n, PIXEL_SCALE_ARCMIN,
+                                             noise, (seed, 1))
       out = {}
       for method, count in (('grid', FLAGS.grid_samples),
                             ('hmc', FLAGS.hmc_chains)):

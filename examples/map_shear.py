@@ -168,7 +168,7 @@ flags.DEFINE_integer('sweep_num_levels', 300,
                      '--prior=gaussian_sigma8 or cosmo_joint on masked or '
                      'non-white data: noise levels of the κ runs inside the Gibbs sweeps that '
                      'sample θ (docs/benchmarks.md: the default 30 leave '
-                     'excess small-scale power that biases θ high).')
+                     'excess small-scale power that biases σ8 high).')
 flags.DEFINE_string('prior_path', None,
                     'A .keras score network to use instead of the shipped prior.')
 flags.DEFINE_bool('allow_prior_pixel_scale_mismatch', False,

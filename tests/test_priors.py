@@ -7,10 +7,9 @@ import pytest
 import tensorflow as tf
 
 from tfp_massmap import cosmology
-from tfp_massmap import likelihood
 from tfp_massmap import lognormal
 from tfp_massmap import priors
-from tfp_massmap import shear_map as shear_map_lib
+from tfp_massmap import testing
 from tfp_massmap import theta_posterior
 from tfp_massmap.score_network import ScoreNetwork
 from tfp_massmap.datasets.lognormal_kappa import lognormal_kappa_dataset_builder as lkb
@@ -85,22 +84,16 @@ def test_shipped_joint_prior_infers_the_cosmology_of_held_out_shear():
   95 % intervals cover."""
   joint = priors.load_prior('cosmo_joint_32')
   noise = 0.0117
-  maps, _, theta = _cosmo_maps(10, 0.)
   errors, covered = [], 0
-  for i, kappa in enumerate(maps['kappa']):
-    ones = np.ones([32, 32])
-    shear = likelihood.ShearLikelihood(kappa.astype(np.float64), noise * ones,
-                                       ones).sample(seed=(9, i)).numpy()
-    data = shear_map_lib.ShearMap(
-        shear=shear.astype(np.float32),
-        noise_std=np.full([32, 32], noise, np.float32),
-        mask=np.ones([32, 32], np.float32), pixel_scale_arcmin=0.8)
+  for i in range(10):
+    theta, _, data = testing.cosmo_problem(2_000_000 + i, 32, 0.8, noise,
+                                           (9, i))
     samples, _ = theta_posterior.sample_theta_posterior(
         data, joint, num_samples=400, seed=(9, i))
     samples = samples.numpy().astype(np.float64)
     low, high = np.quantile(samples, [0.025, 0.975], axis=0)
-    covered += np.sum((low <= theta[i]) & (theta[i] <= high))
-    errors.append(samples.mean(axis=0) - theta[i])
+    covered += np.sum((low <= theta) & (theta <= high))
+    errors.append(samples.mean(axis=0) - theta)
   assert joint.theta_map_size == 32
   # On maps of another size the θ likelihood is not calibrated: a warning.
   big = data._replace(shear=np.tile(data.shear, (2, 2, 1)),

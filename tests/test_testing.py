@@ -109,3 +109,17 @@ def test_exact_posterior_of_the_gaussian_field_equals_its_gaussian_prior(
   with pytest.raises(ValueError, match=r'LognormalField with shift None'):
     testing.exact_gaussian_posterior(
         shear_map, lognormal.LognormalField(0.05, N, PIX))
+
+
+def test_cosmo_problem_is_the_generator_map_seen_through_white_noise():
+  """θ and κ are those of the cosmo generator's map of that seed; the data
+  are A κ plus white noise of the stated std on every pixel."""
+  theta, truth, data = testing.cosmo_problem(1_000_003, 32, 0.8, 0.01, (1, 2))
+  np.testing.assert_array_equal(
+      theta, cosmology.cosmo_kappa_parameters(1_000_003))
+  np.testing.assert_array_equal(
+      truth, lognormal.cosmo_maps([1_000_003], 32, 0.8)['kappa'][0])
+  assert np.all(data.mask == 1) and np.all(data.noise_std == np.float32(0.01))
+  residual = np.asarray(data.shear, np.float64) - lensing.shear_from_convergence(
+      truth).numpy()
+  assert residual.std() == pytest.approx(0.01, rel=0.05)

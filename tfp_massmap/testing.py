@@ -2,7 +2,9 @@
 
 `gaussian_problem` makes COSMOS-like data (footprint with star holes,
 non-uniform noise) from a draw of the shipped Gaussian prior, observed by
-`likelihood.ShearLikelihood.sample`, the one simulator of observations.
+`likelihood.ShearLikelihood.sample`, the one simulator of observations;
+`cosmo_problem` observes a varying-cosmology lognormal map (known θ) with
+white noise on every pixel, the data of the joint prior's checks.
 `exact_gaussian_posterior` computes the posterior of a Gaussian prior by a
 dense float64 solve, independently of the package's conjugate-gradient Wiener
 filter and of its samplers: the reference their tests and benchmarks compare
@@ -23,6 +25,7 @@ from tfp_massmap import survey
 from tfp_massmap.priors import gaussian as gaussian_prior_lib
 
 __all__ = [
+    'cosmo_problem',
     'dense_matrix',
     'exact_gaussian_posterior',
     'gaussian_problem',
@@ -156,6 +159,36 @@ def gaussian_problem(n, pixel_scale_arcmin, seed, *, noise_ramp=(0.7, 2.0),
            gaussian_prior_lib.GaussianPrior.from_power_spectrum(
                ell, cl, n, pixel_scale_arcmin, dtype=dtype))
   return observed, truth.numpy(), prior
+
+
+def cosmo_problem(seed, map_size, pixel_scale_arcmin, noise_std, noise_seed):
+  """A ``cosmo_<N>`` map of known θ, observed with white noise everywhere.
+
+  Args:
+    seed: the map's seed (`lognormal.cosmo_maps`: its θ = (Ωm, σ8), its
+      spectrum, shift and white noise).
+    map_size: N in pixels.
+    pixel_scale_arcmin: pixel side in arcmin.
+    noise_std: per-component shape noise σ_pix on every pixel
+      (dimensionless).
+    noise_seed: stateless seed of `ShearLikelihood.sample`.
+
+  Returns:
+    (θ ``[2]`` float64 numpy, the true κ ``[N, N]`` float64 numpy, a float32
+    `ShearMap` with a full mask).
+  """
+  maps = lognormal.cosmo_maps([seed], map_size, pixel_scale_arcmin)
+  truth = maps['kappa'][0].astype(np.float64)
+  ones = np.ones([map_size, map_size])
+  shear = likelihood.ShearLikelihood(truth, noise_std * ones, ones).sample(
+      seed=noise_seed).numpy()
+  observed = shear_map_lib.ShearMap(
+      shear=shear.astype(np.float32),
+      noise_std=np.full([map_size, map_size], noise_std, np.float32),
+      mask=np.ones([map_size, map_size], np.float32),
+      pixel_scale_arcmin=pixel_scale_arcmin)
+  return (np.array([maps['omega_m'][0], maps['sigma8'][0]]), truth,
+          observed)
 
 
 def perturb_weights(model, seed=7, scale=0.1):

@@ -54,8 +54,9 @@ w²/12 of the cells (1.2 % at cells 0.53 std across, against the dense
 exact posterior of a 16² amplitude problem); the mass outside the fine
 box is below e^-20 per coarse cell. It costs 2 · num_points^D
 evaluations of the field likelihood per data set, with no gradient, where
-HMC costs (burn-in + kept) · leapfrog gradients per chain: with a network
-prior at 128², seconds against tens of minutes.
+HMC costs (burn-in + kept) · leapfrog gradients per chain: with the
+shipped learned prior on a 32² map, 4 s against 390 s for 64 HMC chains
+(docs/benchmarks.md).
 
 ``method='hmc'`` (any D): θ's posterior is sampled with TFP's own
 Metropolis-corrected `tfp.mcmc.HamiltonianMonteCarlo` and
@@ -108,8 +109,8 @@ __all__ = [
     'sample_u',
     'sample_u_grid',
     'theta_bijector',
-    'warn_if_uncalibrated_size',
     'theta_log_posterior_fn',
+    'warn_if_uncalibrated_size',
     'white_noise_level',
 ]
 
@@ -260,7 +261,7 @@ def warn_if_uncalibrated_size(joint_prior, map_size):
   A prior's optional ``theta_map_size`` is the map side its field
   likelihood was trained and checked on (the shipped ``cosmo_joint_32``:
   32). A learned logit summed over pixels does not carry over to other
-  sizes: on 128² maps the shipped prior's σ8 is biased high by 1.6
+  sizes: on 128² maps the shipped prior's σ8 is biased high by 1.4
   posterior std (docs/benchmarks.md).
   """
   size = getattr(joint_prior, 'theta_map_size', None)
@@ -269,7 +270,7 @@ def warn_if_uncalibrated_size(joint_prior, map_size):
         f'this prior\'s theta likelihood is calibrated on {size}x{size} maps, '
         f'not {map_size}x{map_size}: its theta posterior is not calibrated on '
         'these data (docs/benchmarks.md: on 128x128 maps the shipped '
-        'cosmo_joint_32 gives sigma8 biased high by 1.6 posterior std).',
+        'cosmo_joint_32 gives sigma8 biased high by 1.4 posterior std).',
         stacklevel=3)
 
 
@@ -316,15 +317,20 @@ def _log_posterior_fn(shear, noise_level, joint_prior):
   The leading axes of ``shear`` (one map or one per chain) broadcast
   against those of θ; ``noise_level`` σ_n, a float or scalar tensor.
   """
-  field_log_likelihood = _field_log_likelihood(joint_prior)
+  check_field_level(joint_prior)
   kappa_e, _ = lensing.kaiser_squires(shear)
   noise_level = tf.cast(noise_level, joint_prior.dtype)
 
   def log_posterior(theta):
-    theta = tf.convert_to_tensor(theta, joint_prior.dtype)
-    return joint_prior.log_prob_theta(theta) + field_log_likelihood(
-        kappa_e, theta, noise_level)
+    return _kappa_e_log_posterior(joint_prior, kappa_e, theta, noise_level)
   return log_posterior
+
+
+def _kappa_e_log_posterior(joint_prior, kappa_e, theta, noise_level):
+  """The θ target of both samplers, log p(θ) + log p_σ(κ_E | θ)."""
+  theta = tf.convert_to_tensor(theta, joint_prior.dtype)
+  return joint_prior.log_prob_theta(theta) + _field_log_likelihood(
+      joint_prior)(kappa_e, theta, noise_level)
 
 
 @functools.lru_cache(maxsize=16)
@@ -425,14 +431,9 @@ def sample_u(shear, noise_level, joint_prior, *, num_samples, seed,
 
 @functools.lru_cache(maxsize=16)
 def _compiled_log_posterior(joint_prior):
-  """The log posterior log p(θ) + log p_σ(κ_E | θ), compiled once per prior."""
-  field_log_likelihood = _field_log_likelihood(joint_prior)
-
-  @tf.function(autograph=False, reduce_retracing=True)
-  def evaluate(kappa_e, theta, noise_level):
-    return joint_prior.log_prob_theta(theta) + field_log_likelihood(
-        kappa_e, theta, noise_level)
-  return evaluate
+  """`_kappa_e_log_posterior` of the grid, compiled once per prior."""
+  return tf.function(functools.partial(_kappa_e_log_posterior, joint_prior),
+                     autograph=False, reduce_retracing=True)
 
 
 def _cell_centres(low, high, num_points):
