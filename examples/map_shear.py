@@ -141,7 +141,9 @@ flags.DEFINE_list('methods', ['ks', 'wiener', 'posterior'],
                   'posterior (annealed HMC samples under --prior), sparse (starlet '
                   'l1 MAP, GLIMPSE-like), tv (total-variation MAP), mcalens '
                   '(Wiener + sparse peaks).')
-# --prior values that load a shipped learned prior (tfp_massmap.load_prior).
+# --prior values that load a shipped learned prior (tfp_massmap.load_prior);
+# cosmo_joint takes the joint prior calibrated on the data's map size
+# (_shipped_name).
 _SHIPPED = {'learned': 'lognormal_128', 'cosmo_joint': 'cosmo_joint_32',
             'cosmo_marginal': 'cosmo_marginal_32'}
 flags.DEFINE_enum('prior', 'learned',
@@ -152,7 +154,8 @@ flags.DEFINE_enum('prior', 'learned',
                   'pixels of one cosmology); cosmo_joint: the shipped joint '
                   'prior over κ, Ωm and σ8 (Ωm in [0.2, 0.4], σ8 in [0.6, '
                   '1.0]; the joint posterior, writes parameters.png and '
-                  'parameters.fits; θ calibrated on 32² maps only, '
+                  'parameters.fits; cosmo_joint_128 on 128² maps, else '
+                  'cosmo_joint_32, whose θ is calibrated on 32² maps, '
                   'docs/joint_prior.md); cosmo_marginal: the shipped map-only '
                   'prior over that cosmology range; gaussian: the analytic '
                   'Gaussian prior with the shipped LCDM spectrum; or '
@@ -466,7 +469,7 @@ def _posterior_prior(shear_map):
       prior = priors.AmplitudeGaussianPrior(
           prior, _SIGMA8_BOUNDS, sigma8_fiducial=cosmology.FIDUCIAL_SIGMA8)
   else:
-    prior = priors.load_prior(_SHIPPED[FLAGS.prior])
+    prior = priors.load_prior(_shipped_name(FLAGS.prior, n))
   # sample_posterior repeats these checks, but only after the other methods.
   with _input_errors(f'--npix={n}' if FLAGS.catalog else 'embedded default'):
     priors.check_prior(prior, n)
@@ -480,6 +483,15 @@ def _posterior_prior(shear_map):
         '(--prior_path), --prior=gaussian, or '
         '--allow_prior_pixel_scale_mismatch to sample anyway.') from e
   return prior
+
+
+def _shipped_name(prior_flag, map_size):
+  """The shipped prior of a --prior value for maps of map_size pixels."""
+  from tfp_massmap import priors  # pylint: disable=g-import-not-at-top
+  sized = f'{prior_flag}_{map_size}'
+  if prior_flag == 'cosmo_joint' and sized in priors.SHIPPED_PRIORS:
+    return sized
+  return _SHIPPED[prior_flag]
 
 
 def _validate():

@@ -25,6 +25,14 @@ written to ``<output_dir>/ratio_network.keras``;
 unconditioned network trained on a ``cosmo_<N>`` config (no
 ``--condition_on_cosmology``) is the marginal prior p(κ) over the θ range.
 
+``--init_network`` continues the training of a saved network (its
+architecture and weights) on other data, e.g. the 32²-trained ratio network
+on whole 128² maps (docs/joint_prior.md):
+
+  python examples/train_score.py --objective=ratio \
+      --dataset=cosmo128_train.npz --init_network=prior_cosmo_ratio_32.keras \
+      --learning_rate=2e-4 --output_dir=runs/ratio128
+
 Rerunning the same command resumes from the latest checkpoint. The trained
 network (EMA weights) is written to ``<output_dir>/score_network.keras`` and
 loads with ``tfp_massmap.score_network.load_score_network``; TensorBoard logs
@@ -37,7 +45,9 @@ import numpy as np
 
 import tfp_massmap  # noqa: F401  # pylint: disable=unused-import  # registers the TFDS builders
 from tfp_massmap import cosmology
+from tfp_massmap import score_network
 from tfp_massmap import training
+from tfp_massmap.priors import ratio as ratio_lib
 
 _DATASET = flags.DEFINE_string(
     'dataset', 'lognormal_kappa/lognormal_128',
@@ -106,6 +116,13 @@ _DATA_STD = flags.DEFINE_float(
     'data_std', 0.02, 'Pixel std of the training maps (dimensionless); sets the preconditioning.')
 _CHECKPOINT_EVERY = flags.DEFINE_integer('checkpoint_every', 500, 'Steps between checkpoints.')
 _LOG_EVERY = flags.DEFINE_integer('log_every', 50, 'Steps between TensorBoard scalars.')
+_INIT_NETWORK = flags.DEFINE_string(
+    'init_network', None,
+    'Start from the config and weights of this saved network (.keras, a '
+    'ScoreNetwork for --objective=score, a RatioNetwork for --objective=ratio): '
+    'fine-tuning, e.g. a network trained on 32^2 maps continued on whole 128^2 '
+    'maps. The architecture flags (--depth, --base_channels, ...) must then be '
+    'left unset. Default: fresh weights.')
 _JIT_COMPILE = flags.DEFINE_enum(
     'jit_compile', 'auto', ['auto', 'on', 'off'],
     'XLA-compile the training step (auto: on with a GPU, off on CPU).')
@@ -119,15 +136,14 @@ def _dataset(name):
     return {key: arrays[key] for key in arrays.files}
 
 
-def main(argv):
-  """Trains a score network with the flags' settings and saves it."""
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected command-line arguments: {argv[1:]}')
-  ratio = _OBJECTIVE.value == 'ratio'
-  if ratio and _HYBRID.value is not None:
-    raise app.UsageError('--gaussian_pixel_scale_arcmin applies to '
-                         '--objective=score only (a ratio network has no '
-                         'Gaussian part); use --pixel_scale_arcmin.')
+_ARCHITECTURE_FLAGS = ('depth', 'base_channels', 'channel_multipliers',
+                       'blocks_per_level', 'embedding_dim', 'data_std',
+                       'pixel_scale_arcmin', 'gaussian_pixel_scale_arcmin',
+                       'condition_on_cosmology')
+
+
+def _architecture(ratio):
+  """Constructor arguments of a fresh network from the architecture flags."""
   network = dict(
       depth=_DEPTH.value,
       base_channels=_BASE_CHANNELS.value,
@@ -142,6 +158,35 @@ def main(argv):
     network['theta_bounds'] = [list(b) for b in cosmology.COSMO_PARAMETER_BOUNDS]
   if _CHANNEL_MULTIPLIERS.value is not None:
     network['channel_multipliers'] = [int(m) for m in _CHANNEL_MULTIPLIERS.value]
+  return network
+
+
+def _initial_network(ratio):
+  """The network of --init_network, whose config and weights training continues."""
+  given = [name for name in _ARCHITECTURE_FLAGS if flags.FLAGS[name].present]
+  if given:
+    raise app.UsageError(
+        f'--init_network={_INIT_NETWORK.value} fixes the architecture; leave '
+        f'{", ".join("--" + name for name in given)} unset.')
+  load = ratio_lib.load_ratio_network if ratio else score_network.load_score_network
+  try:
+    return load(_INIT_NETWORK.value)
+  except (OSError, ValueError) as error:
+    raise app.UsageError(
+        f'--init_network={_INIT_NETWORK.value}: {error}') from error
+
+
+def main(argv):
+  """Trains a score network with the flags' settings and saves it."""
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected command-line arguments: {argv[1:]}')
+  ratio = _OBJECTIVE.value == 'ratio'
+  if ratio and _HYBRID.value is not None:
+    raise app.UsageError('--gaussian_pixel_scale_arcmin applies to '
+                         '--objective=score only (a ratio network has no '
+                         'Gaussian part); use --pixel_scale_arcmin.')
+  network = (_initial_network(ratio) if _INIT_NETWORK.value is not None
+             else _architecture(ratio))
   train = training.train_ratio_network if ratio else training.train_score_network
   result = train(
       _dataset(_DATASET.value),

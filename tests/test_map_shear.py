@@ -105,6 +105,18 @@ def test_shipped_joint_prior_writes_omega_m_and_sigma8(map_shear,
   assert (tmp_path / 'parameters.png').stat().st_size > 5_000
 
 
+@pytest.mark.parametrize('prior, map_size, name', [
+    ('cosmo_joint', 128, 'cosmo_joint_128'),  # the demo's size
+    ('cosmo_joint', 32, 'cosmo_joint_32'),
+    ('cosmo_joint', 64, 'cosmo_joint_32'),  # none for 64²: warns when run
+    ('cosmo_marginal', 128, 'cosmo_marginal_32'),
+    ('learned', 128, 'lognormal_128'),
+])
+def test_prior_flag_takes_the_joint_prior_of_the_map_size(map_shear, prior,
+                                                          map_size, name):
+  assert map_shear._shipped_name(prior, map_size) == name  # pylint: disable=protected-access
+
+
 def test_catalogue_mode_and_no_partial_output(map_shear, tmp_path):
   rng = np.random.default_rng(0)
   n_gal = 20000

@@ -281,3 +281,52 @@ def test_trained_denoiser_approaches_wiener_filter(tmp_path):
     wiener = np.fft.ifft2(np.fft.fft2(noisy) * power / (power + sigma**2)).real
     wiener_mse = np.mean((wiener - test_maps)**2)
     assert net_mse < 1.1 * wiener_mse, (sigma, net_mse, wiener_mse)
+
+
+_TRAIN_SCORE = pathlib.Path(__file__).resolve().parents[1] / 'examples' / 'train_score.py'
+
+
+def _run_train_score(*args):
+  return subprocess.run([sys.executable, str(_TRAIN_SCORE), *args],
+                        capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_train_score_continues_from_init_network(tmp_path):
+  """--init_network fine-tunes: the run keeps the saved network's
+  architecture (not the flags' defaults) and starts from its weights; with
+  a negligible learning rate and no averaging, the saved network is the
+  initial one. Architecture flags beside it are refused by name."""
+  from tfp_massmap import cosmology
+  from tfp_massmap.priors import ratio as ratio_lib
+  rng = np.random.default_rng(3)
+  bounds = np.array(cosmology.COSMO_PARAMETER_BOUNDS)
+  np.savez(tmp_path / 'pairs.npz', kappa=_white_maps(count=8),
+           omega_m=rng.uniform(*bounds[0], 8), sigma8=rng.uniform(*bounds[1], 8))
+  initial = ratio_lib.RatioNetwork(
+      theta_names=list(cosmology.COSMO_PARAMETER_NAMES),
+      theta_bounds=bounds.tolist(), depth=1, base_channels=4, embedding_dim=8,
+      seed=7)
+  # Non-zero read-outs, so that the weights say which network this is.
+  for layer in initial.readouts:
+    layer.kernel.assign(tf.random.stateless_normal(layer.kernel.shape, [3, 4]))
+  initial.save(tmp_path / 'initial.keras')
+  common = [f'--dataset={tmp_path / "pairs.npz"}', '--objective=ratio',
+            f'--init_network={tmp_path / "initial.keras"}', '--batch_size=4',
+            '--steps=1', '--warmup_steps=0', '--ema_decay=0']
+
+  run = _run_train_score(*common, '--learning_rate=1e-12',
+                         f'--output_dir={tmp_path / "tuned"}')
+  assert run.returncode == 0, run.stderr[-2000:]
+  tuned = ratio_lib.load_ratio_network(
+      tmp_path / 'tuned' / training.RATIO_MODEL_FILENAME)
+  assert (tuned.depth, tuned.base_channels, tuned.embedding_dim) == (1, 4, 8)
+  assert _weights_close(tuned, initial, atol=1e-6)
+  assert not _weights_close(
+      tuned, ratio_lib.RatioNetwork(**{**initial.get_config(), 'seed': 8}),
+      atol=1e-6)
+
+  refused = _run_train_score(*common, '--depth=3',
+                             f'--output_dir={tmp_path / "refused"}')
+  assert refused.returncode != 0
+  assert '--depth' in refused.stderr and 'init_network' in refused.stderr
+  assert not (tmp_path / 'refused').exists()

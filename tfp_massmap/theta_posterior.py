@@ -260,9 +260,9 @@ def warn_if_uncalibrated_size(joint_prior, map_size):
 
   A prior's optional ``theta_map_size`` is the map side its field
   likelihood was trained and checked on (the shipped ``cosmo_joint_32``:
-  32). A learned logit summed over pixels does not carry over to other
-  sizes: on 128² maps the shipped prior's σ8 is biased high by 1.4
-  posterior std (docs/benchmarks.md).
+  32; ``cosmo_joint_128``: 128). A learned logit summed over pixels does
+  not carry over to other sizes: on 128² maps ``cosmo_joint_32``'s σ8 is
+  biased high by 1.4 posterior std (docs/benchmarks.md).
   """
   size = getattr(joint_prior, 'theta_map_size', None)
   if size is not None and int(map_size) != size:
@@ -270,7 +270,8 @@ def warn_if_uncalibrated_size(joint_prior, map_size):
         f'this prior\'s theta likelihood is calibrated on {size}x{size} maps, '
         f'not {map_size}x{map_size}: its theta posterior is not calibrated on '
         'these data (docs/benchmarks.md: on 128x128 maps the shipped '
-        'cosmo_joint_32 gives sigma8 biased high by 1.4 posterior std).',
+        'cosmo_joint_32 gives sigma8 biased high by 1.4 posterior std; '
+        'load_prior(\'cosmo_joint_128\') is calibrated there).',
         stacklevel=3)
 
 

@@ -13,7 +13,11 @@ The cosmology-aware priors, trained on maps whose (Ωm, σ8) vary over
 * ``load_prior('cosmo_joint_32')``: the joint prior p(κ, Ωm, σ8), a
   `LearnedJointPrior` of a θ-conditioned `ScoreNetwork` and a `RatioNetwork`
   (the θ score), for `tfp_massmap.JointPosteriorSampler`; its
-  ``given(theta)`` is the conditional prior p(κ | θ);
+  ``given(theta)`` is the conditional prior p(κ | θ); its θ likelihood is
+  calibrated on 32² maps;
+* ``load_prior('cosmo_joint_128')``: the same conditional network with the
+  ratio network fine-tuned on whole 128² maps (the demo's size), whose θ
+  likelihood is calibrated there;
 * ``load_prior('cosmo_marginal_32')``: the map-only prior p(κ) over that
   range, a `ScoreNetwork`.
 
@@ -36,10 +40,12 @@ SHIPPED_PRIORS = {
     'lognormal_128': (('prior_lognormal_128.keras',), 0.8),
     'cosmo_joint_32': (('prior_cosmo_conditional_32.keras',
                         'prior_cosmo_ratio_32.keras'), 0.8),
+    'cosmo_joint_128': (('prior_cosmo_conditional_32.keras',
+                         'prior_cosmo_ratio_128.keras'), 0.8),
     'cosmo_marginal_32': (('prior_cosmo_marginal_32.keras',), 0.8),
 }
 # The map side the shipped joint priors' θ likelihood is calibrated on.
-_THETA_MAP_SIZE = {'cosmo_joint_32': 32}
+_THETA_MAP_SIZE = {'cosmo_joint_32': 32, 'cosmo_joint_128': 128}
 
 
 def _is_path(name):
@@ -65,9 +71,10 @@ def load_prior(name_or_path='lognormal_128'):
     convergence, and its ``pixel_scale_arcmin`` the pixel scale it was
     trained at (from ``SHIPPED_PRIORS`` for a shipped prior, from the file
     otherwise; None when the file does not record one), which the samplers
-    check the data against. For ``'cosmo_joint_32'`` a `LearnedJointPrior`
+    check the data against. For ``'cosmo_joint_<N>'`` a `LearnedJointPrior`
     (a `tfp_massmap.priors.JointPrior` over κ and θ = (Ωm, σ8), with its
-    ratio network) instead.
+    ratio network and ``theta_map_size`` N, the map side its θ likelihood is
+    calibrated on) instead.
 
   Raises:
     ValueError: for a string that is neither a shipped name nor a path, a
