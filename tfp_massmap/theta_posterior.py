@@ -271,7 +271,7 @@ def warn_if_uncalibrated_size(joint_prior, map_size):
         f'not {map_size}x{map_size}: its theta posterior is not calibrated on '
         'these data (docs/benchmarks.md: on 128x128 maps the shipped '
         'cosmo_joint_32 gives sigma8 biased high by 1.4 posterior std; '
-        'load_prior(\'cosmo_joint_128\') is calibrated there).',
+        'load_prior(\'cosmo_joint_128\') is trained for that size).',
         stacklevel=3)
 
 

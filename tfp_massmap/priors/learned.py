@@ -16,8 +16,9 @@ The cosmology-aware priors, trained on maps whose (Ωm, σ8) vary over
   ``given(theta)`` is the conditional prior p(κ | θ); its θ likelihood is
   calibrated on 32² maps;
 * ``load_prior('cosmo_joint_128')``: the same conditional network with the
-  ratio network fine-tuned on whole 128² maps (the demo's size), whose θ
-  likelihood is calibrated there;
+  ratio network fine-tuned on whole 128² maps (the demo's size), where its
+  θ posterior is unbiased and its 95 % intervals cover (its 68 % ones are
+  too wide: docs/benchmarks.md);
 * ``load_prior('cosmo_marginal_32')``: the map-only prior p(κ) over that
   range, a `ScoreNetwork`.
 
