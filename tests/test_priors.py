@@ -79,23 +79,33 @@ def test_shipped_joint_prior_knows_the_cosmology():
       fiducial.denoise(noisy, sigma))
 
 
+def _theta_posteriors(joint, map_size, num_maps, seed, **kwargs):
+  """θ posteriors of held-out cosmo maps (seeds from 2,000,000) seen through
+  white noise σ_pix = 0.0117: (truths, means, stds) ``[num_maps, 2]``, the
+  number of (map, parameter) pairs whose 95 % interval covers, and the last
+  map's data."""
+  truths, means, stds, covered = [], [], [], 0
+  for i in range(num_maps):
+    theta, _, data = testing.cosmo_problem(2_000_000 + i, map_size, 0.8,
+                                           0.0117, (seed, i))
+    samples, _ = theta_posterior.sample_theta_posterior(
+        data, joint, num_samples=400, seed=(seed, i), **kwargs)
+    samples = samples.numpy().astype(np.float64)
+    low, high = np.quantile(samples, [0.025, 0.975], axis=0)
+    covered += np.sum((low <= theta) & (theta <= high))
+    truths.append(theta)
+    means.append(samples.mean(axis=0))
+    stds.append(samples.std(axis=0))
+  return np.array(truths), np.array(means), np.array(stds), covered, data
+
+
 def test_shipped_joint_prior_infers_the_cosmology_of_held_out_shear():
   """p(θ | γ) with the shipped ratio network (the field-level likelihood)
   on 10 held-out 32² maps seen through white noise σ_pix = 0.0117: the
   posterior means track the truth far better than the prior does, and the
   95 % intervals cover."""
   joint = priors.load_prior('cosmo_joint_32')
-  noise = 0.0117
-  errors, covered = [], 0
-  for i in range(10):
-    theta, _, data = testing.cosmo_problem(2_000_000 + i, 32, 0.8, noise,
-                                           (9, i))
-    samples, _ = theta_posterior.sample_theta_posterior(
-        data, joint, num_samples=400, seed=(9, i))
-    samples = samples.numpy().astype(np.float64)
-    low, high = np.quantile(samples, [0.025, 0.975], axis=0)
-    covered += np.sum((low <= theta) & (theta <= high))
-    errors.append(samples.mean(axis=0) - theta)
+  truths, means, _, covered, data = _theta_posteriors(joint, 32, 10, 9)
   assert joint.theta_map_size == 32
   # On maps of another size the θ likelihood is not calibrated: a warning.
   big = data._replace(shear=np.tile(data.shear, (2, 2, 1)),
@@ -106,7 +116,7 @@ def test_shipped_joint_prior_infers_the_cosmology_of_held_out_shear():
     theta_posterior.sample_theta_posterior(big, joint, num_samples=2,
                                            num_points=8)
   prior_std = np.diff(joint.theta_bounds, axis=1)[:, 0] / np.sqrt(12.)
-  rms = np.sqrt(np.mean(np.square(errors), axis=0))
+  rms = np.sqrt(np.mean(np.square(means - truths), axis=0))
   assert np.all(rms < 0.6 * prior_std), rms / prior_std
   assert covered >= 17  # Of 20 (two parameters × 10 maps).
 
@@ -121,18 +131,11 @@ def test_shipped_128_joint_prior_infers_the_cosmology_at_the_demo_size():
   and warns.)"""
   joint = priors.load_prior('cosmo_joint_128')
   assert joint.theta_map_size == 128
-  z, covered = [], 0
-  for i in range(4):
-    theta, _, data = testing.cosmo_problem(2_000_000 + i, 128, 0.8, 0.0117,
-                                           (11, i))
-    with warnings.catch_warnings():
-      warnings.simplefilter('error')
-      samples, _ = theta_posterior.sample_theta_posterior(
-          data, joint, num_samples=400, num_points=16, seed=(11, i))
-    samples = samples.numpy().astype(np.float64)
-    low, high = np.quantile(samples, [0.025, 0.975], axis=0)
-    covered += np.sum((low <= theta) & (theta <= high))
-    z.append((samples.mean(axis=0) - theta) / samples.std(axis=0))
+  with warnings.catch_warnings():
+    warnings.simplefilter('error')
+    truths, means, stds, covered, data = _theta_posteriors(
+        joint, 128, 4, 11, num_points=16)
+  z = (means - truths) / stds
   assert np.all(np.abs(z) < 3.), z
   assert covered >= 6  # Of 8 (two parameters × 4 maps).
   with pytest.warns(UserWarning, match='calibrated on 32x32 maps, not '

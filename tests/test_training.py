@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tfp_massmap import cosmology
 from tfp_massmap import training
+from tfp_massmap.priors import ratio as ratio_lib
 from tfp_massmap.score_network import ScoreNetwork
 
 # Tiny network: the tests measure the training machinery, not the model.
@@ -296,8 +298,6 @@ def test_train_score_continues_from_init_network(tmp_path):
   architecture (not the flags' defaults) and starts from its weights; with
   a negligible learning rate and no averaging, the saved network is the
   initial one. Architecture flags beside it are refused by name."""
-  from tfp_massmap import cosmology
-  from tfp_massmap.priors import ratio as ratio_lib
   rng = np.random.default_rng(3)
   bounds = np.array(cosmology.COSMO_PARAMETER_BOUNDS)
   np.savez(tmp_path / 'pairs.npz', kappa=_white_maps(count=8),
