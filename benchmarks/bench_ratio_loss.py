@@ -1,0 +1,167 @@
+r"""Held-out cross-entropy of ratio networks, by noise level (issue 15).
+
+A ratio network (`tfp_massmap.priors.ratio.RatioNetwork`) is a classifier of
+(map, θ) pairs; its training log reports the cross-entropy of training
+batches, whose σ are drawn at random from the run's own range. This script
+compares networks on the same held-out maps, the same noise and the same
+shuffled θ, at fixed noise levels σ: for each σ and network, the mean over
+maps of ``ratio.classification_loss`` (nats; ln 2 = 0.693 is an untrained
+classifier, lower is better) and, against the first network, the mean of the
+per-map differences with its standard error (a paired comparison: the
+networks see identical pairs).
+
+Maps: ``lognormal.cosmo_maps`` of seeds ``--first_seed`` onwards (the
+``lognormal_kappa`` cosmo generator, θ = (Ωm, σ8) uniform over
+`cosmology.COSMO_PARAMETER_BOUNDS`; 1 000 000 onwards are held out of every
+training set). The shuffled pair of map i takes the θ of map i − 1, as in
+training. Noise of level σ is σ · u with u white of unit variance, one u
+per map fixed by ``--seed`` (the same u at every σ).
+
+  python benchmarks/bench_ratio_loss.py --map_size=128 --num_maps=256 \
+      --ratio_networks=ratio128_ft2/ratio_network.keras,ratio128_ft3/ratio_network.keras
+"""
+
+import json
+import math
+import os
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+import numpy as np
+import tensorflow as tf
+
+from tfp_massmap import cosmology
+from tfp_massmap import lognormal
+from tfp_massmap.priors import ratio
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+  """The flags (defined only when run as a script, so tests can import it)."""
+  flags.DEFINE_list('ratio_networks', None, 'RatioNetwork .keras files; the '
+                    'first is the reference of the paired differences. '
+                    'Required.')
+  flags.DEFINE_integer('map_size', 128, 'Pixels per side N of the cosmo maps '
+                       '(0.8-arcmin pixels, `cosmology.cosmo_kappa_setting`).')
+  flags.DEFINE_integer('num_maps', 256, 'Held-out maps (>= 2).')
+  flags.DEFINE_integer('first_seed', 1_000_000, 'Seed of the first map.')
+  flags.DEFINE_list('sigmas', ['0.002', '0.005', '0.0117', '0.02', '0.0469',
+                               '0.08'],
+                    'Noise levels σ (dimensionless convergence, per pixel).')
+  flags.DEFINE_integer('batch_size', 16, 'Maps per network call.')
+  flags.DEFINE_integer('seed', 0, 'Seed of the unit noise maps.')
+  flags.DEFINE_string('output', None, 'Optional JSON file for the table.')
+
+
+def _checked_flags():
+  """(network paths, σ values); raises app.UsageError on bad flags."""
+  paths = FLAGS.ratio_networks
+  if not paths:
+    raise app.UsageError('--ratio_networks is required: one or more '
+                         'RatioNetwork .keras files.')
+  missing = [p for p in paths if not os.path.exists(p)]
+  if missing:
+    raise app.UsageError(f'--ratio_networks: no file at {missing}.')
+  try:
+    sigmas = [float(s) for s in FLAGS.sigmas]
+  except ValueError as e:
+    raise app.UsageError(f'--sigmas must be numbers, got {FLAGS.sigmas}: '
+                         f'{e}') from e
+  if not sigmas or not all(math.isfinite(s) and s > 0 for s in sigmas):
+    raise app.UsageError(f'--sigmas must be finite numbers > 0, got '
+                         f'{FLAGS.sigmas}.')
+  if FLAGS.num_maps < 2 or FLAGS.batch_size < 1 or FLAGS.first_seed < 0:
+    raise app.UsageError(
+        f'--num_maps must be >= 2, --batch_size >= 1 and --first_seed >= 0, '
+        f'got {FLAGS.num_maps}, {FLAGS.batch_size} and {FLAGS.first_seed}.')
+  return paths, sigmas
+
+
+def per_map_loss(network, kappa, theta, unit_noise, sigma, batch_size):
+  """``[M]`` cross-entropy of each held-out pair at noise level ``sigma``.
+
+  Args:
+    network: a `RatioNetwork`.
+    kappa: ``[M, N, N]`` maps (dimensionless convergence).
+    theta: ``[M, D]`` their parameters; map i's shuffled pair takes θ_{i−1}.
+    unit_noise: ``[M, N, N]`` unit-variance noise.
+    sigma: noise level (dimensionless).
+    batch_size: maps per network call.
+
+  Returns:
+    numpy ``[M]`` (nats).
+  """
+  shuffled = np.roll(theta, 1, axis=0)
+  losses = []
+  for start in range(0, len(kappa), batch_size):
+    part = slice(start, start + batch_size)
+    noisy = tf.constant(kappa[part] + sigma * unit_noise[part], tf.float32)
+    level = tf.fill([noisy.shape[0]], tf.constant(sigma, tf.float32))
+    losses.append(ratio.classification_loss(
+        network(noisy, level, tf.constant(theta[part], tf.float32)),
+        network(noisy, level, tf.constant(shuffled[part], tf.float32))
+    ).numpy())
+  return np.concatenate(losses)
+
+
+def _write_json(path, table):
+  """Writes ``table`` to ``path`` atomically."""
+  folder = os.path.dirname(os.path.abspath(path))
+  with tempfile.NamedTemporaryFile('w', dir=folder, suffix='.tmp',
+                                   delete=False) as f:
+    json.dump(table, f, indent=1)
+  os.replace(f.name, path)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  paths, sigmas = _checked_flags()
+  start = time.time()
+  pixel_scale = cosmology.cosmo_kappa_setting(FLAGS.map_size).pixel_scale_arcmin
+  maps = lognormal.cosmo_maps(
+      range(FLAGS.first_seed, FLAGS.first_seed + FLAGS.num_maps),
+      FLAGS.map_size, pixel_scale)
+  theta = np.stack([maps['omega_m'], maps['sigma8']], axis=-1)
+  unit_noise = np.random.default_rng(FLAGS.seed).standard_normal(
+      maps['kappa'].shape).astype(np.float32)
+  print(f'{FLAGS.num_maps} held-out cosmo_{FLAGS.map_size} maps from seed '
+        f'{FLAGS.first_seed} ({time.time() - start:.0f} s)')
+  losses = {}
+  for path in paths:
+    network = ratio.load_ratio_network(path)
+    losses[path] = [per_map_loss(network, maps['kappa'], theta, unit_noise,
+                                 s, FLAGS.batch_size) for s in sigmas]
+  n = FLAGS.num_maps
+  rows = []
+  header = ('| network | ' + ' | '.join(f'σ {s:g}' for s in sigmas) + ' |')
+  print(header)
+  print('|---' * (len(sigmas) + 1) + '|')
+  reference = losses[paths[0]]
+  for path in paths:
+    cells, row = [], {'network': path, 'sigma': sigmas, 'loss': [],
+                      'difference': [], 'difference_error': []}
+    for j, values in enumerate(losses[path]):
+      diff = values - reference[j]
+      row['loss'].append(float(values.mean()))
+      row['difference'].append(float(diff.mean()))
+      row['difference_error'].append(float(diff.std(ddof=1) / math.sqrt(n)))
+      cells.append(f'{values.mean():.3f}' if path == paths[0] else
+                   f'{values.mean():.3f} ({diff.mean():+.3f} ± '
+                   f'{diff.std(ddof=1) / math.sqrt(n):.3f})')
+    rows.append(row)
+    print(f'| {path} | ' + ' | '.join(cells) + ' |')
+  print(f'(nats; in brackets the paired difference to the first network ± '
+        f'its standard error over {n} maps; {time.time() - start:.0f} s)')
+  if FLAGS.output:
+    _write_json(FLAGS.output, {'flags': {
+        'map_size': FLAGS.map_size, 'num_maps': n,
+        'first_seed': FLAGS.first_seed, 'seed': FLAGS.seed}, 'rows': rows})
+
+
+if __name__ == '__main__':
+  _define_flags()
+  app.run(main)
