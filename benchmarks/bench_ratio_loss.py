@@ -8,7 +8,11 @@ shuffled θ, at fixed noise levels σ: for each σ and network, the mean over
 maps of ``ratio.classification_loss`` (nats; ln 2 = 0.693 is an untrained
 classifier, lower is better) and, against the first network, the mean of the
 per-map differences with its standard error (a paired comparison: the
-networks see identical pairs).
+networks see identical pairs). A second table gives, per σ and network,
+the scale α of the logits that minimises the mean cross-entropy of α ℓ on
+these pairs (`best_temperature`) and the loss there: α near 1 says the
+logits have the right overall scale, α > 1 that they are too small (the
+network under-confident, its posteriors too wide, if the error is a scale).
 
 Maps: ``lognormal.cosmo_maps`` of seeds ``--first_seed`` onwards (the
 ``lognormal_kappa`` cosmo generator, θ = (Ωm, σ8) uniform over
@@ -30,6 +34,7 @@ import time
 from absl import app
 from absl import flags
 import numpy as np
+import scipy.optimize
 import tensorflow as tf
 
 from tfp_massmap import cosmology
@@ -80,11 +85,11 @@ def _checked_flags():
   return paths, sigmas
 
 
-def per_map_loss(network, kappa, theta, unit_noise, sigma, batch_size):
-  """``[M]`` cross-entropy of each held-out pair at noise level ``sigma``.
+def per_map_logits(network, kappa, theta, unit_noise, sigma, batch_size):
+  """Logits of each held-out map's joint and shuffled pair at noise ``sigma``.
 
   Args:
-    network: a `RatioNetwork`.
+    network: a `RatioNetwork` (or any callable ``(x, σ, θ) → [B]`` logits).
     kappa: ``[M, N, N]`` maps (dimensionless convergence).
     theta: ``[M, D]`` their parameters; map i's shuffled pair takes θ_{i−1}.
     unit_noise: ``[M, N, N]`` unit-variance noise.
@@ -92,19 +97,50 @@ def per_map_loss(network, kappa, theta, unit_noise, sigma, batch_size):
     batch_size: maps per network call.
 
   Returns:
-    numpy ``[M]`` (nats).
+    Two numpy ``[M]`` arrays (nats): ℓ(κ_i + σu_i, θ_i), ℓ(κ_i + σu_i, θ_{i−1}).
   """
   shuffled = np.roll(theta, 1, axis=0)
-  losses = []
+  joint, other = [], []
   for start in range(0, len(kappa), batch_size):
     part = slice(start, start + batch_size)
     noisy = tf.constant(kappa[part] + sigma * unit_noise[part], tf.float32)
     level = tf.fill([noisy.shape[0]], tf.constant(sigma, tf.float32))
-    losses.append(ratio.classification_loss(
-        network(noisy, level, tf.constant(theta[part], tf.float32)),
-        network(noisy, level, tf.constant(shuffled[part], tf.float32))
-    ).numpy())
-  return np.concatenate(losses)
+    joint.append(network(noisy, level, tf.constant(theta[part], tf.float32)))
+    other.append(network(noisy, level,
+                         tf.constant(shuffled[part], tf.float32)))
+  return (np.concatenate([np.asarray(x) for x in joint]),
+          np.concatenate([np.asarray(x) for x in other]))
+
+
+def pair_loss(joint, shuffled, temperature=1.):
+  """``[M]`` cross-entropy of the pairs with the logits scaled by α.
+
+  ``ratio.classification_loss`` of α ℓ (nats); α = 1 is the network as it
+  is.
+  """
+  return ratio.classification_loss(
+      tf.constant(temperature * joint, tf.float64),
+      tf.constant(temperature * shuffled, tf.float64)).numpy()
+
+
+def best_temperature(joint, shuffled, bounds=(0.05, 20.)):
+  """The scale α of the logits that minimises the mean cross-entropy.
+
+  α > 1: the network's logits are too small on these pairs (its posteriors
+  too wide, if the error is a scale); α < 1: too large. The mean
+  cross-entropy is convex in α, so the bounded 1-D search finds the
+  minimum.
+
+  Args:
+    joint, shuffled: ``[M]`` logits (`per_map_logits`).
+    bounds: the search interval of α.
+
+  Returns:
+    α (float).
+  """
+  return float(scipy.optimize.minimize_scalar(
+      lambda t: float(np.mean(pair_loss(joint, shuffled, t))),
+      bounds=bounds, method='bounded', options={'xatol': 1e-4}).x)
 
 
 def _write_json(path, table):
@@ -130,20 +166,26 @@ def main(argv):
       maps['kappa'].shape).astype(np.float32)
   print(f'{FLAGS.num_maps} held-out cosmo_{FLAGS.map_size} maps from seed '
         f'{FLAGS.first_seed} ({time.time() - start:.0f} s)')
-  losses = {}
+  losses, temperatures, tempered = {}, {}, {}
   for path in paths:
     network = ratio.load_ratio_network(path)
-    losses[path] = [per_map_loss(network, maps['kappa'], theta, unit_noise,
-                                 s, FLAGS.batch_size) for s in sigmas]
+    logits = [per_map_logits(network, maps['kappa'], theta, unit_noise, s,
+                             FLAGS.batch_size) for s in sigmas]
+    losses[path] = [pair_loss(*pair) for pair in logits]
+    temperatures[path] = [best_temperature(*pair) for pair in logits]
+    tempered[path] = [float(np.mean(pair_loss(*pair, alpha))) for pair, alpha
+                      in zip(logits, temperatures[path])]
   n = FLAGS.num_maps
   rows = []
-  header = ('| network | ' + ' | '.join(f'σ {s:g}' for s in sigmas) + ' |')
-  print(header)
+  columns = ' | '.join(f'σ {s:g}' for s in sigmas)
+  print(f'| network | {columns} |')
   print('|---' * (len(sigmas) + 1) + '|')
   reference = losses[paths[0]]
   for path in paths:
     cells, row = [], {'network': path, 'sigma': sigmas, 'loss': [],
-                      'difference': [], 'difference_error': []}
+                      'difference': [], 'difference_error': [],
+                      'best_temperature': temperatures[path],
+                      'loss_at_best_temperature': tempered[path]}
     for j, values in enumerate(losses[path]):
       diff = values - reference[j]
       row['loss'].append(float(values.mean()))
@@ -155,7 +197,16 @@ def main(argv):
     rows.append(row)
     print(f'| {path} | ' + ' | '.join(cells) + ' |')
   print(f'(nats; in brackets the paired difference to the first network ± '
-        f'its standard error over {n} maps; {time.time() - start:.0f} s)')
+        f'its standard error over {n} maps)')
+  print()
+  print(f'| network: best logit scale α (loss at α) | {columns} |')
+  print('|---' * (len(sigmas) + 1) + '|')
+  for path in paths:
+    print(f'| {path} | ' + ' | '.join(
+        f'{alpha:.2f} ({loss:.3f})' for alpha, loss in
+        zip(temperatures[path], tempered[path])) + ' |')
+  print(f'(α minimises the mean cross-entropy of α ℓ over these pairs; '
+        f'{time.time() - start:.0f} s)')
   if FLAGS.output:
     _write_json(FLAGS.output, {'flags': {
         'map_size': FLAGS.map_size, 'num_maps': n,

@@ -1,10 +1,11 @@
-"""benchmarks/bench_ratio_loss.py: the held-out pairs and their cross-entropy.
+"""benchmarks/bench_ratio_loss.py: held-out pairs, cross-entropy, logit scale.
 
 Known answers with stand-in classifiers on 8² maps whose mean pixel carries
 the map's Ωm: a classifier of zero logit scores ln 2 on every map; one that
 recognises a map's own θ from its mean scores near 0, which holds only if
 the joint pair is (map i, θ_i), the shuffled pair holds another map's θ, and
-the noise has the requested level.
+the noise has the requested level. The best logit scale α of a classifier
+whose logit is the exact log ratio of a Gaussian model times 1/2 is 2.
 """
 
 import importlib.util
@@ -41,8 +42,9 @@ def pairs():
 
 def test_zero_logit_scores_ln2(pairs):
   kappa, theta, noise = pairs
-  loss = bench.per_map_loss(lambda x, s, t: tf.zeros(tf.shape(x)[:1]),
-                            kappa, theta, noise, 0.01, batch_size=4)
+  loss = bench.pair_loss(*bench.per_map_logits(
+      lambda x, s, t: tf.zeros(tf.shape(x)[:1]), kappa, theta, noise, 0.01,
+      batch_size=4))
   np.testing.assert_allclose(loss, math.log(2.), rtol=1e-6)
   assert loss.shape == (M,)
 
@@ -59,12 +61,32 @@ def test_pairs_are_own_and_other_theta(pairs):
     distance = tf.abs(tf.reduce_mean(x, axis=[1, 2]) - t[:, 0])
     return tf.where(distance < 0.01, 20., -20.)
 
-  loss = bench.per_map_loss(recognises_own_theta, kappa, theta, noise, sigma,
-                            batch_size=4)
+  loss = bench.pair_loss(*bench.per_map_logits(
+      recognises_own_theta, kappa, theta, noise, sigma, batch_size=4))
   assert np.all(loss < 1e-8), loss
   np.testing.assert_allclose(seen, sigma, rtol=1e-6)
   # Without the noise scaling the maps' means move by ~σ/N = 1e-4 only; at
   # σ = 1 (means off by ~0.1) the classifier fails on some maps.
-  noisy = bench.per_map_loss(recognises_own_theta, kappa, theta, noise, 1.,
-                             batch_size=4)
+  noisy = bench.pair_loss(*bench.per_map_logits(
+      recognises_own_theta, kappa, theta, noise, 1., batch_size=4))
   assert np.max(noisy) > 5.
+
+
+def _gaussian_log_ratio(x, theta, noise_std):
+  """log N(x; θ, s²) − log N(x; 0, 1 + s²): θ ~ N(0, 1), x | θ ~ N(θ, s²)."""
+  def log_normal(value, var):
+    return -0.5 * (value**2 / var + np.log(2. * np.pi * var))
+  return log_normal(x - theta, noise_std**2) - log_normal(x, 1. + noise_std**2)
+
+
+@pytest.mark.parametrize('scale', [1., 0.5])
+def test_best_temperature_undoes_a_logit_scale(scale):
+  rng = np.random.default_rng(3)
+  theta = rng.standard_normal(20_000)
+  x = theta + 0.5 * rng.standard_normal(theta.shape)
+  joint = scale * _gaussian_log_ratio(x, theta, 0.5)
+  shuffled = scale * _gaussian_log_ratio(x, np.roll(theta, 1), 0.5)
+  alpha = bench.best_temperature(joint, shuffled)
+  np.testing.assert_allclose(alpha, 1. / scale, rtol=0.05)
+  assert (np.mean(bench.pair_loss(joint, shuffled, alpha)) <=
+          np.mean(bench.pair_loss(joint, shuffled)) + 1e-12)
