@@ -182,6 +182,31 @@ def test_save_load_round_trip_is_bit_identical(tmp_path, network):
                                 network.theta_score(x, theta, 0.02))
 
 
+def test_deepened_network_has_the_same_logits_until_trained(tmp_path,
+                                                            network):
+  deeper = network.deepened()
+  assert (deeper.depth, deeper.size_divisor) == (3, 2 * network.size_divisor)
+  assert deeper.channel_multipliers == network.channel_multipliers + [
+      network.channel_multipliers[-1]]
+  x = _maps(16)
+  theta = [[0.33, 0.72], [0.25, 0.9], [0.38, 0.61]]
+  for sigma in (0.005, 0.05):
+    np.testing.assert_allclose(deeper.log_ratio(x, theta, sigma),
+                               network.log_ratio(x, theta, sigma),
+                               rtol=1e-6, atol=1e-6)
+  # The new level is live: a nonzero read-out there changes ℓ.
+  readout = deeper.readouts[-1]
+  readout.set_weights([np.full_like(w, 0.1) for w in readout.get_weights()])
+  assert np.all(np.abs(deeper.log_ratio(x, theta, 0.05) -
+                       network.log_ratio(x, theta, 0.05)) > 1e-3)
+  # It saves and loads like any RatioNetwork (train_score.py --init_network).
+  deeper.save(tmp_path / 'deeper.keras')
+  loaded = ratio.load_ratio_network(tmp_path / 'deeper.keras')
+  assert loaded.get_config() == deeper.get_config()
+  with pytest.raises(ValueError, match='channel_multipliers'):
+    network.deepened(channel_multiplier=0)
+
+
 def test_load_ratio_network_names_the_wrong_file(tmp_path):
   with pytest.raises(FileNotFoundError, match='does not exist'):
     ratio.load_ratio_network(tmp_path / 'missing.keras')

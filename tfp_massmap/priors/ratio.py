@@ -43,7 +43,9 @@ Training: ``training.train_ratio_network`` (the denoising-score-matching
 pipeline: dataset, σ draws, crops, symmetries, checkpoints, EMA weights),
 or ``examples/train_score.py --objective=ratio``. The saved ``.keras``
 file records the pixel scale, ``theta_names`` and ``theta_bounds``, and
-loads with `load_ratio_network`.
+loads with `load_ratio_network`. `RatioNetwork.deepened` adds a coarser
+resolution level whose read-out starts at zero (the same ℓ until trained),
+to continue training with a wider receptive field.
 """
 
 import math
@@ -344,6 +346,40 @@ class RatioNetwork(score_network_lib.ThetaConditioned, keras.Model):
       tape.watch(theta_c)
       logit = self(x, sigma, theta_c)
     return tf.cast(tape.gradient(logit, theta_c), theta.dtype)
+
+  def deepened(self, channel_multiplier=None):
+    """A copy with one more resolution level that computes the same ℓ.
+
+    The new level (a 2× downsampler, ``blocks_per_level`` blocks and a
+    read-out) goes below the coarsest one. Its read-out starts at zero, so
+    the copy's logits equal this network's until it is trained, and
+    training it (``examples/train_score.py --init_network``) starts from
+    what this network has learned. The receptive field of the coarsest
+    read-out about doubles (37 pixels at depth 2, 77 at depth 3, with one
+    block per level) and maps must be divisible by 2**(depth + 1).
+
+    Args:
+      channel_multiplier: channels of the new level, in units of
+        ``base_channels`` (int ≥ 1); default the coarsest level's.
+
+    Returns:
+      A new `RatioNetwork` of depth ``depth + 1``, with this network's
+      weights in its first ``depth + 1`` levels.
+    """
+    config = self.get_config()
+    config['depth'] = self.depth + 1
+    config['channel_multipliers'] = list(self.channel_multipliers) + [
+        self.channel_multipliers[-1] if channel_multiplier is None
+        else channel_multiplier]
+    deeper = type(self).from_config(config)
+    pairs = [(self.embedding_in, deeper.embedding_in),
+             (self.embedding_out, deeper.embedding_out),
+             (self.stem, deeper.stem)]
+    for group in ('blocks', 'downsamplers', 'readouts'):
+      pairs += list(zip(getattr(self, group), getattr(deeper, group)))
+    for source, target in pairs:
+      target.set_weights(source.get_weights())
+    return deeper
 
   def _logit(self, h, log_sigma, theta):
     """Scaled maps ``[B, N, N, 1]``, ln σ ``[B]``, θ ``[B, D]`` → ℓ ``[B]``."""
