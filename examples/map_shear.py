@@ -488,9 +488,11 @@ def _posterior_prior(shear_map):
 def _shipped_name(prior_flag, map_size):
   """The shipped prior of a --prior value for maps of map_size pixels."""
   from tfp_massmap import priors  # pylint: disable=g-import-not-at-top
-  sized = f'{prior_flag}_{map_size}'
-  if prior_flag == 'cosmo_joint' and sized in priors.SHIPPED_PRIORS:
-    return sized
+  if prior_flag == 'cosmo_joint':
+    # The joint prior whose θ likelihood was trained on maps of this size.
+    for name, shipped in priors.SHIPPED_PRIORS.items():
+      if shipped.theta_map_size == map_size:
+        return name
   return _SHIPPED[prior_flag]
 
 

@@ -26,6 +26,7 @@ The cosmology-aware priors, trained on maps whose (Ωm, σ8) vary over
 writes one) from its ``.keras`` file.
 """
 
+import collections
 import importlib.resources
 import os
 
@@ -33,20 +34,30 @@ from tfp_massmap import score_network
 from tfp_massmap.priors import learned_joint
 from tfp_massmap.priors import ratio
 
-__all__ = ['SHIPPED_PRIORS', 'load_prior']
+__all__ = ['SHIPPED_PRIORS', 'ShippedPrior', 'load_prior']
 
-# name → (files in tfp_massmap/data, pixel scale in arcmin they were trained
-# at): one score network, or a conditioned score network and a ratio network.
+class ShippedPrior(collections.namedtuple(
+    'ShippedPrior', ['filenames', 'pixel_scale_arcmin', 'theta_map_size'])):
+  """A prior shipped in tfp_massmap/data, as `SHIPPED_PRIORS` lists it.
+
+  Fields:
+    filenames: one score network, or a conditioned score network and a
+      ratio network (a `LearnedJointPrior`).
+    pixel_scale_arcmin: the pixel side they were trained at (arcmin).
+    theta_map_size: for a joint prior, the map side N (pixels) its θ
+      likelihood is trained and checked on; None for a map-only prior.
+  """
+
+
 SHIPPED_PRIORS = {
-    'lognormal_128': (('prior_lognormal_128.keras',), 0.8),
-    'cosmo_joint_32': (('prior_cosmo_conditional_32.keras',
-                        'prior_cosmo_ratio_32.keras'), 0.8),
-    'cosmo_joint_128': (('prior_cosmo_conditional_32.keras',
-                         'prior_cosmo_ratio_128.keras'), 0.8),
-    'cosmo_marginal_32': (('prior_cosmo_marginal_32.keras',), 0.8),
+    'lognormal_128': ShippedPrior(('prior_lognormal_128.keras',), 0.8, None),
+    'cosmo_joint_32': ShippedPrior(('prior_cosmo_conditional_32.keras',
+                                    'prior_cosmo_ratio_32.keras'), 0.8, 32),
+    'cosmo_joint_128': ShippedPrior(('prior_cosmo_conditional_32.keras',
+                                     'prior_cosmo_ratio_128.keras'), 0.8, 128),
+    'cosmo_marginal_32': ShippedPrior(('prior_cosmo_marginal_32.keras',),
+                                      0.8, None),
 }
-# The map side the shipped joint priors' θ likelihood is calibrated on.
-_THETA_MAP_SIZE = {'cosmo_joint_32': 32, 'cosmo_joint_128': 128}
 
 
 def _is_path(name):
@@ -95,15 +106,16 @@ def load_prior(name_or_path='lognormal_128'):
     raise ValueError(f'unknown prior {name_or_path!r}; expected one of '
                      f'{sorted(SHIPPED_PRIORS)} or the path of a .keras file '
                      '(e.g. runs/prior/score_network.keras).')
-  filenames, pixel_scale_arcmin = SHIPPED_PRIORS[name_or_path]
-  network = _load_shipped(filenames[0], pixel_scale_arcmin,
+  shipped = SHIPPED_PRIORS[name_or_path]
+  network = _load_shipped(shipped.filenames[0], shipped.pixel_scale_arcmin,
                           score_network.load_score_network)
-  if len(filenames) == 1:
+  if len(shipped.filenames) == 1:
     return network
   return learned_joint.LearnedJointPrior(
-      network, ratio=_load_shipped(filenames[1], pixel_scale_arcmin,
+      network, ratio=_load_shipped(shipped.filenames[1],
+                                   shipped.pixel_scale_arcmin,
                                    ratio.load_ratio_network),
-      theta_map_size=_THETA_MAP_SIZE[name_or_path])
+      theta_map_size=shipped.theta_map_size)
 
 
 def _load_shipped(filename, pixel_scale_arcmin, load):
