@@ -26,18 +26,28 @@ def cosmos_dir():
   return COSMOS_DIR
 
 
-_MAP_SHEAR = pathlib.Path(__file__).resolve().parents[1] / 'examples' / 'map_shear.py'
+_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def load_script(relative_path, module_name):
+  """A script of the repository (examples/, benchmarks/) as a module.
+
+  Loaded once per test session under ``module_name``; scripts define their
+  absl flags only when run, so importing them defines none.
+  """
+  if module_name not in sys.modules:
+    spec = importlib.util.spec_from_file_location(module_name,
+                                                  _ROOT / relative_path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules[module_name] = module
+  return sys.modules[module_name]
 
 
 @pytest.fixture(scope='module')
 def map_shear():
   """examples/map_shear.py as a module (one instance for every test file)."""
-  if 'map_shear_example' not in sys.modules:
-    spec = importlib.util.spec_from_file_location('map_shear_example', _MAP_SHEAR)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    sys.modules['map_shear_example'] = module
-  return sys.modules['map_shear_example']
+  return load_script('examples/map_shear.py', 'map_shear_example')
 
 
 def write_catalogue(path, seed, upper_case=False, n_gal=20000):

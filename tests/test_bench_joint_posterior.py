@@ -6,13 +6,11 @@ here they are checked against dense float64 references
 (`testing.dense_matrix`, `testing.exact_gaussian_posterior`).
 """
 
-import importlib.util
-import os
-
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import conftest
 from tfp_massmap import cosmology
 from tfp_massmap import lensing
 from tfp_massmap import likelihood
@@ -27,17 +25,8 @@ SIGMA8 = 0.75
 BOUNDS = (0.6, 1.0)
 FIDUCIAL = 0.8159
 
-
-def _load_benchmark():
-  path = os.path.join(os.path.dirname(__file__), '..', 'benchmarks',
-                      'bench_joint_posterior.py')
-  spec = importlib.util.spec_from_file_location('bench_joint_posterior', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-bench = _load_benchmark()
+bench = conftest.load_script('benchmarks/bench_joint_posterior.py',
+                              'bench_joint_posterior')
 
 
 @pytest.fixture(scope='module')

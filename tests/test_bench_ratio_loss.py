@@ -8,25 +8,15 @@ the noise has the requested level. The best logit scale α of a classifier
 whose logit is the exact log ratio of a Gaussian model times 1/2 is 2.
 """
 
-import importlib.util
 import math
-import os
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import conftest
 
-def _load_benchmark():
-  path = os.path.join(os.path.dirname(__file__), '..', 'benchmarks',
-                      'bench_ratio_loss.py')
-  spec = importlib.util.spec_from_file_location('bench_ratio_loss', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-bench = _load_benchmark()
+bench = conftest.load_script('benchmarks/bench_ratio_loss.py', 'bench_ratio_loss')
 
 M, N = 6, 8
 
