@@ -36,6 +36,7 @@ from tfp_massmap.priors import ratio
 
 __all__ = ['SHIPPED_PRIORS', 'ShippedPrior', 'load_prior']
 
+
 class ShippedPrior(collections.namedtuple(
     'ShippedPrior', ['filenames', 'pixel_scale_arcmin', 'theta_map_size'])):
   """A prior shipped in tfp_massmap/data, as `SHIPPED_PRIORS` lists it.
