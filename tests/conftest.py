@@ -3,6 +3,7 @@
 import importlib.util
 import os
 import pathlib
+import subprocess
 import sys
 
 import astropy.table
@@ -42,6 +43,19 @@ def load_script(relative_path, module_name):
     spec.loader.exec_module(module)
     sys.modules[module_name] = module
   return sys.modules[module_name]
+
+
+def run_script(relative_path, *args, timeout=300):
+  """Runs a repository script with ``args`` in a fresh interpreter.
+
+  Returns the `subprocess.CompletedProcess` (text stdout and stderr; a
+  failure is its return code, not an exception). TensorFlow's C++ logging
+  is silenced, so stderr holds the script's own messages.
+  """
+  env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3'}
+  return subprocess.run([sys.executable, str(_ROOT / relative_path), *args],
+                        capture_output=True, text=True, env=env,
+                        timeout=timeout, check=False)
 
 
 @pytest.fixture(scope='module')

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import conftest
 from tfp_massmap import survey_job
 
 from test_survey_job import _TILES, tiny_survey
@@ -28,10 +29,7 @@ _TILE_FLAGS = ('--npix=32', '--pixel_scale_arcmin=2', '--overlap_pix=4',
 
 
 def _run(*args):
-  env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3'}
-  return subprocess.run([sys.executable, str(_COMMAND), *args],
-                        capture_output=True, text=True, env=env, timeout=300,
-                        check=False)
+  return conftest.run_script('examples/map_survey.py', *args)
 
 
 @pytest.fixture(scope='module')

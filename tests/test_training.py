@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import conftest
 from tfp_massmap import cosmology
 from tfp_massmap import training
 from tfp_massmap.priors import ratio as ratio_lib
@@ -285,14 +286,6 @@ def test_trained_denoiser_approaches_wiener_filter(tmp_path):
     assert net_mse < 1.1 * wiener_mse, (sigma, net_mse, wiener_mse)
 
 
-_TRAIN_SCORE = pathlib.Path(__file__).resolve().parents[1] / 'examples' / 'train_score.py'
-
-
-def _run_train_score(*args):
-  return subprocess.run([sys.executable, str(_TRAIN_SCORE), *args],
-                        capture_output=True, text=True, timeout=300, check=False)
-
-
 def test_train_score_continues_from_init_network(tmp_path):
   """--init_network fine-tunes: the run keeps the saved network's
   architecture (not the flags' defaults) and starts from its weights; with
@@ -314,8 +307,9 @@ def test_train_score_continues_from_init_network(tmp_path):
             f'--init_network={tmp_path / "initial.keras"}', '--batch_size=4',
             '--steps=1', '--warmup_steps=0', '--ema_decay=0']
 
-  run = _run_train_score(*common, '--learning_rate=1e-12',
-                         f'--output_dir={tmp_path / "tuned"}')
+  run = conftest.run_script('examples/train_score.py', *common,
+                            '--learning_rate=1e-12',
+                            f'--output_dir={tmp_path / "tuned"}')
   assert run.returncode == 0, run.stderr[-2000:]
   tuned = ratio_lib.load_ratio_network(
       tmp_path / 'tuned' / training.RATIO_MODEL_FILENAME)
@@ -325,8 +319,9 @@ def test_train_score_continues_from_init_network(tmp_path):
       tuned, ratio_lib.RatioNetwork(**{**initial.get_config(), 'seed': 8}),
       atol=1e-6)
 
-  refused = _run_train_score(*common, '--depth=3',
-                             f'--output_dir={tmp_path / "refused"}')
+  refused = conftest.run_script('examples/train_score.py', *common,
+                                '--depth=3',
+                                f'--output_dir={tmp_path / "refused"}')
   assert refused.returncode != 0
   assert '--depth' in refused.stderr and 'init_network' in refused.stderr
   assert not (tmp_path / 'refused').exists()
