@@ -23,6 +23,7 @@ from tfp_massmap import joint_posterior
 from tfp_massmap import lensing
 from tfp_massmap import likelihood
 from tfp_massmap import lognormal
+from tfp_massmap import lognormal_cosmology
 from tfp_massmap import lognormal_posterior
 from tfp_massmap import mcmc
 from tfp_massmap import metrics

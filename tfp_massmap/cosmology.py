@@ -92,6 +92,7 @@ __all__ = [
     'LOGNORMAL_KAPPA_SETTINGS',
     'SHIFT_OMEGA_M_EXPONENT',
     'convergence_cl',
+    'convergence_cl_grid',
     'cosmo_kappa_parameters',
     'cosmo_kappa_setting',
     'cosmos_convergence_cl',
@@ -212,12 +213,21 @@ def _check_parameters(omega_m, sigma8):
 
 @functools.lru_cache(maxsize=1)
 def _cl_grid():
-  """(log Ωm nodes, log σ8 nodes, ℓ, log C_ℓ [I, J, L]) of the shipped grid."""
   data = importlib.resources.files('tfp_massmap').joinpath(
       'data', _CL_GRID).read_bytes()
   with np.load(io.BytesIO(data)) as grid:
     return (np.log(grid['omega_m']), np.log(grid['sigma8']),
             grid['ell'].astype(np.float64), grid['log_cl'].astype(np.float64))
+
+
+def convergence_cl_grid():
+  """The nodes `convergence_cl` interpolates between, as numpy copies.
+
+  Returns:
+    (log Ωm ``[I]``, log σ8 ``[J]``, ℓ ``[L]`` in rad⁻¹, log C_ℓ ``[I, J, L]``
+    with C_ℓ in sr): the shipped pyccl grid (module docstring).
+  """
+  return tuple(np.array(part) for part in _cl_grid())
 
 
 def _bracket(log_nodes, log_value):

@@ -1,0 +1,138 @@
+"""Tests of the exact (κ, θ) posterior of the cosmo lognormal fields."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfp_massmap import cosmology
+from tfp_massmap import lensing
+from tfp_massmap import likelihood
+from tfp_massmap import lognormal
+from tfp_massmap import lognormal_cosmology
+from tfp_massmap import shear_map
+
+
+def _white(seeds, n):
+  return np.stack([np.random.default_rng(s).standard_normal((n, n))
+                   for s in seeds])
+
+
+def test_field_reproduces_the_cosmo_maps_of_the_dataset():
+  # The same seeds give the dataset's maps: θ, spectrum, shift and white
+  # noise all enter as in lognormal.cosmo_maps (stored as float32).
+  seeds = [3, 1_000_000, 1_000_007]
+  maps = lognormal.cosmo_maps(seeds, 32, 3.2)
+  theta = np.stack([maps['omega_m'], maps['sigma8']], -1)
+  field = lognormal_cosmology.CosmoLognormalField(32, 3.2)
+  kappa = field.convergence_from_white(_white(seeds, 32), theta).numpy()
+  scale = np.abs(maps['kappa']).max()
+  np.testing.assert_allclose(kappa, maps['kappa'], atol=1e-6 * scale)
+  # And, in float64, the LognormalField of that θ to rounding.
+  for i in range(len(seeds)):
+    ell, cl = cosmology.convergence_cl(*theta[i])
+    reference = lognormal.LognormalField(
+        cosmology.lognormal_shift(*theta[i]), 32, 3.2, ell=ell, cl=cl,
+        dtype=tf.float64)
+    np.testing.assert_allclose(
+        kappa[i], reference.convergence_from_white(
+            tf.constant(_white([seeds[i]], 32)[0])).numpy(),
+        atol=1e-12)
+    np.testing.assert_allclose(field.target_power_grid(theta[i]).numpy(),
+                               reference.target_power_grid.numpy(),
+                               rtol=1e-12)
+
+
+def test_theta_gradient_matches_finite_differences():
+  field = lognormal_cosmology.CosmoLognormalField(16, 3.2)
+  white = tf.constant(_white([4], 16)[0])
+  probe = tf.constant(_white([5], 16)[0])
+  theta = tf.constant([0.27, 0.71], tf.float64)  # inside a grid cell
+  value = lambda t: tf.reduce_sum(field.convergence_from_white(white, t) *
+                                  probe)
+  with tf.GradientTape() as tape:
+    tape.watch(theta)
+    output = value(theta)
+  gradient = tape.gradient(output, theta).numpy()
+  step = 1e-6
+  for d in range(2):
+    shift = np.zeros(2)
+    shift[d] = step
+    numeric = (value(theta + shift) - value(theta - shift)).numpy() / (2 * step)
+    np.testing.assert_allclose(gradient[d], numeric, rtol=1e-5)
+  assert np.all(np.abs(gradient) > 0)
+
+
+def _gaussian_problem(n, pixel_scale, noise, theta, seed):
+  field = lognormal_cosmology.CosmoLognormalField(n, pixel_scale,
+                                                  gaussian=True)
+  kappa = field.convergence_from_white(_white([seed], n)[0], theta).numpy()
+  ones = np.ones((n, n))
+  shear = likelihood.ShearLikelihood(kappa, noise * ones, ones).sample(
+      seed=(seed, 1)).numpy()
+  return field, shear_map.ShearMap(shear=shear, noise_std=noise * ones,
+                                   mask=ones, pixel_scale_arcmin=pixel_scale)
+
+
+def _s8(theta):
+  """S8 = σ8 √(Ωm / 0.3), the combination a shear field constrains best."""
+  return theta[..., 1] * np.sqrt(theta[..., 0] / 0.3)
+
+
+def _closed_form_moments(field, data, noise, points=81):
+  """Means and stds of (Ωm, σ8, S8) under the exact Gaussian-field posterior.
+
+  By quadrature on a ``points``² grid over the prior box; also those of the
+  prior on the same grid.
+  """
+  n = field.map_size
+  kappa_e, _ = lensing.kaiser_squires(tf.constant(data.shear, tf.float64))
+  power = np.abs(np.fft.fft2(kappa_e.numpy(), norm='ortho'))**2
+  axes = [np.linspace(low, high, points) for low, high in field.theta_bounds]
+  grid = np.stack(np.meshgrid(*axes, indexing='ij'), -1).reshape(-1, 2)
+  signal = field.target_power_grid(grid).numpy()
+  modes = np.ones((n, n), bool)
+  modes[0, 0] = False  # The map mean: no shear sees it.
+  variance = signal[:, modes] + noise**2
+  log_post = -0.5 * np.sum(power[modes] / variance + np.log(variance), -1)
+  values = np.concatenate([grid, _s8(grid)[:, np.newaxis]], -1)
+
+  def moments(weight):
+    weight = weight / weight.sum()
+    mean = weight @ values
+    return mean, np.sqrt(weight @ (values - mean)**2)
+  return moments(np.exp(log_post - log_post.max())), moments(
+      np.ones(len(grid)))
+
+
+def test_gaussian_field_theta_posterior_is_the_closed_form():
+  # For a Gaussian field seen through white noise on every pixel, p(θ | γ)
+  # ∝ N(κ_E; 0, S(θ) + σ²) exactly: the HMC over (z, θ) must agree.
+  noise = 0.005
+  field, data = _gaussian_problem(16, 6.4, noise, [0.33, 0.75], seed=3)
+  (mean, std), (_, prior_std) = _closed_form_moments(field, data, noise)
+  draws, diagnostics = lognormal_cosmology.exact_theta_posterior(
+      data, field, num_chains=8, num_burnin_steps=200, num_results=100,
+      num_leapfrog_steps=12, seed=(4, 5))
+  assert draws.shape == (800, 2)
+  assert max(diagnostics['r_hat']) < 1.05
+  ess = np.asarray(diagnostics['ess'])
+  assert np.all(ess > 150)
+  values = np.concatenate([draws, _s8(draws)[:, np.newaxis]], -1)
+  np.testing.assert_array_less(np.abs(values.mean(0) - mean),
+                               4 * std / np.sqrt(ess.min()))
+  np.testing.assert_allclose(values.std(0), std, rtol=0.15)
+  # The data constrain S8 (Ωm and σ8 are degenerate along it).
+  assert std[2] < 0.3 * prior_std[2]
+
+
+def test_bad_input_is_refused():
+  field = lognormal_cosmology.CosmoLognormalField(16, 6.4)
+  _, data = _gaussian_problem(32, 3.2, 0.02, [0.3, 0.8], seed=1)
+  with pytest.raises(ValueError, match='16x16'):
+    lognormal_cosmology.exact_theta_posterior(data, field)
+  with pytest.raises(ValueError, match='CosmoLognormalField'):
+    lognormal_cosmology.exact_theta_posterior(data, object())
+  with pytest.raises(ValueError, match='num_chains'):
+    lognormal_cosmology.exact_theta_posterior(data, field, num_chains=1)
+  with pytest.raises(ValueError, match='map_size'):
+    lognormal_cosmology.CosmoLognormalField(1, 3.2)

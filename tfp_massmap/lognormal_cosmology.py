@@ -1,0 +1,399 @@
+r"""The exact joint posterior p(κ, θ | γ) of the cosmo lognormal fields.
+
+The ``cosmo_<N>`` maps of the synthetic dataset (`lognormal.cosmo_maps`)
+are shifted lognormal fields whose spectrum and shift depend on
+θ = (Ωm, σ8):
+
+    κ(z, θ) = λ(θ) [exp(g − σ_g²(θ)/2) − 1],   g = S_g(θ)^{1/2} z,
+
+with z a white standard-normal map, λ(θ) = `cosmology.lognormal_shift`, and
+S_g(θ) the latent spectrum `lognormal.LognormalField` builds from
+`cosmology.convergence_cl` (θ): the target eigenvalues
+S_k = C(ℓ_k)/Δ² (log-linear in ℓ), ξ_g = log(1 + ifft(S)/λ²), P_g =
+max(fft(ξ_g), 0), σ_g² = mean P_g. `CosmoLognormalField` computes the same
+chain in TensorFlow for any θ in the prior box, so that κ(z, θ) is
+differentiable in θ as well as in z (log C_ℓ is bilinear in
+(log Ωm, log σ8) between the nodes of the shipped grid, as in
+`cosmology.convergence_cl`; its gradient jumps at the nodes, which HMC
+tolerates as it does any piecewise-smooth target).
+
+With the prior θ uniform over `cosmology.COSMO_PARAMETER_BOUNDS`, i.e.
+u ~ N(0, I) through `theta_posterior.theta_bijector`, and the Gaussian data
+model `likelihood.ShearLikelihood`,
+
+    log p(z, u | γ) = log p(γ | κ(z, θ(u))) − ½ ‖z‖² − ½ ‖u‖² + const
+
+is known exactly: `exact_theta_posterior` samples it with TFP's
+Metropolis-corrected HMC, so its θ draws are those of the exact field-level
+posterior of the generating model, with no network and no summary
+statistic. It is the reference a learned joint prior is measured against on
+the same maps (`benchmarks/bench_exact_theta.py`). Any mask and noise map
+are allowed (the likelihood is the shear-space one).
+
+``gaussian=True`` gives the Gaussian field of the same spectrum (κ = g,
+S_g = S), whose θ posterior on fully observed white-noise data is known in
+closed form (`tests/test_lognormal_cosmology.py` checks the sampler on it).
+
+κ, shear and noise are dimensionless; ℓ in rad⁻¹, C_ℓ in sr, the pixel
+scale in arcmin.
+"""
+
+import time
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+import tqdm
+
+from tensorflow_probability.python.internal import samplers
+from tensorflow_probability.python.internal import unnest
+
+from tfp_massmap import _checks
+from tfp_massmap import cosmology
+from tfp_massmap import lensing
+from tfp_massmap import likelihood as likelihood_lib
+from tfp_massmap import shear_map as shear_map_lib
+from tfp_massmap import theta_posterior
+from tfp_massmap.mcmc import driver
+from tfp_massmap.mcmc import jittered_step_size
+
+__all__ = [
+    'CosmoLognormalField',
+    'exact_theta_posterior',
+]
+
+_MAX_CHUNK_STEPS = 25
+
+
+def _safe_sqrt(x):
+  """√x for x >= 0, with a zero (not NaN) gradient where x == 0."""
+  positive = x > 0
+  return tf.where(positive, tf.sqrt(tf.where(positive, x, tf.ones_like(x))),
+                  tf.zeros_like(x))
+
+
+class CosmoLognormalField:
+  """κ(z, θ) of the ``cosmo_<N>`` maps, differentiable in z and θ.
+
+  For each θ = (Ωm, σ8) it is the `lognormal.LognormalField` of spectrum
+  `cosmology.convergence_cl` (θ) and shift `cosmology.lognormal_shift` (θ)
+  (module docstring), computed in TensorFlow and batched over θ.
+
+  #### Examples
+
+  ```python
+  field = CosmoLognormalField(map_size=32, pixel_scale_arcmin=3.2)
+  white = np.random.default_rng(5).standard_normal((32, 32))
+  kappa = field.convergence_from_white(white, [0.3, 0.8])  # [32, 32]
+  ```
+  """
+
+  def __init__(self, map_size, pixel_scale_arcmin, gaussian=False,
+               dtype=tf.float64):
+    """Precomputes the θ-independent interpolation weights.
+
+    Args:
+      map_size: pixels per side N (int >= 2).
+      pixel_scale_arcmin: pixel side [arcmin] (> 0).
+      gaussian: True for the Gaussian field of the same spectrum (κ = g).
+      dtype: float32 or float64, of every tensor returned.
+
+    Raises:
+      ValueError: for a bad size, pixel scale or dtype.
+    """
+    n = _checks.positive_int(map_size, 'map_size', minimum=2)
+    pix = _checks.positive_scalar(pixel_scale_arcmin, 'pixel_scale_arcmin',
+                                  'arcmin')
+    self._dtype = _checks.float_dtype(dtype, 'dtype')
+    self._map_size = n
+    self._pixel_scale_arcmin = pix
+    self._gaussian = bool(gaussian)
+    log_om, log_s8, ell, log_cl = cosmology.convergence_cl_grid()
+    self._log_om = tf.constant(log_om, dtype)
+    self._log_s8 = tf.constant(log_s8, dtype)
+    self._log_cl = tf.constant(log_cl, dtype)  # [I, J, L]
+    # power_spectrum.power_spectrum_grid's log-linear rule in ℓ, as weights.
+    log_ell = np.log(ell)
+    log_l = np.log(np.clip(lensing.multipoles(n, pix, tf.float64).numpy(),
+                           ell[0], ell[-1])).reshape(-1)
+    low = np.clip(np.searchsorted(log_ell, log_l, side='right') - 1, 0,
+                  ell.size - 2)
+    self._ell_low = tf.constant(low, tf.int32)
+    self._ell_weight = tf.constant(
+        (log_l - log_ell[low]) / (log_ell[low + 1] - log_ell[low]), dtype)
+    not_mean = np.ones((n, n))
+    not_mean[0, 0] = 0.
+    delta = pix * lensing.ARCMIN_TO_RAD
+    self._grid_factor = tf.constant(not_mean / delta**2, dtype)
+    # How often each rfft2d half-plane mode appears in the full N×N grid.
+    multiplicity = np.full(n // 2 + 1, 2.)
+    multiplicity[0] = 1.
+    if n % 2 == 0:
+      multiplicity[-1] = 1.
+    self._multiplicity = tf.constant(multiplicity, dtype)
+    self._bounds = np.asarray(cosmology.COSMO_PARAMETER_BOUNDS, np.float64)
+
+  @property
+  def map_size(self):
+    """Pixels per side N."""
+    return self._map_size
+
+  @property
+  def pixel_scale_arcmin(self):
+    """Pixel side in arcmin."""
+    return self._pixel_scale_arcmin
+
+  @property
+  def gaussian(self):
+    """True for the Gaussian field of the same spectrum."""
+    return self._gaussian
+
+  @property
+  def dtype(self):
+    return self._dtype
+
+  @property
+  def theta_bounds(self):
+    """The prior box ``[D, 2]`` of θ (`cosmology.COSMO_PARAMETER_BOUNDS`)."""
+    return self._bounds.copy()
+
+  def _bilinear(self, nodes, log_value):
+    """(i, t) of each value [B]: at fraction t of [nodes[i], nodes[i + 1]]."""
+    count = int(nodes.shape[0])
+    i = tf.clip_by_value(
+        tf.searchsorted(nodes, log_value, side='right') - 1, 0, count - 2)
+    left = tf.gather(nodes, i)
+    right = tf.gather(nodes, i + 1)
+    t = tf.clip_by_value((log_value - left) / (right - left), 0., 1.)
+    return i, t
+
+  def target_power_grid(self, theta):
+    """S_k(θ) = C(ℓ_k; θ) / Δ² ``[..., N, N]`` (0 at k = 0), θ ``[..., 2]``."""
+    theta = tf.convert_to_tensor(theta, self._dtype)
+    batch = tf.shape(theta)[:-1]
+    flat = tf.reshape(theta, [-1, 2])
+    i, t = self._bilinear(self._log_om, tf.math.log(flat[:, 0]))
+    j, u = self._bilinear(self._log_s8, tf.math.log(flat[:, 1]))
+    corner = lambda a, b: tf.gather_nd(self._log_cl, tf.stack([a, b], -1))
+    t, u = t[:, tf.newaxis], u[:, tf.newaxis]
+    log_c = ((1 - t) * ((1 - u) * corner(i, j) + u * corner(i, j + 1)) +
+             t * ((1 - u) * corner(i + 1, j) + u * corner(i + 1, j + 1)))
+    w = self._ell_weight
+    log_s = ((1 - w) * tf.gather(log_c, self._ell_low, axis=-1) +
+             w * tf.gather(log_c, self._ell_low + 1, axis=-1))
+    n = self._map_size
+    grid = tf.exp(tf.reshape(log_s, [-1, n, n])) * self._grid_factor
+    return tf.reshape(grid, tf.concat([batch, [n, n]], 0))
+
+  def shift(self, theta):
+    """λ(θ) ``[...]`` of `cosmology.lognormal_shift`, θ ``[..., 2]``."""
+    theta = tf.convert_to_tensor(theta, self._dtype)
+    return cosmology.COSMOS_SHIFT * (
+        theta[..., 0] / cosmology.FIDUCIAL_OMEGA_M)**(
+            cosmology.SHIFT_OMEGA_M_EXPONENT)
+
+  def latent(self, theta):
+    """(√P_g ``[..., N, N//2+1]``, σ_g² ``[...]``) of the latent field at θ.
+
+    √P_g on the half-plane of `tf.signal.rfft2d` (P_g is symmetric under
+    k → −k); σ_g² = mean of P_g over all N² modes.
+    """
+    n = self._map_size
+    half = self.target_power_grid(theta)[..., :n // 2 + 1]
+    if not self._gaussian:
+      shift = self.shift(theta)[..., tf.newaxis, tf.newaxis]
+      xi_kappa = tf.signal.irfft2d(tf.complex(half, tf.zeros_like(half)),
+                                   fft_length=[n, n])
+      xi_latent = tf.math.log1p(xi_kappa / tf.square(shift))
+      half = tf.nn.relu(tf.math.real(tf.signal.rfft2d(xi_latent)))
+    latent_variance = tf.reduce_sum(
+        self._multiplicity * half, axis=[-2, -1]) / n**2
+    return _safe_sqrt(half), latent_variance
+
+  def convergence_from_white(self, white, theta):
+    """κ(z, θ) ``[..., N, N]`` from white maps z ``[..., N, N]``, θ ``[..., 2]``.
+
+    The leading axes of ``white`` and ``theta`` broadcast. θ must lie in
+    `theta_bounds` (outside, log C_ℓ is held at the nearest edge of the
+    grid).
+    """
+    white = tf.convert_to_tensor(white, self._dtype)
+    theta = tf.convert_to_tensor(theta, self._dtype)
+    amplitude, latent_variance = self.latent(theta)
+    n = self._map_size
+    latent = tf.signal.irfft2d(
+        tf.complex(amplitude, tf.zeros_like(amplitude)) *
+        tf.signal.rfft2d(white), fft_length=[n, n])
+    if self._gaussian:
+      return latent
+    shift = self.shift(theta)[..., tf.newaxis, tf.newaxis]
+    return shift * tf.math.expm1(
+        latent - 0.5 * latent_variance[..., tf.newaxis, tf.newaxis])
+
+
+def exact_theta_posterior(shear_map, field, *, num_chains=8,
+                          num_burnin_steps=300, num_results=100,
+                          num_steps_between_results=1, num_leapfrog_steps=16,
+                          target_accept_prob=0.75, step_size_jitter=0.2,
+                          theta_step_scale=1., seed=None, jit_compile=None,
+                          progress=False):
+  """Draws θ from the exact posterior p(θ | γ) of a `CosmoLognormalField`.
+
+  HMC (`tfp.mcmc.HamiltonianMonteCarlo`) on (z, u), κ = κ(z, θ(u)) (module
+  docstring), ``num_chains`` chains from independent prior draws; the step
+  size (one for z, ``theta_step_scale`` times it for u) adapts for
+  ``num_burnin_steps`` transitions
+  (`tfp.mcmc.DualAveragingStepSizeAdaptation`), then ``num_results ·
+  (num_steps_between_results + 1)`` transitions at the adapted step size
+  times U(1 − j, 1 + j) per chain and transition
+  (`tfp_massmap.mcmc.JitteredStepSize`), every
+  ``num_steps_between_results + 1``-th kept.
+
+  Args:
+    shear_map: the data, a `tfp_massmap.ShearMap` of one map of side
+      ``field.map_size`` (any mask and noise; cast to the field's dtype).
+    field: a `CosmoLognormalField`.
+    num_chains: chains (int >= 2: R̂ compares them).
+    num_burnin_steps: adaptation transitions (int >= 1).
+    num_results: kept transitions per chain (int >= 4).
+    num_steps_between_results: thinning (int >= 0).
+    num_leapfrog_steps: leapfrog steps per transition (int >= 1).
+    target_accept_prob: mean acceptance the adaptation aims at, in (0, 1).
+    step_size_jitter: j in [0, 1).
+    theta_step_scale: u's step over z's (> 0).
+    seed: stateless seed, or None.
+    jit_compile: XLA; default True when a GPU is visible.
+    progress: show a tqdm progress bar.
+
+  Returns:
+    ``(theta, diagnostics)``, as `theta_posterior.sample_theta_posterior`:
+    θ ``[num_results · num_chains, 2]`` (numpy float64; result-major,
+    successive draws of a chain correlated) and a dict: ``r_hat`` and
+    ``ess`` of each θ component (split R̂ across chains; effective sample
+    size of all kept draws), ``acceptance_rate`` (after warm-up),
+    ``step_size`` (z's, adapted), ``gradient_evaluations_per_chain``,
+    ``wall_time_s`` and the settings.
+
+  Raises:
+    ValueError: for a field that is not a `CosmoLognormalField`, data of
+      another size, or bad sampler settings.
+  """
+  if not isinstance(field, CosmoLognormalField):
+    raise ValueError('field must be a CosmoLognormalField, got '
+                     f'{type(field).__name__}.')
+  num_chains = _checks.positive_int(num_chains, 'num_chains', minimum=2)
+  num_burnin_steps = _checks.positive_int(num_burnin_steps, 'num_burnin_steps')
+  num_results = _checks.positive_int(num_results, 'num_results', minimum=4)
+  thinning = _checks.positive_int(num_steps_between_results,
+                                  'num_steps_between_results', minimum=0) + 1
+  num_leapfrog_steps = _checks.positive_int(num_leapfrog_steps,
+                                            'num_leapfrog_steps')
+  target_accept_prob = float(target_accept_prob)
+  if not 0. < target_accept_prob < 1.:
+    raise ValueError('target_accept_prob must be in (0, 1), got '
+                     f'{target_accept_prob!r}.')
+  step_size_jitter = float(step_size_jitter)
+  if not 0. <= step_size_jitter < 1.:
+    raise ValueError('step_size_jitter must be in [0, 1), got '
+                     f'{step_size_jitter!r}.')
+  theta_step_scale = _checks.positive_scalar(theta_step_scale,
+                                             'theta_step_scale')
+  n, dtype = field.map_size, field.dtype
+  data = shear_map_lib.as_shear_map(shear_map, dtype=dtype)
+  if tuple(data.shear.shape) != (n, n, 2):
+    raise ValueError(f'shear_map must hold one {n}x{n} map (the field\'s '
+                     f'map_size), got shear of shape {data.shear.shape}.')
+  shear = tf.convert_to_tensor(data.shear, dtype)
+  noise = tf.convert_to_tensor(data.noise_std, dtype)
+  mask = tf.convert_to_tensor(data.mask, dtype)
+  bijector = theta_posterior.theta_bijector(field.theta_bounds, dtype)
+  jit_compile = driver.default_jit_compile(jit_compile)
+
+  def target_log_prob_fn(white, u):
+    theta = bijector.forward(u[:, 0, :])
+    kappa = field.convergence_from_white(white, theta)
+    log_likelihood = likelihood_lib.ShearLikelihood(
+        kappa, noise, mask).log_prob(shear)
+    return (log_likelihood - 0.5 * tf.reduce_sum(tf.square(white), [-2, -1])
+            - 0.5 * tf.reduce_sum(tf.square(u), [-2, -1]))
+
+  def hmc(step_size):
+    return jittered_step_size.JitteredStepSize(
+        tfp.mcmc.HamiltonianMonteCarlo(
+            target_log_prob_fn, step_size=step_size,
+            num_leapfrog_steps=num_leapfrog_steps,
+            store_parameters_in_results=True),
+        jitter=step_size_jitter)
+
+  initial_step = float(n)**-0.5
+  adaptive = tfp.mcmc.DualAveragingStepSizeAdaptation(
+      hmc([tf.fill([1, 1], tf.constant(initial_step, dtype)),
+           tf.fill([1, 1], tf.constant(initial_step * theta_step_scale,
+                                       dtype))]),
+      num_adaptation_steps=num_burnin_steps,
+      target_accept_prob=tf.constant(target_accept_prob, dtype),
+      step_size_setter_fn=jittered_step_size.step_size_setter_fn,
+      step_size_getter_fn=jittered_step_size.step_size_getter_fn,
+      log_accept_prob_getter_fn=jittered_step_size.log_accept_prob_getter_fn)
+
+  @tf.function(jit_compile=jit_compile, autograph=False)
+  def start(seed):
+    white_seed, u_seed = samplers.split_seed(seed)
+    state = [samplers.normal([num_chains, n, n], dtype=dtype, seed=white_seed),
+             samplers.normal([num_chains, 1, 2], dtype=dtype, seed=u_seed)]
+    return state, adaptive.bootstrap_results(state)
+
+  def trace_fn(state, results):
+    log_accept_ratio = unnest.get_innermost(
+        results, 'log_accept_ratio')
+    return (bijector.forward(state[1][:, 0, :]),
+            tf.exp(tf.minimum(log_accept_ratio, 0.)))
+
+  warm_up = driver.compile_chain(lambda: adaptive, jit_compile=jit_compile)
+  sample = driver.compile_chain(hmc, jit_compile=jit_compile,
+                                trace_fn=trace_fn,
+                                num_steps_between_results=thinning - 1)
+
+  @tf.function(jit_compile=jit_compile, autograph=False)
+  def begin_sampling(state, step_size):
+    return hmc(step_size).bootstrap_results(state)
+
+  seed = samplers.sanitize_seed(seed, salt='exact_theta_posterior')
+  start_seed, warm_seed, sample_seed = samplers.split_seed(seed, n=3)
+  began = time.perf_counter()
+  with tqdm.tqdm(total=num_burnin_steps + num_results * thinning,
+                 disable=not progress, unit='step',
+                 desc='exact theta posterior HMC') as bar:
+    state, results = start(start_seed)
+    state, results, _ = driver.run_chunks(
+        warm_up, state, results,
+        driver.chunk_lengths(num_burnin_steps, _MAX_CHUNK_STEPS), warm_seed,
+        progress_bar=bar)
+    step_size = results.new_step_size
+    results = begin_sampling(state, step_size)
+    state, results, traces = driver.run_chunks(
+        sample, state, results,
+        driver.chunk_lengths(num_results * thinning, _MAX_CHUNK_STEPS,
+                             unit=thinning),
+        sample_seed, step_size, unit=thinning, progress_bar=bar)
+  wall_time = time.perf_counter() - began
+  kept_theta, kept_accept = (tf.concat(part, axis=0) for part in zip(*traces))
+  r_hat = tfp.mcmc.potential_scale_reduction(
+      kept_theta, independent_chain_ndims=1, split_chains=True)
+  ess = tfp.mcmc.effective_sample_size(
+      kept_theta, filter_beyond_positive_pairs=True, cross_chain_dims=1)
+  diagnostics = dict(
+      r_hat=np.asarray(r_hat).tolist(), ess=np.asarray(ess).tolist(),
+      acceptance_rate=float(tf.reduce_mean(kept_accept)),
+      step_size=float(tf.reshape(step_size[0], [])),
+      gradient_evaluations_per_chain=(
+          1 + (num_burnin_steps + num_results * thinning) *
+          num_leapfrog_steps),
+      wall_time_s=wall_time, num_chains=num_chains,
+      num_burnin_steps=num_burnin_steps, num_results=num_results,
+      num_steps_between_results=thinning - 1,
+      num_leapfrog_steps=num_leapfrog_steps,
+      target_accept_prob=target_accept_prob,
+      step_size_jitter=step_size_jitter, theta_step_scale=theta_step_scale,
+      gaussian=field.gaussian, jit_compile=jit_compile)
+  return (np.asarray(kept_theta, np.float64).reshape(-1, 2), diagnostics)
