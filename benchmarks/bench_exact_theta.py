@@ -27,7 +27,6 @@ rerun with the same file and flags skips the maps already there.
 
 import json
 import os
-import tempfile
 import time
 
 from absl import app
@@ -36,6 +35,7 @@ import numpy as np
 
 from tfp_massmap import cosmology
 from tfp_massmap import lognormal_cosmology
+from tfp_massmap import outputs
 from tfp_massmap import priors
 from tfp_massmap import survey
 from tfp_massmap import testing
@@ -135,13 +135,10 @@ def markdown(rows, num_maps):
   return '\n'.join(lines)
 
 
-def _write_json(path, table):
-  """Writes ``table`` to ``path`` atomically."""
-  folder = os.path.dirname(os.path.abspath(path))
-  with tempfile.NamedTemporaryFile('w', dir=folder, suffix='.tmp',
-                                   delete=False, encoding='utf-8') as f:
-    json.dump(table, f, indent=1)
-  os.replace(f.name, path)
+def _save(path, table):
+  """Writes ``table`` as JSON to ``path``, whole or not at all."""
+  text = json.dumps(table, indent=1).encode('utf-8')
+  outputs.write_file_atomic(path, lambda f: f.write(text))
 
 
 def _load_records(path, settings):
@@ -189,7 +186,7 @@ def main(argv):
                   learned_seconds=learned_seconds)
     records.append(record)
     if FLAGS.output:
-      _write_json(FLAGS.output, dict(settings=settings, maps=records))
+      _save(FLAGS.output, dict(settings=settings, maps=records))
     print(f'map {i} (seed {seed}): ' + '; '.join(
         f'{name} {theta[d]:.3f}: exact {record["exact"][name]["mean"]:.3f} ± '
         f'{record["exact"][name]["std"]:.3f}, learned '

@@ -28,7 +28,6 @@ per map fixed by ``--seed`` (the same u at every σ).
 import json
 import math
 import os
-import tempfile
 import time
 
 from absl import app
@@ -39,6 +38,7 @@ import tensorflow as tf
 
 from tfp_massmap import cosmology
 from tfp_massmap import lognormal
+from tfp_massmap import outputs
 from tfp_massmap.priors import ratio
 
 FLAGS = flags.FLAGS
@@ -143,15 +143,6 @@ def best_temperature(joint, shuffled, bounds=(0.05, 20.)):
       bounds=bounds, method='bounded', options={'xatol': 1e-4}).x)
 
 
-def _write_json(path, table):
-  """Writes ``table`` to ``path`` atomically."""
-  folder = os.path.dirname(os.path.abspath(path))
-  with tempfile.NamedTemporaryFile('w', dir=folder, suffix='.tmp',
-                                   delete=False) as f:
-    json.dump(table, f, indent=1)
-  os.replace(f.name, path)
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
@@ -208,9 +199,12 @@ def main(argv):
   print(f'(α minimises the mean cross-entropy of α ℓ over these pairs; '
         f'{time.time() - start:.0f} s)')
   if FLAGS.output:
-    _write_json(FLAGS.output, {'flags': {
-        'map_size': FLAGS.map_size, 'num_maps': n,
-        'first_seed': FLAGS.first_seed, 'seed': FLAGS.seed}, 'rows': rows})
+    table = {'flags': {'map_size': FLAGS.map_size, 'num_maps': n,
+                       'first_seed': FLAGS.first_seed, 'seed': FLAGS.seed},
+             'rows': rows}
+    outputs.write_file_atomic(
+        FLAGS.output,
+        lambda f: f.write(json.dumps(table, indent=1).encode('utf-8')))
 
 
 if __name__ == '__main__':

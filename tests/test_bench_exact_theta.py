@@ -5,6 +5,8 @@ normal; a learned posterior twice as wide as the exact one and shifted by
 half its std gives a std ratio of 2 and a mean shift of 0.5 on every map.
 """
 
+import json
+
 import numpy as np
 import pytest
 
@@ -56,7 +58,7 @@ def test_summarise_pairs_the_methods_map_by_map():
 
 def test_a_rerun_refuses_another_runs_records(tmp_path):
   path = tmp_path / 'records.json'
-  bench._write_json(str(path), dict(settings={'num_maps': 3}, maps=[{}]))
+  path.write_text(json.dumps(dict(settings={'num_maps': 3}, maps=[{}])))
   assert bench._load_records(str(path), {'num_maps': 3}) == [{}]
   with pytest.raises(ValueError, match='other settings'):
     bench._load_records(str(path), {'num_maps': 4})

@@ -366,6 +366,20 @@ def test_outputs_checks_names_and_refuses_a_live_run_s_staging(tmp_path):
     outputs.OutputFolder(target, run_id='a/b')
 
 
+def test_write_file_atomic_replaces_whole_or_leaves_the_old_file(tmp_path):
+  path = tmp_path / 'table.json'
+  outputs.write_file_atomic(path, lambda f: f.write(b'{"a": 1}'))
+  assert json.loads(path.read_text()) == {'a': 1}
+
+  def fail_half_way(f):
+    f.write(b'{"a": ')
+    raise RuntimeError('disk full')
+  with pytest.raises(RuntimeError, match='disk full'):
+    outputs.write_file_atomic(path, fail_half_way)
+  assert json.loads(path.read_text()) == {'a': 1}
+  assert os.listdir(tmp_path) == ['table.json']
+
+
 def _job(catalogue, out):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
   return subprocess.Popen(

@@ -70,6 +70,7 @@ __all__ = [
     'new_run_id',
     'read_manifest',
     'verify',
+    'write_file_atomic',
 ]
 
 MANIFEST_NAME = 'manifest.json'
@@ -80,6 +81,30 @@ _RENAME_EXCHANGE = 2
 # errno values by which renameat2 says it cannot exchange here (old kernel,
 # file system without the flag): use the two-rename fallback.
 _NO_EXCHANGE = (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EPERM)
+
+
+def write_file_atomic(path, write):
+  """Writes one file whole or not at all.
+
+  Calls ``write(f)`` on a binary temporary file beside ``path``, flushes it
+  to disk and renames it onto ``path`` (atomic on one file system): a reader
+  sees the previous file or the new one, never a part. On an exception the
+  temporary file is removed and ``path`` is untouched.
+
+  Args:
+    path: the target file.
+    write: callable taking the open binary file.
+  """
+  tmp = f'{path}.{os.getpid()}.tmp'
+  try:
+    with open(tmp, 'wb') as f:
+      write(f)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
 
 
 def new_run_id():

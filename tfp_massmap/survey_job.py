@@ -379,20 +379,6 @@ def _worker_prior(spec, npix, pixel_scale_arcmin):
   return _worker_priors[key]
 
 
-def _write_atomic(path, write):
-  """Calls ``write(file)`` on a temporary file, then renames it onto ``path``."""
-  tmp = f'{path}.{os.getpid()}.tmp'
-  try:
-    with open(tmp, 'wb') as f:
-      write(f)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-
-
 def _tile_paths(cache_dir, index):
   stem = os.path.join(cache_dir, _TILE_NAME.format(index))
   return stem + '.npz', stem + '.json'
@@ -440,9 +426,9 @@ def _run_tile(galaxies, tile, settings, cache_dir):
       'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
   }
   npz_path, json_path = _tile_paths(cache_dir, tile.index)
-  _write_atomic(npz_path, lambda f: np.savez(f, **arrays))
+  outputs.write_file_atomic(npz_path, lambda f: np.savez(f, **arrays))
   text = json.dumps(pipeline.strict_json(record), allow_nan=False)
-  _write_atomic(json_path, lambda f: f.write(text.encode('utf-8')))
+  outputs.write_file_atomic(json_path, lambda f: f.write(text.encode('utf-8')))
   return record
 
 
@@ -500,7 +486,7 @@ def _prepare_cache(cache_dir, settings_record, resume):
       os.remove(os.path.join(cache_dir, name))
   if not resume or not os.path.exists(settings_path):
     text = json.dumps(settings_record, indent=2, sort_keys=True)
-    _write_atomic(settings_path, lambda f: f.write(text.encode('utf-8')))
+    outputs.write_file_atomic(settings_path, lambda f: f.write(text.encode('utf-8')))
   finished = set()
   for name in os.listdir(cache_dir):
     if name.startswith('tile_') and name.endswith('.json'):
