@@ -115,6 +115,22 @@ def zero_one_mask(mask):
         'count less a larger noise_std (σ/√w for a weight w).')
 
 
+def hmc_adaptation(target_accept_prob, step_size_jitter):
+  """Checks the acceptance target in (0, 1) and the jitter in [0, 1).
+
+  Returns both as floats.
+  """
+  target_accept_prob = float(target_accept_prob)
+  if not 0. < target_accept_prob < 1.:
+    raise ValueError('target_accept_prob must be in (0, 1), got '
+                     f'{target_accept_prob!r}.')
+  step_size_jitter = float(step_size_jitter)
+  if not 0. <= step_size_jitter < 1.:
+    raise ValueError('step_size_jitter must be in [0, 1), got '
+                     f'{step_size_jitter!r}.')
+  return target_accept_prob, step_size_jitter
+
+
 def float_dtype(dtype, name):
   """Checks a dtype is float32 or float64 and returns the tf.DType."""
   dtype = tf.as_dtype(dtype)

@@ -38,12 +38,9 @@ closed form (`tests/test_lognormal_cosmology.py` checks the sampler on it).
 scale in arcmin.
 """
 
-import time
-
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
-import tqdm
 
 from tensorflow_probability.python.internal import samplers
 from tensorflow_probability.python.internal import unnest
@@ -288,14 +285,8 @@ def exact_theta_posterior(shear_map, field, *, num_chains=8,
                                   'num_steps_between_results', minimum=0) + 1
   num_leapfrog_steps = _checks.positive_int(num_leapfrog_steps,
                                             'num_leapfrog_steps')
-  target_accept_prob = float(target_accept_prob)
-  if not 0. < target_accept_prob < 1.:
-    raise ValueError('target_accept_prob must be in (0, 1), got '
-                     f'{target_accept_prob!r}.')
-  step_size_jitter = float(step_size_jitter)
-  if not 0. <= step_size_jitter < 1.:
-    raise ValueError('step_size_jitter must be in [0, 1), got '
-                     f'{step_size_jitter!r}.')
+  target_accept_prob, step_size_jitter = _checks.hmc_adaptation(
+      target_accept_prob, step_size_jitter)
   theta_step_scale = _checks.positive_scalar(theta_step_scale,
                                              'theta_step_scale')
   n, dtype = field.map_size, field.dtype
@@ -317,24 +308,14 @@ def exact_theta_posterior(shear_map, field, *, num_chains=8,
     return (log_likelihood - 0.5 * tf.reduce_sum(tf.square(white), [-2, -1])
             - 0.5 * tf.reduce_sum(tf.square(u), [-2, -1]))
 
-  def hmc(step_size):
-    return jittered_step_size.JitteredStepSize(
-        tfp.mcmc.HamiltonianMonteCarlo(
-            target_log_prob_fn, step_size=step_size,
-            num_leapfrog_steps=num_leapfrog_steps,
-            store_parameters_in_results=True),
-        jitter=step_size_jitter)
-
   initial_step = float(n)**-0.5
-  adaptive = tfp.mcmc.DualAveragingStepSizeAdaptation(
-      hmc([tf.fill([1, 1], tf.constant(initial_step, dtype)),
-           tf.fill([1, 1], tf.constant(initial_step * theta_step_scale,
-                                       dtype))]),
+  hmc, adaptive = jittered_step_size.adaptive_jittered_hmc(
+      target_log_prob_fn,
+      [tf.fill([1, 1], tf.constant(initial_step, dtype)),
+       tf.fill([1, 1], tf.constant(initial_step * theta_step_scale, dtype))],
+      num_leapfrog_steps=num_leapfrog_steps, jitter=step_size_jitter,
       num_adaptation_steps=num_burnin_steps,
-      target_accept_prob=tf.constant(target_accept_prob, dtype),
-      step_size_setter_fn=jittered_step_size.step_size_setter_fn,
-      step_size_getter_fn=jittered_step_size.step_size_getter_fn,
-      log_accept_prob_getter_fn=jittered_step_size.log_accept_prob_getter_fn)
+      target_accept_prob=tf.constant(target_accept_prob, dtype))
 
   @tf.function(jit_compile=jit_compile, autograph=False)
   def start(seed):
@@ -344,39 +325,16 @@ def exact_theta_posterior(shear_map, field, *, num_chains=8,
     return state, adaptive.bootstrap_results(state)
 
   def trace_fn(state, results):
-    log_accept_ratio = unnest.get_innermost(
-        results, 'log_accept_ratio')
+    log_accept_ratio = unnest.get_innermost(results, 'log_accept_ratio')
     return (bijector.forward(state[1][:, 0, :]),
             tf.exp(tf.minimum(log_accept_ratio, 0.)))
 
-  warm_up = driver.compile_chain(lambda: adaptive, jit_compile=jit_compile)
-  sample = driver.compile_chain(hmc, jit_compile=jit_compile,
-                                trace_fn=trace_fn,
-                                num_steps_between_results=thinning - 1)
-
-  @tf.function(jit_compile=jit_compile, autograph=False)
-  def begin_sampling(state, step_size):
-    return hmc(step_size).bootstrap_results(state)
-
   seed = samplers.sanitize_seed(seed, salt='exact_theta_posterior')
-  start_seed, warm_seed, sample_seed = samplers.split_seed(seed, n=3)
-  began = time.perf_counter()
-  with tqdm.tqdm(total=num_burnin_steps + num_results * thinning,
-                 disable=not progress, unit='step',
-                 desc='exact theta posterior HMC') as bar:
-    state, results = start(start_seed)
-    state, results, _ = driver.run_chunks(
-        warm_up, state, results,
-        driver.chunk_lengths(num_burnin_steps, _MAX_CHUNK_STEPS), warm_seed,
-        progress_bar=bar)
-    step_size = results.new_step_size
-    results = begin_sampling(state, step_size)
-    state, results, traces = driver.run_chunks(
-        sample, state, results,
-        driver.chunk_lengths(num_results * thinning, _MAX_CHUNK_STEPS,
-                             unit=thinning),
-        sample_seed, step_size, unit=thinning, progress_bar=bar)
-  wall_time = time.perf_counter() - began
+  _, _, traces, step_size, _, wall_time = driver.adapt_then_sample(
+      adaptive, hmc, start, trace_fn, num_burnin_steps=num_burnin_steps,
+      num_results=num_results, thinning=thinning, seed=seed,
+      jit_compile=jit_compile, max_chunk_steps=_MAX_CHUNK_STEPS,
+      desc='exact theta posterior HMC', progress=progress)
   kept_theta, kept_accept = (tf.concat(part, axis=0) for part in zip(*traces))
   r_hat = tfp.mcmc.potential_scale_reduction(
       kept_theta, independent_chain_ndims=1, split_chains=True)

@@ -59,12 +59,9 @@ credible intervals, split R-hat and effective sample size
 computed from those. Shear, convergence and noise are dimensionless.
 """
 
-import time
-
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
-import tqdm
 
 from tensorflow_probability.python.internal import samplers
 from tensorflow_probability.python.internal import unnest
@@ -264,14 +261,8 @@ def lognormal_posterior(shear,
   num_leapfrog_steps = _checks.positive_int(num_leapfrog_steps, 'num_leapfrog_steps')
   thinning = _checks.positive_int(num_steps_between_results,
                            'num_steps_between_results', minimum=0) + 1
-  target_accept_prob = float(target_accept_prob)
-  if not 0. < target_accept_prob < 1.:
-    raise ValueError('target_accept_prob must be in (0, 1), got '
-                     f'{target_accept_prob!r}.')
-  step_size_jitter = float(step_size_jitter)
-  if not 0. <= step_size_jitter < 1.:
-    raise ValueError('step_size_jitter must be in [0, 1), got '
-                     f'{step_size_jitter!r}.')
+  target_accept_prob, step_size_jitter = _checks.hmc_adaptation(
+      target_accept_prob, step_size_jitter)
   if operator is None:
     operator = lensing.shear_from_convergence
   if not callable(operator):
@@ -325,21 +316,12 @@ def lognormal_posterior(shear,
   step_shape = [*batch_shape, 1, 1]
   initial_step = float(n)**-0.5
 
-  def hmc(step_size):
-    return jittered_step_size.JitteredStepSize(
-        tfp.mcmc.HamiltonianMonteCarlo(
-            target_log_prob_fn, step_size=step_size,
-            num_leapfrog_steps=num_leapfrog_steps,
-            store_parameters_in_results=True),
-        jitter=step_size_jitter)
-
-  adaptive_kernel = tfp.mcmc.DualAveragingStepSizeAdaptation(
-      hmc(tf.fill(step_shape, tf.constant(initial_step, dtype))),
+  hmc, adaptive_kernel = jittered_step_size.adaptive_jittered_hmc(
+      target_log_prob_fn,
+      tf.fill(step_shape, tf.constant(initial_step, dtype)),
+      num_leapfrog_steps=num_leapfrog_steps, jitter=step_size_jitter,
       num_adaptation_steps=num_burnin_steps,
-      target_accept_prob=tf.constant(target_accept_prob, dtype),
-      step_size_setter_fn=jittered_step_size.step_size_setter_fn,
-      step_size_getter_fn=jittered_step_size.step_size_getter_fn,
-      log_accept_prob_getter_fn=jittered_step_size.log_accept_prob_getter_fn)
+      target_accept_prob=tf.constant(target_accept_prob, dtype))
 
   # Streams E[κ], E[κ²] and the acceptance over every transition.
   reducer = tfp.experimental.mcmc.ExpectationsReducer(transform_fn=dict(
@@ -365,37 +347,14 @@ def lognormal_posterior(shear,
             unnest.get_innermost(results, 'target_log_prob'),
             tf.exp(tf.minimum(log_accept_ratio, 0.)))
 
-  warm_up = driver.compile_chain(lambda: adaptive_kernel,
-                                 jit_compile=jit_compile)
-  sample = driver.compile_chain(sampling_kernel, jit_compile=jit_compile,
-                                trace_fn=trace_fn,
-                                num_steps_between_results=thinning - 1)
-
-  @tf.function(jit_compile=jit_compile, autograph=False)
-  def begin_sampling(state, step_size):
-    return sampling_kernel(step_size).bootstrap_results(state)
-
   seed = samplers.sanitize_seed(seed, salt='lognormal_posterior')
-  start_seed, warm_seed, sample_seed = samplers.split_seed(seed, n=3)
-  began = time.perf_counter()
-  with tqdm.tqdm(total=num_burnin_steps + num_results * thinning,
-                 disable=not progress, unit='step',
-                 desc='lognormal posterior HMC') as bar:
-    state, results = start(start_seed)
-    state, results, _ = driver.run_chunks(
-        warm_up, state, results,
-        driver.chunk_lengths(num_burnin_steps, _MAX_CHUNK_STEPS), warm_seed,
-        progress_bar=bar)
-    # After adaptation the kernel's step size is the dual-averaging average.
-    step_size = results.new_step_size
-    warmed = time.perf_counter()
-    results = begin_sampling(state, step_size)
-    state, results, traces = driver.run_chunks(
-        sample, state, results,
-        driver.chunk_lengths(num_results * thinning, _MAX_CHUNK_STEPS,
-                             unit=thinning),
-        sample_seed, step_size, unit=thinning, progress_bar=bar)
-  finished = time.perf_counter()
+  _, results, traces, step_size, warmup_time, wall_time = (
+      driver.adapt_then_sample(
+          adaptive_kernel, sampling_kernel, start, trace_fn,
+          num_burnin_steps=num_burnin_steps, num_results=num_results,
+          thinning=thinning, seed=seed, jit_compile=jit_compile,
+          max_chunk_steps=_MAX_CHUNK_STEPS, desc='lognormal posterior HMC',
+          progress=progress))
 
   # [R, C, ..., N, N], [R, C, ...] and [R, C, ...].
   kept_kappa, kept_log_prob, kept_accept = (
@@ -428,9 +387,9 @@ def lognormal_posterior(shear,
       ess_target_log_prob=_per_map(total_ess(kept_log_prob)),
       gradient_evaluations_per_chain=per_chain,
       gradient_evaluations=per_chain * num_chains * num_maps,
-      wall_time_s=finished - began,
-      warmup_wall_time_s=warmed - began,
-      sampling_wall_time_s=finished - warmed,
+      wall_time_s=wall_time,
+      warmup_wall_time_s=warmup_time,
+      sampling_wall_time_s=wall_time - warmup_time,
       num_chains=num_chains,
       num_results=num_results,
       num_burnin_steps=num_burnin_steps,

@@ -25,6 +25,7 @@ from tensorflow_probability.python.internal import samplers
 from tensorflow_probability.python.mcmc import sample as sample_lib
 
 __all__ = [
+    'adapt_then_sample',
     'chunk_lengths',
     'compile_chain',
     'default_jit_compile',
@@ -139,6 +140,64 @@ def run_chunks(chain, state, kernel_results, chunks, seed, *args, unit=1,
     if progress_bar is not None:
       progress_bar.update(steps)
   return state, kernel_results, traces
+
+
+def adapt_then_sample(adaptive_kernel, sampling_kernel, start, trace_fn, *,
+                      num_burnin_steps, num_results, thinning, seed,
+                      jit_compile, max_chunk_steps, desc, progress):
+  """Warm-up with step-size adaptation, then kept transitions, in chunks.
+
+  The run of the package's exact HMC samplers: ``num_burnin_steps``
+  transitions of ``adaptive_kernel`` (a `tfp.mcmc.DualAveragingStepSizeAdaptation`,
+  whose results carry ``new_step_size``), then ``num_results · thinning``
+  transitions of ``sampling_kernel(step_size)`` at the adapted step size,
+  every ``thinning``-th traced by ``trace_fn``; one progress bar over both.
+
+  Args:
+    adaptive_kernel: the warm-up kernel.
+    sampling_kernel: callable ``step_size -> TransitionKernel``.
+    start: callable ``seed -> (state, adaptive_kernel results)``.
+    trace_fn: ``(state, kernel_results) -> structure``, as in
+      `tfp.mcmc.sample_chain`.
+    num_burnin_steps, num_results, thinning: Python ints >= 1.
+    seed: sanitised stateless seed, split into the start's, the warm-up's
+      and the sampling's.
+    jit_compile: Python bool.
+    max_chunk_steps: transitions per compiled call at most.
+    desc, progress: the progress bar's label; whether to show it.
+
+  Returns:
+    ``(state, kernel_results, traces, step_size, warmup_seconds,
+    total_seconds)``: the final state and results, the list of each
+    chunk's trace, the adapted step size and the wall times (compilation
+    included).
+  """
+  warm_up = compile_chain(lambda: adaptive_kernel, jit_compile=jit_compile)
+  sample = compile_chain(sampling_kernel, jit_compile=jit_compile,
+                         trace_fn=trace_fn,
+                         num_steps_between_results=thinning - 1)
+  begin_sampling = tf.function(
+      lambda state, step_size: sampling_kernel(step_size).bootstrap_results(
+          state), jit_compile=jit_compile, autograph=False)
+  start_seed, warm_seed, sample_seed = samplers.split_seed(seed, n=3)
+  began = time.perf_counter()
+  with tqdm.tqdm(total=num_burnin_steps + num_results * thinning,
+                 disable=not progress, unit='step', desc=desc) as bar:
+    state, results = start(start_seed)
+    state, results, _ = run_chunks(
+        warm_up, state, results,
+        chunk_lengths(num_burnin_steps, max_chunk_steps), warm_seed,
+        progress_bar=bar)
+    # After adaptation the kernel's step size is the dual-averaging average.
+    step_size = results.new_step_size
+    warmed = time.perf_counter()
+    results = begin_sampling(state, step_size)
+    state, results, traces = run_chunks(
+        sample, state, results,
+        chunk_lengths(num_results * thinning, max_chunk_steps, unit=thinning),
+        sample_seed, step_size, unit=thinning, progress_bar=bar)
+  return (state, results, traces, step_size, warmed - began,
+          time.perf_counter() - began)
 
 
 def run_batches(run_batch, num_samples, batch_size, seed, *, num_steps, desc,

@@ -21,12 +21,15 @@ import tensorflow as tf
 from tensorflow_probability.python.internal import prefer_static as ps
 from tensorflow_probability.python.internal import samplers
 from tensorflow_probability.python.internal import unnest
+from tensorflow_probability.python.mcmc import dual_averaging_step_size_adaptation as dual_averaging
+from tensorflow_probability.python.mcmc import hmc as hmc_lib
 from tensorflow_probability.python.mcmc import kernel as kernel_base
 from tensorflow_probability.python.mcmc.internal import util as mcmc_util
 
 __all__ = [
     'JitteredStepSize',
     'JitteredStepSizeResults',
+    'adaptive_jittered_hmc',
     'log_accept_prob_getter_fn',
     'step_size_getter_fn',
     'step_size_setter_fn',
@@ -204,3 +207,43 @@ class JitteredStepSize(kernel_base.TransitionKernel):
           tf.convert_to_tensor,
           unnest.get_innermost(inner_results, 'step_size'))
       return JitteredStepSizeResults(inner_results, step_size)
+
+
+def adaptive_jittered_hmc(target_log_prob_fn, initial_step_size, *,
+                          num_leapfrog_steps, jitter, num_adaptation_steps,
+                          target_accept_prob):
+  """Jittered HMC and its dual-averaging warm-up, as the exact samplers use.
+
+  Args:
+    target_log_prob_fn: the target, as `tfp.mcmc.HamiltonianMonteCarlo`'s.
+    initial_step_size: a tensor or a list of tensors (one per state part),
+      where the adaptation starts.
+    num_leapfrog_steps: leapfrog steps per transition (int).
+    jitter: j in [0, 1) of `JitteredStepSize`.
+    num_adaptation_steps: transitions of the warm-up (int).
+    target_accept_prob: the mean acceptance the adaptation aims at (a
+      tensor in the state's dtype).
+
+  Returns:
+    ``(make_kernel, adaptive_kernel)``: ``make_kernel(step_size)`` is
+    `tfp.mcmc.HamiltonianMonteCarlo` wrapped in `JitteredStepSize`, and
+    ``adaptive_kernel`` is `tfp.mcmc.DualAveragingStepSizeAdaptation` of
+    ``make_kernel(initial_step_size)`` with this module's getters and
+    setter.
+  """
+  def make_kernel(step_size):
+    return JitteredStepSize(
+        hmc_lib.HamiltonianMonteCarlo(
+            target_log_prob_fn, step_size=step_size,
+            num_leapfrog_steps=num_leapfrog_steps,
+            store_parameters_in_results=True),
+        jitter=jitter)
+
+  adaptive_kernel = dual_averaging.DualAveragingStepSizeAdaptation(
+      make_kernel(initial_step_size),
+      num_adaptation_steps=num_adaptation_steps,
+      target_accept_prob=target_accept_prob,
+      step_size_setter_fn=step_size_setter_fn,
+      step_size_getter_fn=step_size_getter_fn,
+      log_accept_prob_getter_fn=log_accept_prob_getter_fn)
+  return make_kernel, adaptive_kernel
