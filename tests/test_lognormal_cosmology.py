@@ -10,6 +10,7 @@ from tfp_massmap import likelihood
 from tfp_massmap import lognormal
 from tfp_massmap import lognormal_cosmology
 from tfp_massmap import shear_map
+from tfp_massmap import testing
 
 
 def _white(seeds, n):
@@ -136,3 +137,15 @@ def test_bad_input_is_refused():
     lognormal_cosmology.exact_theta_posterior(data, field, num_chains=1)
   with pytest.raises(ValueError, match='map_size'):
     lognormal_cosmology.CosmoLognormalField(1, 3.2)
+
+
+def test_cosmo_problem_data_carry_the_declared_noise():
+  # The benchmarks' data: shear of the true map plus white noise of the
+  # declared std per component, on every pixel.
+  noise = 0.0469
+  _, truth, data = testing.cosmo_problem(1_000_000, 128, 0.8, noise, (0, 0))
+  residual = data.shear - lensing.shear_from_convergence(
+      tf.constant(truth)).numpy()
+  np.testing.assert_allclose(residual.std(axis=(0, 1)), noise, rtol=0.02)
+  np.testing.assert_allclose(data.noise_std, noise, rtol=1e-6)
+  assert np.all(data.mask == 1)
