@@ -28,19 +28,20 @@ rerun with the same file and flags skips the maps already there.
 import json
 import os
 import time
+import types
 
 from absl import app
 from absl import flags
 import numpy as np
 
 from tfp_massmap import cosmology
+from tfp_massmap import joint_posterior
 from tfp_massmap import lognormal_cosmology
 from tfp_massmap import outputs
 from tfp_massmap import priors
 from tfp_massmap import survey
 from tfp_massmap import testing
 from tfp_massmap import theta_posterior
-from tfp_massmap.mcmc import results as results_lib
 
 FLAGS = flags.FLAGS
 _NAMES = cosmology.COSMO_PARAMETER_NAMES
@@ -76,18 +77,21 @@ def _define_flags():
 
 
 def summary_of(draws, truth):
-  """Mean, std, 68/95 % coverage and z of θ draws ``[S, D]`` per name."""
+  """Mean, std, 68/95 % coverage and z of θ draws ``[S, D]`` per name.
+
+  Mean, std and intervals are `joint_posterior.parameter_summary`'s.
+  """
+  summary = joint_posterior.parameter_summary(types.SimpleNamespace(
+      parameters={name: draws[:, d] for d, name in enumerate(_NAMES)}))
   out = {}
   for d, name in enumerate(_NAMES):
-    x = np.asarray(draws[:, d], np.float64)
-    mean, std = float(x.mean()), float(x.std())
-    covered = {}
-    for level in (0.68, 0.95):
-      low, high = results_lib.credible_interval(x, level).numpy()
-      covered[f'covered_{round(100 * level)}'] = bool(
-          low <= truth[d] <= high)
-    out[name] = dict(mean=mean, std=std, z=(mean - truth[d]) / std,
-                     **covered)
+    part = summary[name]
+    out[name] = dict(
+        mean=part['mean'], std=part['std'],
+        z=(part['mean'] - truth[d]) / part['std'],
+        **{f'covered_{level}': bool(low <= truth[d] <= high)
+           for level, (low, high) in ((68, part['interval_68']),
+                                      (95, part['interval_95']))})
   return out
 
 

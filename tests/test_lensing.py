@@ -196,3 +196,12 @@ def test_nyquist_convention_puts_the_odd_part_in_gamma1():
   np.testing.assert_allclose(kappa_e, kappa - kappa.mean(), atol=1e-15)
   kappa_dropped, _ = lensing.kaiser_squires(dropped)
   assert np.abs(kappa_dropped - (kappa - kappa.mean())).max() > 1e-3
+
+
+@pytest.mark.parametrize('n', [7, 8])
+def test_rfft_multiplicity_is_parseval_on_the_half_plane(n):
+  x = np.random.default_rng(n).standard_normal((n, n))
+  half = np.abs(np.fft.rfft2(x))**2
+  np.testing.assert_allclose(
+      np.sum(lensing.rfft_multiplicity(n) * half), n * n * np.sum(x**2),
+      rtol=1e-12)

@@ -43,6 +43,7 @@ from tfp_massmap import _checks
 __all__ = [
     'wavenumbers',
     'multipoles',
+    'rfft_multiplicity',
     'shear_from_convergence',
     'kaiser_squires',
     'gaussian_smooth',
@@ -69,6 +70,20 @@ def wavenumbers(n, dtype=tf.float32):
       dtype) / tf.cast(n, dtype)
   k2, k1 = tf.meshgrid(freq, freq, indexing='ij')
   return k1, k2
+
+
+def rfft_multiplicity(n):
+  """Weights of the `tf.signal.rfft2d` half-plane columns in the full grid.
+
+  ``[N//2 + 1]`` numpy float64: 2, but 1 for the k = 0 column and (N even)
+  the Nyquist column, so Σ_full f = Σ_half multiplicity · f for any f
+  symmetric under k → −k (Parseval on the half-plane).
+  """
+  multiplicity = np.full(n // 2 + 1, 2.)
+  multiplicity[0] = 1.
+  if n % 2 == 0:
+    multiplicity[-1] = 1.
+  return multiplicity
 
 
 def multipoles(n, pixel_scale_arcmin, dtype=tf.float32):

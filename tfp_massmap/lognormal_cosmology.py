@@ -123,11 +123,7 @@ class CosmoLognormalField:
     delta = pix * lensing.ARCMIN_TO_RAD
     self._grid_factor = tf.constant(not_mean / delta**2, dtype)
     # How often each rfft2d half-plane mode appears in the full N×N grid.
-    multiplicity = np.full(n // 2 + 1, 2.)
-    multiplicity[0] = 1.
-    if n % 2 == 0:
-      multiplicity[-1] = 1.
-    self._multiplicity = tf.constant(multiplicity, dtype)
+    self._multiplicity = tf.constant(lensing.rfft_multiplicity(n), dtype)
     self._bounds = np.asarray(cosmology.COSMO_PARAMETER_BOUNDS, np.float64)
 
   @property

@@ -283,10 +283,7 @@ def lognormal_posterior(shear,
   mass = _preconditioner(field, operator, noise_std, mask, preconditioner)
   latent = field.latent_power_grid.numpy().astype(np.float64)
   half = n // 2 + 1
-  multiplicity = np.full(half, 2.)
-  multiplicity[0] = 1.
-  if n % 2 == 0:
-    multiplicity[-1] = 1.
+  multiplicity = lensing.rfft_multiplicity(n)
   amplitude = tf.constant(np.sqrt(latent / mass)[..., :half],
                           _COMPLEX[dtype])
   prior_weight = tf.constant(multiplicity / (mass[..., :half] * n * n),
