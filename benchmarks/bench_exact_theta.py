@@ -139,12 +139,6 @@ def markdown(rows, num_maps):
   return '\n'.join(lines)
 
 
-def _save(path, table):
-  """Writes ``table`` as JSON to ``path``, whole or not at all."""
-  text = json.dumps(table, indent=1).encode('utf-8')
-  outputs.write_file_atomic(path, lambda f: f.write(text))
-
-
 def _load_records(path, settings):
   """The records of an earlier run with the same settings, else []."""
   if not path or not os.path.exists(path):
@@ -190,7 +184,9 @@ def main(argv):
                   learned_seconds=learned_seconds)
     records.append(record)
     if FLAGS.output:
-      _save(FLAGS.output, dict(settings=settings, maps=records))
+      outputs.write_json_atomic(FLAGS.output,
+                                dict(settings=settings, maps=records),
+                                indent=1)
     print(f'map {i} (seed {seed}): ' + '; '.join(
         f'{name} {theta[d]:.3f}: exact {record["exact"][name]["mean"]:.3f} ± '
         f'{record["exact"][name]["std"]:.3f}, learned '

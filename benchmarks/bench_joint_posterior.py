@@ -93,6 +93,7 @@ from tfp_massmap import joint_posterior
 from tfp_massmap import lensing
 from tfp_massmap import likelihood
 from tfp_massmap import metrics
+from tfp_massmap import outputs
 from tfp_massmap import posterior
 from tfp_massmap import shear_map as shear_map_lib
 from tfp_massmap import survey
@@ -834,9 +835,9 @@ def _main_learned(noise, settings):
   def save(records):
     # After every map: a run stopped early keeps the maps it finished.
     if FLAGS.output:
-      with open(FLAGS.output, 'w', encoding='utf-8') as f:
-        json.dump(dict(summary=summary_of(records), maps=records), f,
-                  indent=1)
+      outputs.write_json_atomic(
+          FLAGS.output, dict(summary=summary_of(records), maps=records),
+          indent=1)
 
   records = run_learned(
       FLAGS.num_maps, FLAGS.num_chains,
@@ -929,8 +930,8 @@ def main(argv):
   print(markdown(summary, FLAGS.num_chains))
   print(f'wall time {wall:.0f} s')
   if FLAGS.output:
-    with open(FLAGS.output, 'w', encoding='utf-8') as f:
-      json.dump(dict(summary=summary, maps=records), f, indent=1)
+    outputs.write_json_atomic(FLAGS.output,
+                              dict(summary=summary, maps=records), indent=1)
   if FLAGS.figure:
     _figure(FLAGS.figure, summary, FLAGS.num_chains)
 

@@ -25,7 +25,6 @@ per map fixed by ``--seed`` (the same u at every σ).
       --ratio_networks=ratio128_ft2/ratio_network.keras,ratio128_ft3/ratio_network.keras
 """
 
-import json
 import math
 import os
 import time
@@ -202,9 +201,7 @@ def main(argv):
     table = {'flags': {'map_size': FLAGS.map_size, 'num_maps': n,
                        'first_seed': FLAGS.first_seed, 'seed': FLAGS.seed},
              'rows': rows}
-    outputs.write_file_atomic(
-        FLAGS.output,
-        lambda f: f.write(json.dumps(table, indent=1).encode('utf-8')))
+    outputs.write_json_atomic(FLAGS.output, table, indent=1)
 
 
 if __name__ == '__main__':

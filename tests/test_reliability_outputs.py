@@ -380,6 +380,16 @@ def test_write_file_atomic_replaces_whole_or_leaves_the_old_file(tmp_path):
   assert os.listdir(tmp_path) == ['table.json']
 
 
+def test_write_json_atomic_refuses_nan_without_touching_the_file(tmp_path):
+  path = tmp_path / 'record.json'
+  outputs.write_json_atomic(path, {'b': 2, 'a': [1.5]}, sort_keys=True)
+  assert path.read_text() == '{"a": [1.5], "b": 2}\n'
+  with pytest.raises(ValueError, match='JSON compliant'):
+    outputs.write_json_atomic(path, {'a': float('nan')}, allow_nan=False)
+  assert json.loads(path.read_text()) == {'a': [1.5], 'b': 2}
+  assert os.listdir(tmp_path) == ['record.json']
+
+
 def _job(catalogue, out):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
   return subprocess.Popen(

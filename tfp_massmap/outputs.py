@@ -71,6 +71,7 @@ __all__ = [
     'read_manifest',
     'verify',
     'write_file_atomic',
+    'write_json_atomic',
 ]
 
 MANIFEST_NAME = 'manifest.json'
@@ -105,6 +106,23 @@ def write_file_atomic(path, write):
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
+
+
+def write_json_atomic(path, value, **options):
+  """Writes ``value`` as JSON (UTF-8, final newline), whole or not at all.
+
+  `write_file_atomic` of ``json.dumps(value, **options)`` (e.g. ``indent``,
+  ``sort_keys``, ``allow_nan=False`` for strict JSON). The text is made
+  before the file is opened, so a value JSON cannot hold raises and leaves
+  the old file as it was.
+
+  Args:
+    path: the target file.
+    value: what `json.dumps` takes.
+    **options: keyword arguments of `json.dumps`.
+  """
+  text = json.dumps(value, **options) + '\n'
+  write_file_atomic(path, lambda f: f.write(text.encode('utf-8')))
 
 
 def new_run_id():

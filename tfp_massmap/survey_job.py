@@ -427,8 +427,8 @@ def _run_tile(galaxies, tile, settings, cache_dir):
   }
   npz_path, json_path = _tile_paths(cache_dir, tile.index)
   outputs.write_file_atomic(npz_path, lambda f: np.savez(f, **arrays))
-  text = json.dumps(pipeline.strict_json(record), allow_nan=False)
-  outputs.write_file_atomic(json_path, lambda f: f.write(text.encode('utf-8')))
+  outputs.write_json_atomic(json_path, pipeline.strict_json(record),
+                            allow_nan=False)
   return record
 
 
@@ -485,8 +485,8 @@ def _prepare_cache(cache_dir, settings_record, resume):
     for name in tile_files:
       os.remove(os.path.join(cache_dir, name))
   if not resume or not os.path.exists(settings_path):
-    text = json.dumps(settings_record, indent=2, sort_keys=True)
-    outputs.write_file_atomic(settings_path, lambda f: f.write(text.encode('utf-8')))
+    outputs.write_json_atomic(settings_path, settings_record, indent=2,
+                              sort_keys=True)
   finished = set()
   for name in os.listdir(cache_dir):
     if name.startswith('tile_') and name.endswith('.json'):

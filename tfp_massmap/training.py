@@ -73,6 +73,7 @@ from tensorflow.core.framework import summary_pb2
 import tqdm
 
 from tfp_massmap import _checks
+from tfp_massmap import outputs
 from tfp_massmap import preprocessing
 from tfp_massmap import score_network
 from tfp_massmap.priors import ratio
@@ -571,8 +572,8 @@ def _train(objective, dataset, output_dir, *, network=None, batch_size=16,
         wall_time_s=wall_time, replicas=replicas, jit_compile=jit_compile,
         final_loss=history['loss'][-1] if history['loss'] else None,
         measured_data_std=measured_std, history=history)
-    with open(os.path.join(output_dir, SUMMARY_FILENAME), 'w') as f:
-      json.dump(summary, f, indent=1)
+    outputs.write_json_atomic(os.path.join(output_dir, SUMMARY_FILENAME),
+                              summary, indent=1)
   else:
     tf.io.gfile.rmtree(work_dir)
   return TrainingResult(trained, history)
@@ -774,8 +775,7 @@ def _check_run_config(output_dir, run_config):
           f'{output_dir} holds a run with a different configuration (changed: '
           f'{", ".join(changed)}); use a new output_dir or the same settings.')
   else:
-    with open(path, 'w') as f:
-      json.dump(current, f, indent=1)
+    outputs.write_json_atomic(path, current, indent=1)
 
 
 def _save_atomically(model, path):
