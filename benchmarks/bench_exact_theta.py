@@ -18,8 +18,11 @@ intervals and z = (mean − truth) / std (mean, and RMS: 1 for a calibrated
 posterior), and the paired comparison: the learned std over the exact std
 and (learned mean − exact mean) / exact std, mean ± standard error over
 maps. The exact chains' split R̂ and effective sample sizes are in each
-record. ``--output`` keeps every map's record (written after each map); a
-rerun with the same file and flags skips the maps already there.
+record; ``--start=truth`` starts every chain at the map's true white noise
+and θ, a draw from the posterior, so that a width that differs from the
+``--start=prior`` run's would show chains that have not converged.
+``--output`` keeps every map's record (written after each map); a rerun
+with the same file and flags skips the maps already there.
 
   python benchmarks/bench_exact_theta.py --map_size=128 --galaxy_density=64 \
       --num_maps=20 --output=/tmp/exact_theta_128.json
@@ -33,9 +36,11 @@ import types
 from absl import app
 from absl import flags
 import numpy as np
+import scipy.stats
 
 from tfp_massmap import cosmology
 from tfp_massmap import joint_posterior
+from tfp_massmap import lognormal
 from tfp_massmap import lognormal_cosmology
 from tfp_massmap import outputs
 from tfp_massmap import priors
@@ -47,7 +52,7 @@ FLAGS = flags.FLAGS
 _NAMES = cosmology.COSMO_PARAMETER_NAMES
 _SETTINGS = ('map_size', 'galaxy_density', 'sigma_e', 'first_seed', 'seed',
              'prior', 'grid_points', 'num_draws', 'num_chains',
-             'num_burnin_steps', 'num_results', 'num_leapfrog_steps')
+             'num_burnin_steps', 'num_results', 'num_leapfrog_steps', 'start')
 
 
 def _define_flags():
@@ -72,14 +77,20 @@ def _define_flags():
                        'chain (every second transition).')
   flags.DEFINE_integer('num_leapfrog_steps', 16, 'Exact: leapfrog steps per '
                        'transition.')
+  flags.DEFINE_enum('start', 'prior', ['prior', 'truth'], 'Exact: chains '
+                    'start at independent prior draws, or all at the map\'s '
+                    'true (z, θ) (a posterior draw: a convergence check).')
   flags.DEFINE_string('output', None, 'JSON file of the per-map records '
                       '(resumable).')
 
 
 def summary_of(draws, truth):
-  """Mean, std, 68/95 % coverage and z of θ draws ``[S, D]`` per name.
+  """Mean, std, 68/95 % coverage, z and PIT of θ draws ``[S, D]`` per name.
 
-  Mean, std and intervals are `joint_posterior.parameter_summary`'s.
+  Mean, std and intervals are `joint_posterior.parameter_summary`'s; the
+  PIT is the fraction of draws below the truth (uniform over maps for a
+  calibrated posterior of any shape, where z is N(0, 1) only for a normal
+  one).
   """
   summary = joint_posterior.parameter_summary(types.SimpleNamespace(
       parameters={name: draws[:, d] for d, name in enumerate(_NAMES)}))
@@ -89,6 +100,7 @@ def summary_of(draws, truth):
     out[name] = dict(
         mean=part['mean'], std=part['std'],
         z=(part['mean'] - truth[d]) / part['std'],
+        pit=float(np.mean(draws[:, d] < truth[d])),
         **{f'covered_{level}': bool(low <= truth[d] <= high)
            for level, (low, high) in ((68, part['interval_68']),
                                       (95, part['interval_95']))})
@@ -100,6 +112,13 @@ def _mean_error(values):
   error = (values.std(ddof=1) / np.sqrt(values.size) if values.size > 1
            else float('nan'))
   return float(values.mean()), float(error)
+
+
+def _uniformity_p(pits):
+  """Kolmogorov-Smirnov p of PITs against U(0, 1); None if any is missing."""
+  if any(p is None for p in pits):
+    return None
+  return float(scipy.stats.kstest(pits, 'uniform').pvalue)
 
 
 def summarise(records):
@@ -114,6 +133,7 @@ def summarise(records):
           coverage_95=_mean_error([p['covered_95'] for p in part]),
           z=_mean_error([p['z'] for p in part]),
           rms_z=float(np.sqrt(np.mean([p['z']**2 for p in part]))),
+          pit_ks_p=_uniformity_p([p.get('pit') for p in part]),
           std=float(np.mean([p['std'] for p in part]))))
     rows[-1]['std_ratio'] = _mean_error(
         [r['learned'][name]['std'] / r['exact'][name]['std'] for r in records])
@@ -127,15 +147,16 @@ def markdown(rows, num_maps):
   """The table of `summarise`'s rows."""
   pm = lambda v: f'{v[0]:.2f} ± {v[1]:.2f}'
   lines = [f'| {num_maps} maps | method | 68 % | 95 % | z mean | RMS z | '
-           'mean std | std / exact | (mean − exact) / exact std |',
-           '|---|---|---|---|---|---|---|---|---|']
+           'PIT KS p | mean std | std / exact | (mean − exact) / exact std |',
+           '|---|---|---|---|---|---|---|---|---|---|']
   for row in rows:
     paired = ((pm(row['std_ratio']), pm(row['mean_shift']))
               if 'std_ratio' in row else ('', ''))
+    ks = '' if row['pit_ks_p'] is None else f'{row["pit_ks_p"]:.2f}'
     lines.append(
         f'| {row["name"]} | {row["method"]} | {pm(row["coverage_68"])} | '
         f'{pm(row["coverage_95"])} | {pm(row["z"])} | {row["rms_z"]:.2f} | '
-        f'{row["std"]:.4f} | {paired[0]} | {paired[1]} |')
+        f'{ks} | {row["std"]:.4f} | {paired[0]} | {paired[1]} |')
   return '\n'.join(lines)
 
 
@@ -171,8 +192,10 @@ def main(argv):
         data, joint, num_samples=FLAGS.num_draws, seed=(FLAGS.seed + 1, i),
         num_points=FLAGS.grid_points)
     learned_seconds = time.perf_counter() - began
+    initial_state = (None if FLAGS.start == 'prior' else
+                     (lognormal.white_from_seeds([seed], n)[0], theta))
     exact, diagnostics = lognormal_cosmology.exact_theta_posterior(
-        data, field, num_chains=FLAGS.num_chains,
+        data, field, initial_state=initial_state, num_chains=FLAGS.num_chains,
         num_burnin_steps=FLAGS.num_burnin_steps,
         num_results=FLAGS.num_results,
         num_leapfrog_steps=FLAGS.num_leapfrog_steps,

@@ -29,11 +29,15 @@ def test_summary_of_draws_gives_mean_std_coverage_and_z():
                              atol=0.05)
   assert omega['covered_68'] and omega['covered_95']
   assert not sigma['covered_68'] and sigma['covered_95']
+  # PIT = Φ(z): 0.691 at +0.5 std, 0.933 at +1.5.
+  np.testing.assert_allclose([omega['pit'], sigma['pit']], [0.691, 0.933],
+                             atol=0.01)
 
 
-def _record(exact_std, shift):
+def _record(exact_std, shift, pit=None):
   exact = {name: dict(mean=0.5, std=exact_std, z=0.0, covered_68=True,
-                      covered_95=True) for name in ('omega_m', 'sigma8')}
+                      covered_95=True, pit=pit)
+           for name in ('omega_m', 'sigma8')}
   learned = {name: dict(mean=0.5 + shift * exact_std, std=2 * exact_std,
                         z=0.0, covered_68=False, covered_95=True)
              for name in ('omega_m', 'sigma8')}
@@ -54,6 +58,18 @@ def test_summarise_pairs_the_methods_map_by_map():
     assert 'std_ratio' not in row and row['coverage_68'][0] == 1.
   table = bench.markdown(rows, len(records))
   assert '2.00 ± 0.00' in table and '0.50 ± 0.00' in table
+  assert all(row['pit_ks_p'] is None for row in rows)  # Older records.
+
+
+def test_pit_uniformity_tells_calibrated_from_over_wide():
+  # PITs spread over (0, 1) pass; PITs all near 0.5 (a posterior far wider
+  # than the scatter of its truths) fail.
+  spread = [_record(0.01, 0., pit) for pit in np.linspace(0.025, 0.975, 20)]
+  narrow = [_record(0.01, 0., pit) for pit in np.linspace(0.4, 0.6, 20)]
+  exact_p = lambda records: [r['pit_ks_p'] for r in bench.summarise(records)
+                             if r['method'] == 'exact']
+  assert min(exact_p(spread)) > 0.9
+  assert max(exact_p(narrow)) < 0.01
 
 
 def test_a_rerun_refuses_another_runs_records(tmp_path):

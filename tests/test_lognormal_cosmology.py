@@ -13,11 +13,6 @@ from tfp_massmap import shear_map
 from tfp_massmap import testing
 
 
-def _white(seeds, n):
-  return np.stack([np.random.default_rng(s).standard_normal((n, n))
-                   for s in seeds])
-
-
 def test_field_reproduces_the_cosmo_maps_of_the_dataset():
   # The same seeds give the dataset's maps: θ, spectrum, shift and white
   # noise all enter as in lognormal.cosmo_maps (stored as float32).
@@ -25,7 +20,8 @@ def test_field_reproduces_the_cosmo_maps_of_the_dataset():
   maps = lognormal.cosmo_maps(seeds, 32, 3.2)
   theta = np.stack([maps['omega_m'], maps['sigma8']], -1)
   field = lognormal_cosmology.CosmoLognormalField(32, 3.2)
-  kappa = field.convergence_from_white(_white(seeds, 32), theta).numpy()
+  kappa = field.convergence_from_white(lognormal.white_from_seeds(seeds, 32),
+                                       theta).numpy()
   scale = np.abs(maps['kappa']).max()
   np.testing.assert_allclose(kappa, maps['kappa'], atol=1e-6 * scale)
   # And, in float64, the LognormalField of that θ to rounding.
@@ -36,7 +32,8 @@ def test_field_reproduces_the_cosmo_maps_of_the_dataset():
         dtype=tf.float64)
     np.testing.assert_allclose(
         kappa[i], reference.convergence_from_white(
-            tf.constant(_white([seeds[i]], 32)[0])).numpy(),
+            tf.constant(lognormal.white_from_seeds([seeds[i]], 32)[0])
+        ).numpy(),
         atol=1e-12)
     np.testing.assert_allclose(field.target_power_grid(theta[i]).numpy(),
                                reference.target_power_grid.numpy(),
@@ -45,8 +42,8 @@ def test_field_reproduces_the_cosmo_maps_of_the_dataset():
 
 def test_theta_gradient_matches_finite_differences():
   field = lognormal_cosmology.CosmoLognormalField(16, 3.2)
-  white = tf.constant(_white([4], 16)[0])
-  probe = tf.constant(_white([5], 16)[0])
+  white = tf.constant(lognormal.white_from_seeds([4], 16)[0])
+  probe = tf.constant(lognormal.white_from_seeds([5], 16)[0])
   theta = tf.constant([0.27, 0.71], tf.float64)  # inside a grid cell
   value = lambda t: tf.reduce_sum(field.convergence_from_white(white, t) *
                                   probe)
@@ -66,7 +63,8 @@ def test_theta_gradient_matches_finite_differences():
 def _gaussian_problem(n, pixel_scale, noise, theta, seed):
   field = lognormal_cosmology.CosmoLognormalField(n, pixel_scale,
                                                   gaussian=True)
-  kappa = field.convergence_from_white(_white([seed], n)[0], theta).numpy()
+  kappa = field.convergence_from_white(
+      lognormal.white_from_seeds([seed], n)[0], theta).numpy()
   ones = np.ones((n, n))
   shear = likelihood.ShearLikelihood(kappa, noise * ones, ones).sample(
       seed=(seed, 1)).numpy()
@@ -105,17 +103,26 @@ def _closed_form_moments(field, data, noise, points=81):
       np.ones(len(grid)))
 
 
-def test_gaussian_field_theta_posterior_is_the_closed_form():
+@pytest.mark.parametrize('n, pixel_scale, noise, theta, seed, burnin, '
+                         'leapfrog, max_r_hat', [
+    (16, 6.4, 0.005, (0.33, 0.75), 3, 200, 12, 1.05),
+    # The benchmark's 128² maps at the COSMOS noise, with its HMC settings
+    # (bench_exact_theta.py), θ of the first held-out map; about 4 min.
+    pytest.param(128, 0.8, 0.0469,
+                 cosmology.cosmo_kappa_parameters(1_000_000), 1_000_000, 300,
+                 16, 1.08, marks=pytest.mark.slow),
+])
+def test_gaussian_field_theta_posterior_is_the_closed_form(
+    n, pixel_scale, noise, theta, seed, burnin, leapfrog, max_r_hat):
   # For a Gaussian field seen through white noise on every pixel, p(θ | γ)
   # ∝ N(κ_E; 0, S(θ) + σ²) exactly: the HMC over (z, θ) must agree.
-  noise = 0.005
-  field, data = _gaussian_problem(16, 6.4, noise, [0.33, 0.75], seed=3)
+  field, data = _gaussian_problem(n, pixel_scale, noise, theta, seed=seed)
   (mean, std), (_, prior_std) = _closed_form_moments(field, data, noise)
   draws, diagnostics = lognormal_cosmology.exact_theta_posterior(
-      data, field, num_chains=8, num_burnin_steps=200, num_results=100,
-      num_leapfrog_steps=12, seed=(4, 5))
+      data, field, num_chains=8, num_burnin_steps=burnin, num_results=100,
+      num_leapfrog_steps=leapfrog, seed=(4, 5))
   assert draws.shape == (800, 2)
-  assert max(diagnostics['r_hat']) < 1.05
+  assert max(diagnostics['r_hat']) < max_r_hat
   ess = np.asarray(diagnostics['ess'])
   assert np.all(ess > 150)
   values = np.concatenate([draws, _s8(draws)[:, np.newaxis]], -1)
@@ -124,6 +131,29 @@ def test_gaussian_field_theta_posterior_is_the_closed_form():
   np.testing.assert_allclose(values.std(0), std, rtol=0.15)
   # The data constrain S8 (Ωm and σ8 are degenerate along it).
   assert std[2] < 0.3 * prior_std[2]
+
+
+def test_chains_start_from_a_given_state():
+  # With u's step 10⁻⁸ of z's, θ stays where the chains start: at the given
+  # θ, not at prior draws.
+  field, data = _gaussian_problem(16, 6.4, 0.005, [0.33, 0.75], seed=3)
+  start = ([0.25, 0.9], [0.37, 0.65])
+  for theta in start:
+    draws, diagnostics = lognormal_cosmology.exact_theta_posterior(
+        data, field, num_chains=2, num_burnin_steps=1, num_results=4,
+        num_leapfrog_steps=1, theta_step_scale=1e-8, seed=(1, 2),
+        initial_state=(lognormal.white_from_seeds([3], 16)[0], theta))
+    np.testing.assert_allclose(draws, np.broadcast_to(theta, draws.shape),
+                               atol=1e-6)
+    assert diagnostics['initial_state'] == 'given'
+  with pytest.raises(ValueError, match='strictly inside'):
+    lognormal_cosmology.exact_theta_posterior(
+        data, field, initial_state=(np.zeros((16, 16)), [0.45, 0.8]))
+  with pytest.raises(ValueError, match=r'\[16, 16\] or \[8, 16, 16\]'):
+    lognormal_cosmology.exact_theta_posterior(
+        data, field, initial_state=(np.zeros((8, 8)), [0.3, 0.8]))
+  with pytest.raises(ValueError, match='a pair'):
+    lognormal_cosmology.exact_theta_posterior(data, field, initial_state=3)
 
 
 def test_bad_input_is_refused():

@@ -54,6 +54,7 @@ from tfp_massmap import power_spectrum
 __all__ = [
     'cosmo_maps',
     'one_point_moments',
+    'white_from_seeds',
     'LognormalField',
 ]
 
@@ -333,9 +334,7 @@ class LognormalField:
     Returns:
       numpy float32 array ``[len(seeds), N, N]``.
     """
-    n = self._map_size
-    white = np.stack([np.random.default_rng(int(s)).standard_normal((n, n))
-                      for s in seeds])
+    white = white_from_seeds(seeds, self._map_size)
     return self.convergence_from_white(
         tf.constant(white, self._dtype)).numpy().astype(np.float32)
 
@@ -358,6 +357,22 @@ class LognormalField:
                          [self._map_size, self._map_size]], axis=0)
       white = tf.random.stateless_normal(shape, seed=seed, dtype=self._dtype)
       return self.convergence_from_white(white)
+
+
+def white_from_seeds(seeds, map_size):
+  """The white maps z of the datasets' seeds, ``[S, N, N]`` float64 numpy.
+
+  z_s = ``numpy.random.default_rng(s).standard_normal((N, N))``: the latent
+  white noise from which `LognormalField.maps_from_seeds` (and so every
+  ``lognormal_kappa`` map, whose example key is its seed) makes map s.
+
+  Args:
+    seeds: iterable of non-negative ints.
+    map_size: pixels per side N.
+  """
+  n = int(map_size)
+  return np.stack([np.random.default_rng(int(s)).standard_normal((n, n))
+                   for s in seeds])
 
 
 def cosmo_maps(seeds, map_size, pixel_scale_arcmin):

@@ -224,16 +224,44 @@ class CosmoLognormalField:
         latent - 0.5 * latent_variance[..., tf.newaxis, tf.newaxis])
 
 
+def _initial_state(initial_state, field, num_chains, bijector):
+  """(z ``[C, N, N]``, u ``[C, 1, 2]``) numpy of an ``(white, theta)`` pair."""
+  try:
+    white, theta = initial_state
+  except (TypeError, ValueError):
+    raise ValueError('initial_state must be None or a pair (white, theta), '
+                     f'got {type(initial_state).__name__}.') from None
+  n = field.map_size
+  white = np.asarray(white, np.float64)
+  theta = np.asarray(theta, np.float64)
+  if white.shape not in ((n, n), (num_chains, n, n)):
+    raise ValueError(f'initial_state white map must have shape [{n}, {n}] or '
+                     f'[{num_chains}, {n}, {n}] (num_chains), got '
+                     f'{white.shape}.')
+  if theta.shape not in ((2,), (num_chains, 2)):
+    raise ValueError('initial_state theta must have shape [2] or '
+                     f'[{num_chains}, 2] (num_chains), got {theta.shape}.')
+  bounds = field.theta_bounds
+  if not np.all((theta > bounds[:, 0]) & (theta < bounds[:, 1])):
+    raise ValueError(f'initial_state theta {theta.tolist()} must lie strictly '
+                     f'inside the prior box {bounds.tolist()}.')
+  white = np.broadcast_to(white, (num_chains, n, n))
+  u = bijector.inverse(tf.constant(np.broadcast_to(theta, (num_chains, 2)),
+                                  field.dtype)).numpy()
+  return white, u[:, np.newaxis, :]
+
+
 def exact_theta_posterior(shear_map, field, *, num_chains=8,
                           num_burnin_steps=300, num_results=100,
                           num_steps_between_results=1, num_leapfrog_steps=16,
                           target_accept_prob=0.75, step_size_jitter=0.2,
-                          theta_step_scale=1., seed=None, jit_compile=None,
-                          progress=False):
+                          theta_step_scale=1., initial_state=None, seed=None,
+                          jit_compile=None, progress=False):
   """Draws θ from the exact posterior p(θ | γ) of a `CosmoLognormalField`.
 
   HMC (`tfp.mcmc.HamiltonianMonteCarlo`) on (z, u), κ = κ(z, θ(u)) (module
-  docstring), ``num_chains`` chains from independent prior draws; the step
+  docstring), ``num_chains`` chains from independent prior draws (or from
+  ``initial_state``); the step
   size (one for z, ``theta_step_scale`` times it for u) adapts for
   ``num_burnin_steps`` transitions
   (`tfp.mcmc.DualAveragingStepSizeAdaptation`), then ``num_results ·
@@ -254,6 +282,12 @@ def exact_theta_posterior(shear_map, field, *, num_chains=8,
     target_accept_prob: mean acceptance the adaptation aims at, in (0, 1).
     step_size_jitter: j in [0, 1).
     theta_step_scale: u's step over z's (> 0).
+    initial_state: None (each chain starts at an independent draw of the
+      prior), or ``(white, theta)``: the white map(s) z ``[N, N]`` or
+      ``[num_chains, N, N]`` and θ ``[2]`` or ``[num_chains, 2]`` (strictly
+      inside `theta_bounds`) all chains start from, e.g. the truth of a
+      simulated map (`lognormal.white_from_seeds`), which is a draw from
+      the posterior: chains started there test the sampler's convergence.
     seed: stateless seed, or None.
     jit_compile: XLA; default True when a GPU is visible.
     progress: show a tqdm progress bar.
@@ -269,7 +303,8 @@ def exact_theta_posterior(shear_map, field, *, num_chains=8,
 
   Raises:
     ValueError: for a field that is not a `CosmoLognormalField`, data of
-      another size, or bad sampler settings.
+      another size, bad sampler settings, or an initial state of another
+      shape or with θ not inside the prior box.
   """
   if not isinstance(field, CosmoLognormalField):
     raise ValueError('field must be a CosmoLognormalField, got '
@@ -295,6 +330,8 @@ def exact_theta_posterior(shear_map, field, *, num_chains=8,
   mask = tf.convert_to_tensor(data.mask, dtype)
   bijector = theta_posterior.theta_bijector(field.theta_bounds, dtype)
   jit_compile = driver.default_jit_compile(jit_compile)
+  if initial_state is not None:
+    initial_state = _initial_state(initial_state, field, num_chains, bijector)
 
   def target_log_prob_fn(white, u):
     theta = bijector.forward(u[:, 0, :])
@@ -315,9 +352,13 @@ def exact_theta_posterior(shear_map, field, *, num_chains=8,
 
   @tf.function(jit_compile=jit_compile, autograph=False)
   def start(seed):
-    white_seed, u_seed = samplers.split_seed(seed)
-    state = [samplers.normal([num_chains, n, n], dtype=dtype, seed=white_seed),
-             samplers.normal([num_chains, 1, 2], dtype=dtype, seed=u_seed)]
+    if initial_state is None:
+      white_seed, u_seed = samplers.split_seed(seed)
+      state = [samplers.normal([num_chains, n, n], dtype=dtype,
+                               seed=white_seed),
+               samplers.normal([num_chains, 1, 2], dtype=dtype, seed=u_seed)]
+    else:
+      state = [tf.constant(part, dtype) for part in initial_state]
     return state, adaptive.bootstrap_results(state)
 
   def trace_fn(state, results):
@@ -349,5 +390,6 @@ def exact_theta_posterior(shear_map, field, *, num_chains=8,
       num_leapfrog_steps=num_leapfrog_steps,
       target_accept_prob=target_accept_prob,
       step_size_jitter=step_size_jitter, theta_step_scale=theta_step_scale,
-      gaussian=field.gaussian, jit_compile=jit_compile)
+      gaussian=field.gaussian, jit_compile=jit_compile,
+      initial_state='prior draws' if initial_state is None else 'given')
   return (np.asarray(kept_theta, np.float64).reshape(-1, 2), diagnostics)
