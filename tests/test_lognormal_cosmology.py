@@ -13,14 +13,15 @@ from tfp_massmap import shear_map
 from tfp_massmap import testing
 
 
-def test_field_reproduces_the_cosmo_maps_of_the_dataset():
+@pytest.mark.parametrize('n, pixel_scale', [(32, 3.2), (128, 0.8)])
+def test_field_reproduces_the_cosmo_maps_of_the_dataset(n, pixel_scale):
   # The same seeds give the dataset's maps: θ, spectrum, shift and white
   # noise all enter as in lognormal.cosmo_maps (stored as float32).
   seeds = [3, 1_000_000, 1_000_007]
-  maps = lognormal.cosmo_maps(seeds, 32, 3.2)
+  maps = lognormal.cosmo_maps(seeds, n, pixel_scale)
   theta = np.stack([maps['omega_m'], maps['sigma8']], -1)
-  field = lognormal_cosmology.CosmoLognormalField(32, 3.2)
-  kappa = field.convergence_from_white(lognormal.white_from_seeds(seeds, 32),
+  field = lognormal_cosmology.CosmoLognormalField(n, pixel_scale)
+  kappa = field.convergence_from_white(lognormal.white_from_seeds(seeds, n),
                                        theta).numpy()
   scale = np.abs(maps['kappa']).max()
   np.testing.assert_allclose(kappa, maps['kappa'], atol=1e-6 * scale)
@@ -28,11 +29,11 @@ def test_field_reproduces_the_cosmo_maps_of_the_dataset():
   for i in range(len(seeds)):
     ell, cl = cosmology.convergence_cl(*theta[i])
     reference = lognormal.LognormalField(
-        cosmology.lognormal_shift(*theta[i]), 32, 3.2, ell=ell, cl=cl,
+        cosmology.lognormal_shift(*theta[i]), n, pixel_scale, ell=ell, cl=cl,
         dtype=tf.float64)
     np.testing.assert_allclose(
         kappa[i], reference.convergence_from_white(
-            tf.constant(lognormal.white_from_seeds([seeds[i]], 32)[0])
+            tf.constant(lognormal.white_from_seeds([seeds[i]], n)[0])
         ).numpy(),
         atol=1e-12)
     np.testing.assert_allclose(field.target_power_grid(theta[i]).numpy(),
