@@ -85,9 +85,11 @@ def _define_flags():
 
 
 def summary_of(draws, truth):
-  """Mean, std, 68/95 % coverage, z and PIT of θ draws ``[S, D]`` per name.
+  """Mean, std, 68/95 % intervals, coverage, z and PIT of θ draws per name.
 
-  Mean, std and intervals are `joint_posterior.parameter_summary`'s; the
+  ``draws`` ``[S, D]``. Mean, std and the central intervals are
+  `joint_posterior.parameter_summary`'s (a 68 % interval narrower than
+  ±std shows long tails); the
   PIT is the fraction of draws below the truth (uniform over maps for a
   calibrated posterior of any shape, where z is N(0, 1) only for a normal
   one).
@@ -101,6 +103,8 @@ def summary_of(draws, truth):
         mean=part['mean'], std=part['std'],
         z=(part['mean'] - truth[d]) / part['std'],
         pit=float(np.mean(draws[:, d] < truth[d])),
+        interval_68=[float(v) for v in part['interval_68']],
+        interval_95=[float(v) for v in part['interval_95']],
         **{f'covered_{level}': bool(low <= truth[d] <= high)
            for level, (low, high) in ((68, part['interval_68']),
                                       (95, part['interval_95']))})

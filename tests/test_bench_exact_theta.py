@@ -29,6 +29,8 @@ def test_summary_of_draws_gives_mean_std_coverage_and_z():
                              atol=0.05)
   assert omega['covered_68'] and omega['covered_95']
   assert not sigma['covered_68'] and sigma['covered_95']
+  # Normal: the 68 % interval is mean ± std.
+  np.testing.assert_allclose(omega['interval_68'], [0.28, 0.32], atol=0.002)
   # PIT = Φ(z): 0.691 at +0.5 std, 0.933 at +1.5.
   np.testing.assert_allclose([omega['pit'], sigma['pit']], [0.691, 0.933],
                              atol=0.01)
