@@ -261,9 +261,8 @@ def exact_theta_posterior(shear_map, field, *, num_chains=8,
 
   HMC (`tfp.mcmc.HamiltonianMonteCarlo`) on (z, u), κ = κ(z, θ(u)) (module
   docstring), ``num_chains`` chains from independent prior draws (or from
-  ``initial_state``); the step
-  size (one for z, ``theta_step_scale`` times it for u) adapts for
-  ``num_burnin_steps`` transitions
+  ``initial_state``); the step size (one for z, ``theta_step_scale`` times
+  it for u) adapts for ``num_burnin_steps`` transitions
   (`tfp.mcmc.DualAveragingStepSizeAdaptation`), then ``num_results ·
   (num_steps_between_results + 1)`` transitions at the adapted step size
   times U(1 − j, 1 + j) per chain and transition
@@ -285,7 +284,7 @@ def exact_theta_posterior(shear_map, field, *, num_chains=8,
     initial_state: None (each chain starts at an independent draw of the
       prior), or ``(white, theta)``: the white map(s) z ``[N, N]`` or
       ``[num_chains, N, N]`` and θ ``[2]`` or ``[num_chains, 2]`` (strictly
-      inside `theta_bounds`) all chains start from, e.g. the truth of a
+      inside `theta_bounds`) the chains start from, e.g. the truth of a
       simulated map (`lognormal.white_from_seeds`), which is a draw from
       the posterior: chains started there test the sampler's convergence.
     seed: stateless seed, or None.
