@@ -51,15 +51,17 @@ split), with the joint prior `LearnedJointPrior(--conditional_network,
 ratio=--ratio_network)`. Per map: the ranks and 68/95 % coverage of Ωm and
 σ8; the κ posterior under the joint prior, the oracle ``given(θ_true)``
 (the same conditional network at the true θ), the fixed cosmology
-``given(θ_fid)`` and, with ``--marginal_network``, the unconditioned
-network trained on the same maps (the marginal prior p(κ) over the θ
-range); and the Fisher widths of Ωm and σ8 (marginalised over the other)
+``given(θ_fid)``, with ``--marginal_network`` the unconditioned network
+trained on the same maps (the marginal prior p(κ) over the θ range), and
+with ``--exact_chains`` the exact posterior of the map's own lognormal
+field at the true θ (what the oracle arm approximates); and the Fisher
+widths of Ωm and σ8 (marginalised over the other)
 from the power spectrum alone: the Gaussian-likelihood Fisher matrix
 F_ij = ½ Σ_k ∂_i C_k ∂_j C_k / (C_k + N)² of the mode powers C_k(θ) of
 `convergence_cl(θ)` on the map's DFT grid (the lognormal maps have that
-power spectrum), derivatives by central differences. There is no exact θ
-posterior for a lognormal field, so the coverage is checked against the
-nominal levels only.
+power spectrum), derivatives by central differences. θ coverage is
+checked against the nominal levels here; ``bench_exact_theta.py``
+compares the θ posterior with the exact one of the same maps.
 
 Prints markdown tables; ``--output`` writes the JSON, ``--figure`` the rank
 histogram (PNG); ``--records`` prints the tables of a saved JSON again.
@@ -92,6 +94,8 @@ from tfp_massmap import cosmology
 from tfp_massmap import joint_posterior
 from tfp_massmap import lensing
 from tfp_massmap import likelihood
+from tfp_massmap import lognormal
+from tfp_massmap import lognormal_posterior
 from tfp_massmap import metrics
 from tfp_massmap import outputs
 from tfp_massmap import posterior
@@ -174,6 +178,10 @@ def _define_flags():
   flags.DEFINE_string('marginal_network', None, 'learned, optional: an '
                       'unconditioned .keras ScoreNetwork trained on the same '
                       'maps (the marginal prior p(κ)), a fourth κ arm.')
+  flags.DEFINE_integer('exact_chains', 0, 'learned: > 0 adds the κ arm '
+                       '"exact", the exact lognormal posterior at the true θ '
+                       '(`lognormal_posterior` with its default schedule, '
+                       'this many HMC chains).')
   flags.DEFINE_bool('theta_only', False, 'learned: sample θ only (the '
                     'marginal route\'s θ stage, theta_posterior.'
                     'sample_theta_posterior), no κ arm.')
@@ -588,8 +596,8 @@ def _theta_record(first_seed, i, theta, parameters, summary, names, n,
 
 def run_learned(num_maps, num_chains, paths, noise, settings,
                 theta_step_size, seed, first_seed, map_size=32,
-                theta_only=False, grid_points=None, log=print,
-                on_record=None):
+                theta_only=False, grid_points=None, exact_chains=0,
+                log=print, on_record=None):
   """SBC of the learned joint prior on held-out cosmo maps; per-map records.
 
   Args:
@@ -600,6 +608,9 @@ def run_learned(num_maps, num_chains, paths, noise, settings,
       (the θ stage of the marginal route, the same draws' distribution as
       `JointPosteriorSampler(theta_update='marginal')`), and no κ arm.
     grid_points: with ``theta_only``, the grid's cells per axis.
+    exact_chains: > 0 adds the κ arm ``exact``: the exact posterior of the
+      map's own lognormal field at the true θ (`lognormal_posterior`, that
+      many HMC chains), the reference the oracle arm approximates.
     on_record: None, or called with the list of records after each map.
     Others as in `run`; maps are those of seeds first_seed + i.
   """
@@ -654,6 +665,17 @@ def run_learned(num_maps, num_chains, paths, noise, settings,
         record[name] = kappa_scores(truth, maps.mean.numpy(),
                                     maps.interval_68.numpy(),
                                     maps.interval_95.numpy())
+      if exact_chains:
+        ell, cl = cosmology.convergence_cl(*theta)
+        field = lognormal.LognormalField(
+            cosmology.lognormal_shift(*theta), n, pixel_scale, ell=ell, cl=cl,
+            dtype=tf.float64)
+        maps = lognormal_posterior.lognormal_posterior(
+            data, field=field, num_chains=exact_chains, seed=(seed + 3, i),
+            progress=False)
+        record['exact'] = kappa_scores(truth, maps.mean.numpy(),
+                                       maps.interval_68.numpy(),
+                                       maps.interval_95.numpy())
     record['seconds'] = time.perf_counter() - began
     records.append(record)
     if on_record is not None:
@@ -673,7 +695,7 @@ def summarise_learned(records, num_chains, num_bins):
   """The learned-prior tables' numbers from the per-map records."""
   names = cosmology.COSMO_PARAMETER_NAMES
   bounds = np.asarray(cosmology.COSMO_PARAMETER_BOUNDS)
-  arms = [a for a in ('joint', 'oracle', 'fixed', 'marginal')
+  arms = [a for a in ('joint', 'oracle', 'fixed', 'marginal', 'exact')
           if a in records[0]]
   out = dict(num_maps=len(records), arms=arms, parameters={})
   for d, name in enumerate(names):
@@ -829,7 +851,7 @@ def _main_learned(noise, settings):
                        'galaxy_density', 'sigma_e',
                        'conditional_network', 'ratio_network',
                        'marginal_network', 'map_size', 'theta_only',
-                       'grid_points')})
+                       'grid_points', 'exact_chains')})
     return summary
 
   def save(records):
@@ -845,7 +867,8 @@ def _main_learned(noise, settings):
            marginal=FLAGS.marginal_network),
       noise, settings, FLAGS.theta_step_size, FLAGS.seed, FLAGS.first_seed,
       map_size=FLAGS.map_size, theta_only=FLAGS.theta_only,
-      grid_points=FLAGS.grid_points, on_record=save)
+      grid_points=FLAGS.grid_points, exact_chains=FLAGS.exact_chains,
+      on_record=save)
   print(markdown_learned(summary_of(records), FLAGS.num_chains))
   print(f'wall time {time.perf_counter() - began:.0f} s')
 
