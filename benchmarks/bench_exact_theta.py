@@ -89,10 +89,9 @@ def summary_of(draws, truth):
 
   ``draws`` ``[S, D]``. Mean, std and the central intervals are
   `joint_posterior.parameter_summary`'s (a 68 % interval narrower than
-  ±std shows long tails); the
-  PIT is the fraction of draws below the truth (uniform over maps for a
-  calibrated posterior of any shape, where z is N(0, 1) only for a normal
-  one).
+  ±std shows long tails); the PIT is the fraction of draws below the truth
+  (uniform over maps for a calibrated posterior of any shape, where z is
+  N(0, 1) only for a normal one).
   """
   summary = joint_posterior.parameter_summary(types.SimpleNamespace(
       parameters={name: draws[:, d] for d, name in enumerate(_NAMES)}))

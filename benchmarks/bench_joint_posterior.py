@@ -55,8 +55,8 @@ ratio=--ratio_network)`. Per map: the ranks and 68/95 % coverage of Ωm and
 trained on the same maps (the marginal prior p(κ) over the θ range), and
 with ``--exact_chains`` the exact posterior of the map's own lognormal
 field at the true θ (what the oracle arm approximates); and the Fisher
-widths of Ωm and σ8 (marginalised over the other)
-from the power spectrum alone: the Gaussian-likelihood Fisher matrix
+widths of Ωm and σ8 (marginalised over the other) from the power
+spectrum alone: the Gaussian-likelihood Fisher matrix
 F_ij = ½ Σ_k ∂_i C_k ∂_j C_k / (C_k + N)² of the mode powers C_k(θ) of
 `convergence_cl(θ)` on the map's DFT grid (the lognormal maps have that
 power spectrum), derivatives by central differences. θ coverage is
@@ -666,13 +666,9 @@ def run_learned(num_maps, num_chains, paths, noise, settings,
                                     maps.interval_68.numpy(),
                                     maps.interval_95.numpy())
       if exact_chains:
-        ell, cl = cosmology.convergence_cl(*theta)
-        field = lognormal.LognormalField(
-            cosmology.lognormal_shift(*theta), n, pixel_scale, ell=ell, cl=cl,
-            dtype=tf.float64)
         maps = lognormal_posterior.lognormal_posterior(
-            data, field=field, num_chains=exact_chains, seed=(seed + 3, i),
-            progress=False)
+            data, field=lognormal.cosmo_field(*theta, n, pixel_scale),
+            num_chains=exact_chains, seed=(seed + 3, i), progress=False)
         record['exact'] = kappa_scores(truth, maps.mean.numpy(),
                                        maps.interval_68.numpy(),
                                        maps.interval_95.numpy())

@@ -27,10 +27,7 @@ def test_field_reproduces_the_cosmo_maps_of_the_dataset(n, pixel_scale):
   np.testing.assert_allclose(kappa, maps['kappa'], atol=1e-6 * scale)
   # And, in float64, the LognormalField of that θ to rounding.
   for i in range(len(seeds)):
-    ell, cl = cosmology.convergence_cl(*theta[i])
-    reference = lognormal.LognormalField(
-        cosmology.lognormal_shift(*theta[i]), n, pixel_scale, ell=ell, cl=cl,
-        dtype=tf.float64)
+    reference = lognormal.cosmo_field(*theta[i], n, pixel_scale)
     np.testing.assert_allclose(
         kappa[i], reference.convergence_from_white(
             tf.constant(lognormal.white_from_seeds([seeds[i]], n)[0])

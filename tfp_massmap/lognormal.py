@@ -52,6 +52,7 @@ from tfp_massmap import cosmology
 from tfp_massmap import power_spectrum
 
 __all__ = [
+    'cosmo_field',
     'cosmo_maps',
     'one_point_moments',
     'white_from_seeds',
@@ -375,6 +376,22 @@ def white_from_seeds(seeds, map_size):
                    for s in seeds])
 
 
+def cosmo_field(omega_m, sigma8, map_size, pixel_scale_arcmin):
+  """The float64 `LognormalField` of the ``cosmo_<N>`` maps at (Ωm, σ8).
+
+  Spectrum `cosmology.convergence_cl` (Ωm, σ8), shift
+  `cosmology.lognormal_shift` (Ωm, σ8).
+
+  Args:
+    omega_m, sigma8: the cosmology, inside `cosmology.COSMO_PARAMETER_BOUNDS`.
+    map_size: pixels per side N.
+    pixel_scale_arcmin: pixel side [arcmin].
+  """
+  ell, cl = cosmology.convergence_cl(omega_m, sigma8)
+  return LognormalField(cosmology.lognormal_shift(omega_m, sigma8), map_size,
+                        pixel_scale_arcmin, ell=ell, cl=cl, dtype=tf.float64)
+
+
 def cosmo_maps(seeds, map_size, pixel_scale_arcmin):
   """The maps of the ``lognormal_kappa`` ``cosmo_<N>`` generator, by seed.
 
@@ -400,10 +417,8 @@ def cosmo_maps(seeds, map_size, pixel_scale_arcmin):
   shift = np.empty(len(seeds))
   for i, seed in enumerate(seeds):
     theta[i] = cosmology.cosmo_kappa_parameters(seed)
-    ell, cl = cosmology.convergence_cl(*theta[i])
-    shift[i] = cosmology.lognormal_shift(*theta[i])
-    field = LognormalField(shift[i], map_size, pixel_scale_arcmin, ell=ell,
-                           cl=cl, dtype=tf.float64)
+    field = cosmo_field(*theta[i], map_size, pixel_scale_arcmin)
+    shift[i] = field.shift
     kappa[i] = field.maps_from_seeds([seed])[0]
   return {'kappa': kappa, 'omega_m': theta[:, 0], 'sigma8': theta[:, 1],
           'shift': shift, 'seed': np.asarray(seeds, np.int64)}
