@@ -164,6 +164,12 @@ def _define_flags():
                       'print its tables (and --figure) again, no sampling. '
                       '--prior=learned: a comma-separated list of them, '
                       'whose maps are pooled.')
+  flags.DEFINE_string('paired_with', None, 'learned, with --records: a '
+                      'JSON written by --output on the same maps and noise '
+                      '(the same --first_seed and --seed), e.g. another '
+                      'schedule or network; prints each κ arm of --records '
+                      'against the same arm and the "exact" arm of this '
+                      'file, paired on each common map.')
   flags.DEFINE_enum('prior', 'amplitude', ['amplitude', 'learned'],
                     'amplitude: the exact AmplitudeGaussianPrior over σ8. '
                     'learned: LearnedJointPrior over (Ωm, σ8) on cosmo_<N> '
@@ -192,6 +198,8 @@ def _define_flags():
 FLAGS = flags.FLAGS
 
 _GRID_POINTS = 4001
+# The κ arms of --prior=learned, in table order.
+KAPPA_ARMS = ('joint', 'oracle', 'fixed', 'marginal', 'exact')
 # A map is away from the prior bounds when its true σ8 is this many σ_F in.
 _INTERIOR_FISHER_STDS = 3.
 
@@ -691,8 +699,7 @@ def summarise_learned(records, num_chains, num_bins):
   """The learned-prior tables' numbers from the per-map records."""
   names = cosmology.COSMO_PARAMETER_NAMES
   bounds = np.asarray(cosmology.COSMO_PARAMETER_BOUNDS)
-  arms = [a for a in ('joint', 'oracle', 'fixed', 'marginal', 'exact')
-          if a in records[0]]
+  arms = [a for a in KAPPA_ARMS if a in records[0]]
   out = dict(num_maps=len(records), arms=arms, parameters={})
   for d, name in enumerate(names):
     part = [r[name] for r in records]
@@ -749,6 +756,62 @@ def summarise_learned(records, num_chains, num_bins):
                                       for r in records
                                       if r['would_be_acceptance'] is not None])
   return out
+
+
+def paired_kappa(records, reference):
+  """κ arms of ``records`` against those of ``reference``, map by map.
+
+  For each arm a of ``records`` and each arm b in {a, 'exact'} of
+  ``reference``, over the maps (by seed) both hold: the mean ± standard
+  error of the differences of per-pixel 68/95 % coverage (a − b) and of
+  the RMSE ratios a / b, and their median. Pairing removes the map and
+  noise scatter when both runs saw the same maps and noise.
+
+  Args:
+    records, reference: lists of per-map records (``--output``'s ``maps``).
+
+  Returns:
+    list of dicts: ``arm``, ``reference_arm``, ``num_maps``,
+    ``coverage_68_difference`` (and ``_error``), the same for 95 %,
+    ``rmse_ratio``, ``rmse_ratio_error``, ``rmse_ratio_median``.
+  """
+  by_seed = {r['seed']: r for r in reference}
+  common = [(r, by_seed[r['seed']]) for r in records if r['seed'] in by_seed]
+  if not common:
+    raise ValueError('the two record sets share no map (seed); pair runs '
+                     'with the same --first_seed.')
+  rows = []
+  for arm in [a for a in KAPPA_ARMS if a in common[0][0]]:
+    for reference_arm in dict.fromkeys([arm, 'exact']):
+      if reference_arm not in common[0][1]:
+        continue
+      row = dict(arm=arm, reference_arm=reference_arm, num_maps=len(common))
+      for level in ('68', '95'):
+        key = f'coverage_{level}'
+        differences = [a[arm][key] - b[reference_arm][key] for a, b in common]
+        row[f'{key}_difference'] = _mean(differences)
+        row[f'{key}_difference_error'] = _error(differences)
+      ratios = [a[arm]['rmse'] / b[reference_arm]['rmse'] for a, b in common]
+      row.update(rmse_ratio=_mean(ratios), rmse_ratio_error=_error(ratios),
+                 rmse_ratio_median=float(np.median(ratios)))
+      rows.append(row)
+  return rows
+
+
+def markdown_paired(rows):
+  """The markdown table of `paired_kappa`."""
+  lines = ['| arm − reference arm | maps | κ 68 % difference | κ 95 % '
+           'difference | RMSE ratio (median) |', '|---|---|---|---|---|']
+  for r in rows:
+    lines.append(
+        f'| {r["arm"]} − {r["reference_arm"]} | {r["num_maps"]} | '
+        f'{r["coverage_68_difference"]:+.4f} ± '
+        f'{r["coverage_68_difference_error"]:.4f} | '
+        f'{r["coverage_95_difference"]:+.4f} ± '
+        f'{r["coverage_95_difference_error"]:.4f} | '
+        f'{r["rmse_ratio"]:.4f} ± {r["rmse_ratio_error"]:.4f} '
+        f'({r["rmse_ratio_median"]:.4f}) |')
+  return '\n'.join(lines)
 
 
 def markdown_learned(summary, num_chains):
@@ -827,6 +890,11 @@ def _main_learned(noise, settings):
     num_chains = num_chains.pop()
     print(markdown_learned(summarise_learned(maps, num_chains,
                                              FLAGS.rank_bins), num_chains))
+    if FLAGS.paired_with:
+      with open(FLAGS.paired_with, encoding='utf-8') as f:
+        reference = json.load(f)['maps']
+      print(f'\nPaired with {FLAGS.paired_with}:\n')
+      print(markdown_paired(paired_kappa(maps, reference)))
     return
   if not (FLAGS.conditional_network and FLAGS.ratio_network):
     raise ValueError('--prior=learned needs --conditional_network and '

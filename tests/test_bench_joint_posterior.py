@@ -102,3 +102,33 @@ def test_rank_histogram_counts_and_refuses_unequal_bins():
   with pytest.raises(ValueError, match=r'rank_bins=10 must divide '
                      r'num_chains \+ 1 = 64'):
     bench.rank_histogram([0], 63, 10)
+
+
+def test_paired_kappa_pairs_maps_by_seed():
+  """Differences and ratios are taken map by map on the seeds both runs
+  hold, against the same arm and the reference's exact arm."""
+  def record(seed, oracle, exact=None):
+    r = {'seed': seed, 'oracle': dict(coverage_68=oracle, coverage_95=0.95,
+                                      rmse=oracle)}
+    if exact is not None:
+      r['exact'] = dict(coverage_68=exact, coverage_95=0.9, rmse=exact)
+    return r
+  reference = [record(s, 0.5 + 0.1 * s, 0.4 + 0.1 * s) for s in range(4)]
+  # Seed 7 is not in the reference, and the order differs.
+  records = [record(s, 0.52 + 0.1 * s) for s in (3, 1, 7, 0)]
+  rows = bench.paired_kappa(records, reference)
+  assert [(r['arm'], r['reference_arm']) for r in rows] == [
+      ('oracle', 'oracle'), ('oracle', 'exact')]
+  same, exact = rows
+  assert same['num_maps'] == exact['num_maps'] == 3
+  np.testing.assert_allclose(same['coverage_68_difference'], 0.02)
+  np.testing.assert_allclose(same['coverage_68_difference_error'], 0.,
+                             atol=1e-12)
+  np.testing.assert_allclose(exact['coverage_68_difference'], 0.12)
+  np.testing.assert_allclose(exact['coverage_95_difference'], 0.05)
+  ratios = [(0.52 + 0.1 * s) / (0.4 + 0.1 * s) for s in (3, 1, 0)]
+  np.testing.assert_allclose(exact['rmse_ratio'], np.mean(ratios))
+  np.testing.assert_allclose(exact['rmse_ratio_median'], np.median(ratios))
+  assert '| oracle − exact | 3 |' in bench.markdown_paired(rows)
+  with pytest.raises(ValueError, match='share no map'):
+    bench.paired_kappa([record(9, 0.5)], reference)
