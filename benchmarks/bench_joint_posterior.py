@@ -164,12 +164,13 @@ def _define_flags():
                       'print its tables (and --figure) again, no sampling. '
                       '--prior=learned: a comma-separated list of them, '
                       'whose maps are pooled.')
-  flags.DEFINE_string('paired_with', None, 'learned, with --records: a '
-                      'JSON written by --output on the same maps and noise '
-                      '(the same --first_seed and --seed), e.g. another '
-                      'schedule or network; prints each κ arm of --records '
-                      'against the same arm and the "exact" arm of this '
-                      'file, paired on each common map.')
+  flags.DEFINE_string('paired_with', None, 'learned, with --records: '
+                      'JSON files written by --output (comma-separated, '
+                      'pooled) on the same maps and noise (the same '
+                      '--first_seed and --seed), e.g. another schedule or '
+                      'network; prints each κ arm of --records against the '
+                      'same arm and the "exact" arm of these, paired on each '
+                      'common map.')
   flags.DEFINE_enum('prior', 'amplitude', ['amplitude', 'learned'],
                     'amplitude: the exact AmplitudeGaussianPrior over σ8. '
                     'learned: LearnedJointPrior over (Ωm, σ8) on cosmo_<N> '
@@ -762,7 +763,9 @@ def paired_kappa(records, reference):
   """κ arms of ``records`` against those of ``reference``, map by map.
 
   For each arm a of ``records`` and each arm b in {a, 'exact'} of
-  ``reference``, over the maps (by seed) both hold: the mean ± standard
+  ``reference``, over the maps (by seed) where ``records`` holds a and
+  ``reference`` holds b (runs with and without the exact arm pool): the
+  mean ± standard
   error of the differences of per-pixel 68/95 % coverage (a − b) and of
   the RMSE ratios a / b, and their median. Pairing removes the map and
   noise scatter when both runs saw the same maps and noise.
@@ -781,17 +784,18 @@ def paired_kappa(records, reference):
     raise ValueError('the two record sets share no map (seed); pair runs '
                      'with the same --first_seed.')
   rows = []
-  for arm in [a for a in KAPPA_ARMS if a in common[0][0]]:
+  for arm in KAPPA_ARMS:
     for reference_arm in dict.fromkeys([arm, 'exact']):
-      if reference_arm not in common[0][1]:
+      pairs = [(a, b) for a, b in common if arm in a and reference_arm in b]
+      if not pairs:
         continue
-      row = dict(arm=arm, reference_arm=reference_arm, num_maps=len(common))
+      row = dict(arm=arm, reference_arm=reference_arm, num_maps=len(pairs))
       for level in ('68', '95'):
         key = f'coverage_{level}'
-        differences = [a[arm][key] - b[reference_arm][key] for a, b in common]
+        differences = [a[arm][key] - b[reference_arm][key] for a, b in pairs]
         row[f'{key}_difference'] = _mean(differences)
         row[f'{key}_difference_error'] = _error(differences)
-      ratios = [a[arm]['rmse'] / b[reference_arm]['rmse'] for a, b in common]
+      ratios = [a[arm]['rmse'] / b[reference_arm]['rmse'] for a, b in pairs]
       row.update(rmse_ratio=_mean(ratios), rmse_ratio_error=_error(ratios),
                  rmse_ratio_median=float(np.median(ratios)))
       rows.append(row)
@@ -891,8 +895,10 @@ def _main_learned(noise, settings):
     print(markdown_learned(summarise_learned(maps, num_chains,
                                              FLAGS.rank_bins), num_chains))
     if FLAGS.paired_with:
-      with open(FLAGS.paired_with, encoding='utf-8') as f:
-        reference = json.load(f)['maps']
+      reference = []
+      for path in FLAGS.paired_with.split(','):
+        with open(path, encoding='utf-8') as f:
+          reference += json.load(f)['maps']
       print(f'\nPaired with {FLAGS.paired_with}:\n')
       print(markdown_paired(paired_kappa(maps, reference)))
     return

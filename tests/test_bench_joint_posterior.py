@@ -114,13 +114,15 @@ def test_paired_kappa_pairs_maps_by_seed():
       r['exact'] = dict(coverage_68=exact, coverage_95=0.9, rmse=exact)
     return r
   reference = [record(s, 0.5 + 0.1 * s, 0.4 + 0.1 * s) for s in range(4)]
+  # A map of a run without the exact arm pairs for oracle − oracle only.
+  reference.append(record(5, 1.0))
   # Seed 7 is not in the reference, and the order differs.
-  records = [record(s, 0.52 + 0.1 * s) for s in (3, 1, 7, 0)]
+  records = [record(s, 0.52 + 0.1 * s) for s in (3, 1, 7, 5, 0)]
   rows = bench.paired_kappa(records, reference)
   assert [(r['arm'], r['reference_arm']) for r in rows] == [
       ('oracle', 'oracle'), ('oracle', 'exact')]
   same, exact = rows
-  assert same['num_maps'] == exact['num_maps'] == 3
+  assert same['num_maps'] == 4 and exact['num_maps'] == 3
   np.testing.assert_allclose(same['coverage_68_difference'], 0.02)
   np.testing.assert_allclose(same['coverage_68_difference_error'], 0.,
                              atol=1e-12)
