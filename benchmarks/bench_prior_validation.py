@@ -28,7 +28,8 @@ For each noise level σ it reports, on maps of the validation split of
 For a network conditioned on the cosmology θ = (Ωm, σ8) (``--prior_path``
 of a conditional network, e.g. ``tfp_massmap/data/prior_cosmo_conditional_32.keras``;
 issue 15) the maps are held-out ``cosmo`` maps instead (`lognormal.cosmo_maps`
-of seeds 1 000 000 onwards, ``--map_size`` pixels of 0.8 arcmin), the network
+of seeds 1 000 000 onwards, ``--map_size`` pixels of the network's pixel
+scale, 0.8 arcmin for the shipped one), the network
 denoises each at its own θ, the Wiener denoiser and the exact MMSE denoiser
 are those of each map's own field (`lognormal.cosmo_field`), and the
 Gaussian score check is left out (there is no Gaussian cosmo config). The
@@ -93,16 +94,17 @@ def _held_out(kind, num_maps):
 
 
 _COSMO_FIRST_SEED = 1_000_000
+# The cosmo configs' pixel side [arcmin], for a network that records none.
 _COSMO_PIXEL_SCALE_ARCMIN = 0.8
 
 
-def _held_out_cosmo(num_maps, map_size):
+def _held_out_cosmo(num_maps, map_size, pixel_scale_arcmin):
   """Held-out cosmo maps ``[M, N, N]`` float64, θ ``[M, 2]``, their fields."""
   maps = lognormal.cosmo_maps(
       range(_COSMO_FIRST_SEED, _COSMO_FIRST_SEED + num_maps), map_size,
-      _COSMO_PIXEL_SCALE_ARCMIN)
+      pixel_scale_arcmin)
   theta = np.stack([maps['omega_m'], maps['sigma8']], axis=-1)
-  fields = [lognormal.cosmo_field(*t, map_size, _COSMO_PIXEL_SCALE_ARCMIN)
+  fields = [lognormal.cosmo_field(*t, map_size, pixel_scale_arcmin)
             for t in theta]
   return maps['kappa'].astype(np.float64), theta, fields
 
@@ -158,7 +160,9 @@ def main(argv):
   rng = np.random.default_rng(FLAGS.seed)
   if conditioned:
     joint = priors.LearnedJointPrior(net)
-    maps, theta, fields = _held_out_cosmo(FLAGS.num_maps, FLAGS.map_size)
+    maps, theta, fields = _held_out_cosmo(
+        FLAGS.num_maps, FLAGS.map_size,
+        net.pixel_scale_arcmin or _COSMO_PIXEL_SCALE_ARCMIN)
     denoise = lambda x, sigma: joint.denoise(x, theta.astype(np.float32), sigma)
     field_of = lambda i: fields[i]
     wieners = [_wiener(f) for f in fields]
@@ -196,6 +200,7 @@ def main(argv):
       k = FLAGS.mmse_maps
       means = np.stack([_exact_mmse(noisy[i], sigma, field_of(i), (FLAGS.seed, i))
                         for i in range(k)])
+
       def per_map(x, truth=maps[:k]):
         return np.mean((x[:len(truth)] - truth)**2, axis=(1, 2))
       row['mmse_maps'] = k
@@ -211,7 +216,8 @@ def main(argv):
             np.mean(variances['learned'][:k]) / row['mse_exact_mmse'])
         row['per_map_implied_variance_learned'] = variances['learned'][:k].tolist()
     rows.append(row)
-    print(json.dumps({k: v for k, v in row.items() if not k.startswith('per_map')}))
+    print(json.dumps({key: value for key, value in row.items()
+                      if not key.startswith('per_map')}))
   result = {'map_size': n, 'pixel_scale_arcmin': pix, 'num_maps': FLAGS.num_maps,
             'prior_path': FLAGS.prior_path, 'seed': FLAGS.seed,
             'denoising': rows}
