@@ -878,16 +878,22 @@ def markdown_learned(summary, num_chains):
   return '\n'.join(lines)
 
 
+def _saved_runs(paths):
+  """The JSON files written by --output, from a comma-separated list."""
+  runs = []
+  for path in paths.split(','):
+    with open(path, encoding='utf-8') as f:
+      runs.append(json.load(f))
+  return runs
+
+
 def _main_learned(noise, settings):
   """--prior=learned: samples (or reprints --records) and prints the tables."""
   if FLAGS.records:
     # Runs over consecutive seed ranges (--first_seed) pool their maps.
-    maps, num_chains = [], set()
-    for path in FLAGS.records.split(','):
-      with open(path, encoding='utf-8') as f:
-        saved = json.load(f)
-      maps += saved['maps']
-      num_chains.add(saved['summary']['flags']['num_chains'])
+    runs = _saved_runs(FLAGS.records)
+    maps = [record for run in runs for record in run['maps']]
+    num_chains = {run['summary']['flags']['num_chains'] for run in runs}
     if len(num_chains) != 1:
       raise ValueError(f'--records files have different num_chains '
                        f'{sorted(num_chains)}; their ranks do not pool.')
@@ -895,10 +901,8 @@ def _main_learned(noise, settings):
     print(markdown_learned(summarise_learned(maps, num_chains,
                                              FLAGS.rank_bins), num_chains))
     if FLAGS.paired_with:
-      reference = []
-      for path in FLAGS.paired_with.split(','):
-        with open(path, encoding='utf-8') as f:
-          reference += json.load(f)['maps']
+      reference = [record for run in _saved_runs(FLAGS.paired_with)
+                   for record in run['maps']]
       print(f'\nPaired with {FLAGS.paired_with}:\n')
       print(markdown_paired(paired_kappa(maps, reference)))
     return

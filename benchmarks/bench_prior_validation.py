@@ -164,17 +164,15 @@ def main(argv):
         FLAGS.num_maps, FLAGS.map_size,
         net.pixel_scale_arcmin or _COSMO_PIXEL_SCALE_ARCMIN)
     denoise = lambda x, sigma: joint.denoise(x, theta.astype(np.float32), sigma)
-    field_of = lambda i: fields[i]
     wieners = [_wiener(f) for f in fields]
     linear_denoise = lambda x, sigma: tf.concat(
         [w.denoise(x[i:i + 1], sigma) for i, w in enumerate(wieners)], 0)
   else:
     maps, field = _held_out('lognormal', FLAGS.num_maps)
-    wiener = _wiener(field)
+    fields = [field] * len(maps)
     denoise = net.denoise
-    field_of = lambda i: field
-    linear_denoise = wiener.denoise
-  n, pix = maps.shape[-1], field_of(0).pixel_scale_arcmin
+    linear_denoise = _wiener(field).denoise
+  n, pix = maps.shape[-1], fields[0].pixel_scale_arcmin
   rows = []
   for sigma in sigmas:
     noisy = (maps + sigma * rng.standard_normal(maps.shape)).astype(np.float32)
@@ -198,7 +196,7 @@ def main(argv):
             row[f'implied_variance_{key}'] / row[f'mse_{key}'])
     if FLAGS.mmse_maps:
       k = FLAGS.mmse_maps
-      means = np.stack([_exact_mmse(noisy[i], sigma, field_of(i), (FLAGS.seed, i))
+      means = np.stack([_exact_mmse(noisy[i], sigma, fields[i], (FLAGS.seed, i))
                         for i in range(k)])
 
       def per_map(x, truth=maps[:k]):
