@@ -54,7 +54,13 @@ ratio=--ratio_network)`. Per map: the ranks and 68/95 % coverage of Ωm and
 ``given(θ_fid)``, with ``--marginal_network`` the unconditioned network
 trained on the same maps (the marginal prior p(κ) over the θ range), and
 with ``--exact_chains`` the exact posterior of the map's own lognormal
-field at the true θ (what the oracle arm approximates); and the Fisher
+field at the true θ (what the oracle arm approximates), and with
+``--arms=…,exact_joint`` the exact posterior of κ marginalised over θ
+(`lognormal_cosmology.exact_joint_posterior`, what the joint arm
+approximates: ``--exact_chains`` chains, 500 adapting and 200 kept of 400
+transitions of 16 leapfrog steps, as ``bench_exact_theta.py`` at 32²;
+without the joint arm the θ records are its, ranked among ``--num_chains``
+draws evenly spaced over the kept ones); and the Fisher
 widths of Ωm and σ8 (marginalised over the other) from the power
 spectrum alone: the Gaussian-likelihood Fisher matrix
 F_ij = ½ Σ_k ∂_i C_k ∂_j C_k / (C_k + N)² of the mode powers C_k(θ) of
@@ -95,6 +101,7 @@ from tfp_massmap import joint_posterior
 from tfp_massmap import lensing
 from tfp_massmap import likelihood
 from tfp_massmap import lognormal
+from tfp_massmap import lognormal_cosmology
 from tfp_massmap import lognormal_posterior
 from tfp_massmap import metrics
 from tfp_massmap import outputs
@@ -188,7 +195,14 @@ def _define_flags():
   flags.DEFINE_integer('exact_chains', 0, 'learned: > 0 adds the κ arm '
                        '"exact", the exact lognormal posterior at the true θ '
                        '(`lognormal_posterior` with its default schedule, '
-                       'this many HMC chains).')
+                       'this many HMC chains); the chains of both exact '
+                       'arms.')
+  flags.DEFINE_list('arms', None, 'learned: the κ arms to run, of '
+                    f'{", ".join(KAPPA_ARMS)}; default joint, oracle, fixed, '
+                    'with marginal when --marginal_network is given and '
+                    'exact when --exact_chains > 0. Without joint, '
+                    'exact_joint gives the θ records (a reference run to '
+                    'pair with a saved one by --paired_with).')
   flags.DEFINE_bool('theta_only', False, 'learned: sample θ only (the '
                     'marginal route\'s θ stage, theta_posterior.'
                     'sample_theta_posterior), no κ arm.')
@@ -200,7 +214,11 @@ FLAGS = flags.FLAGS
 
 _GRID_POINTS = 4001
 # The κ arms of --prior=learned, in table order.
-KAPPA_ARMS = ('joint', 'oracle', 'fixed', 'marginal', 'exact')
+KAPPA_ARMS = ('joint', 'oracle', 'fixed', 'marginal', 'exact', 'exact_joint')
+# exact_joint's HMC (bench_exact_theta.py's settings at 32²; chains
+# --exact_chains).
+_EXACT_JOINT_SETTINGS = dict(num_burnin_steps=500, num_results=200,
+                             num_leapfrog_steps=16)
 # A map is away from the prior bounds when its true σ8 is this many σ_F in.
 _INTERIOR_FISHER_STDS = 3.
 
@@ -586,7 +604,10 @@ class _OracleNetwork(learned_joint.ConditionedScoreNetwork):
 
 def _theta_record(first_seed, i, theta, parameters, summary, names, n,
                   pixel_scale, noise):
-  """A map's θ record: rank, mean, std, coverage and Fisher width per name."""
+  """A map's θ record: rank, mean, std, coverage and Fisher width per name.
+
+  The rank is among ``parameters``' draws; the rest is ``summary``'s.
+  """
   fisher, fisher_conditional = fisher_stds(theta, n, pixel_scale, noise**2)
   record = dict(seed=first_seed + i, theta=theta.tolist())
   for d, name in enumerate(names):
@@ -603,10 +624,44 @@ def _theta_record(first_seed, i, theta, parameters, summary, names, n,
   return record
 
 
+def learned_arms(arms, marginal, exact_chains):
+  """The κ arms of a learned run, checked (``--arms``; see its help).
+
+  Args:
+    arms: None (the default set) or names from `KAPPA_ARMS`.
+    marginal: whether a marginal network is given.
+    exact_chains: the chains of the exact arms.
+
+  Returns:
+    tuple of arm names in `KAPPA_ARMS` order.
+
+  Raises:
+    ValueError: for an unknown arm, an arm whose network or chains are
+      missing, or neither joint nor exact_joint (nothing gives θ).
+  """
+  if arms is None:
+    arms = ['joint', 'oracle', 'fixed'] + (['marginal'] if marginal else []) + (
+        ['exact'] if exact_chains > 0 else [])
+  unknown = sorted(set(arms) - set(KAPPA_ARMS))
+  if unknown:
+    raise ValueError(f'--arms {unknown} unknown; expected names from '
+                     f'{", ".join(KAPPA_ARMS)}.')
+  if 'marginal' in arms and not marginal:
+    raise ValueError('--arms=marginal needs --marginal_network.')
+  exact = sorted({'exact', 'exact_joint'} & set(arms))
+  if exact and exact_chains < 2:
+    raise ValueError(f'--arms {exact} need --exact_chains >= 2, got '
+                     f'{exact_chains}.')
+  if not {'joint', 'exact_joint'} & set(arms):
+    raise ValueError(f'--arms {list(arms)} must hold joint or exact_joint '
+                     '(the θ posterior of the records).')
+  return tuple(a for a in KAPPA_ARMS if a in arms)
+
+
 def run_learned(num_maps, num_chains, paths, noise, settings,
                 theta_step_size, seed, first_seed, map_size=32,
                 theta_only=False, grid_points=None, exact_chains=0,
-                log=print, on_record=None):
+                arms=None, log=print, on_record=None):
   """SBC of the learned joint prior on held-out cosmo maps; per-map records.
 
   Args:
@@ -617,12 +672,19 @@ def run_learned(num_maps, num_chains, paths, noise, settings,
       (the θ stage of the marginal route, the same draws' distribution as
       `JointPosteriorSampler(theta_update='marginal')`), and no κ arm.
     grid_points: with ``theta_only``, the grid's cells per axis.
-    exact_chains: > 0 adds the κ arm ``exact``: the exact posterior of the
-      map's own lognormal field at the true θ (`lognormal_posterior`, that
-      many HMC chains), the reference the oracle arm approximates.
+    exact_chains: the chains of the exact arms: ``exact``, the exact
+      posterior of the map's own lognormal field at the true θ
+      (`lognormal_posterior`), the reference the oracle arm approximates,
+      and ``exact_joint``, the exact posterior marginalised over θ
+      (`lognormal_cosmology.exact_joint_posterior`), the joint arm's.
+    arms: the κ arms, as `learned_arms` (None: joint, oracle, fixed, with
+      marginal and exact when their network or chains are given). Without
+      joint, the θ records are exact_joint's, ranked among ``num_chains``
+      of its draws evenly spaced over the kept ones.
     on_record: None, or called with the list of records after each map.
     Others as in `run`; maps are those of seeds first_seed + i.
   """
+  arms = learned_arms(arms, bool(paths.get('marginal')), exact_chains)
   network = load_score_network(paths['conditional'])
   joint = learned_joint.LearnedJointPrior(network, ratio=paths['ratio'])
   n, pixel_scale = cosmology.cosmo_kappa_setting(map_size)[:2]
@@ -632,12 +694,12 @@ def run_learned(num_maps, num_chains, paths, noise, settings,
   map_settings = _map_settings(settings)
   fiducial = np.array([cosmology.FIDUCIAL_OMEGA_M, SIGMA8_FIDUCIAL])
   oracle = _OracleNetwork(network, fiducial)
-  arms = {'oracle': posterior.PosteriorSampler(oracle, **map_settings),
-          'fixed': posterior.PosteriorSampler(joint.given(fiducial),
-                                              **map_settings)}
-  if paths.get('marginal'):
-    arms['marginal'] = posterior.PosteriorSampler(
-        load_score_network(paths['marginal']), **map_settings)
+  prior_of = {'oracle': lambda: oracle,
+              'fixed': lambda: joint.given(fiducial),
+              'marginal': lambda: load_score_network(paths['marginal'])}
+  annealed = {a: posterior.PosteriorSampler(prior_of[a](), **map_settings)
+              for a in arms if a in prior_of}
+  cosmo_field = lognormal_cosmology.CosmoLognormalField(n, pixel_scale)
   records = []
   for i in range(num_maps):
     began = time.perf_counter()
@@ -655,39 +717,47 @@ def run_learned(num_maps, num_chains, paths, noise, settings,
       record.update(num_diverged=0, would_be_acceptance=None,
                     theta_diagnostics=diagnostics)
     else:
-      result = sampler.sample(data, num_samples=num_chains,
-                              seed=(seed + 1, i))
-      record = _theta_record(
-          first_seed, i, theta, {k: v.numpy() for k, v in
-                                 result.parameters.items()},
-          joint_posterior.parameter_summary(result), names, n, pixel_scale,
-          noise)
-      record.update(num_diverged=result.diagnostics['num_diverged_chains'],
-                    would_be_acceptance=result.diagnostics.get(
-                        'mean_would_be_acceptance'))
-      record['joint'] = kappa_scores(truth, result.mean.numpy(),
-                                     result.interval_68.numpy(),
-                                     result.interval_95.numpy())
+      results = {}
+      if 'joint' in arms:
+        results['joint'] = sampler.sample(data, num_samples=num_chains,
+                                          seed=(seed + 1, i))
       oracle.variable.assign(theta)
-      for name, chosen in arms.items():
-        maps = chosen.sample(data, num_samples=num_chains, seed=(seed + 2, i))
-        record[name] = kappa_scores(truth, maps.mean.numpy(),
-                                    maps.interval_68.numpy(),
-                                    maps.interval_95.numpy())
-      if exact_chains:
-        maps = lognormal_posterior.lognormal_posterior(
+      for name, chosen in annealed.items():
+        results[name] = chosen.sample(data, num_samples=num_chains,
+                                      seed=(seed + 2, i))
+      if 'exact' in arms:
+        results['exact'] = lognormal_posterior.lognormal_posterior(
             data, field=lognormal.cosmo_field(*theta, n, pixel_scale),
             num_chains=exact_chains, seed=(seed + 3, i), progress=False)
-        record['exact'] = kappa_scores(truth, maps.mean.numpy(),
-                                       maps.interval_68.numpy(),
-                                       maps.interval_95.numpy())
+      if 'exact_joint' in arms:
+        results['exact_joint'] = lognormal_cosmology.exact_joint_posterior(
+            data, cosmo_field, num_chains=exact_chains, seed=(seed + 4, i),
+            **_EXACT_JOINT_SETTINGS)
+      source = results.get('joint', results.get('exact_joint'))
+      draws = {k: np.asarray(v) for k, v in source.parameters.items()}
+      if 'joint' not in arms:  # Ranks among num_chains of the draws.
+        every = np.linspace(0, len(draws[names[0]]) - 1,
+                            num_chains).round().astype(int)
+        draws = {k: v[every] for k, v in draws.items()}
+      record = _theta_record(
+          first_seed, i, theta, draws,
+          joint_posterior.parameter_summary(source), names, n, pixel_scale,
+          noise)
+      record.update(
+          theta_from='joint' if 'joint' in arms else 'exact_joint',
+          num_diverged=source.diagnostics.get('num_diverged_chains', 0),
+          would_be_acceptance=source.diagnostics.get(
+              'mean_would_be_acceptance'))
+      for name in arms:
+        record[name] = kappa_scores(truth, results[name].mean.numpy(),
+                                    results[name].interval_68.numpy(),
+                                    results[name].interval_95.numpy())
     record['seconds'] = time.perf_counter() - began
     records.append(record)
     if on_record is not None:
       on_record(records)
-    kappa = ('' if theta_only else
-             f'; κ RMSE joint/oracle '
-             f'{record["joint"]["rmse"] / record["oracle"]["rmse"]:.3f}')
+    kappa = '' if theta_only else '; κ RMSE ×10³ ' + ', '.join(
+        f'{a} {1e3 * record[a]["rmse"]:.2f}' for a in arms)
     log(f'map {i} (seed {first_seed + i}): ' + ', '.join(
         f'{name} {record[name]["truth"]:.3f} rank {record[name]["rank"]} '
         f'mean {record[name]["mean"]:.3f} ± {record[name]["std"]:.3f} '
@@ -736,7 +806,7 @@ def summarise_learned(records, num_chains, num_bins):
         row[f'{arm}_{key}'] = _mean([r[arm][key] for r in chosen])
       for key in ('coverage_68', 'coverage_95'):
         row[f'{arm}_{key}_error'] = _error([r[arm][key] for r in chosen])
-    if arms:
+    if {'joint', 'oracle'} <= set(arms):
       row['joint_over_oracle_rmse'] = _mean([
           r['joint']['rmse'] / r['oracle']['rmse'] for r in chosen])
     thirds.append(row)
@@ -744,14 +814,16 @@ def summarise_learned(records, num_chains, num_bins):
   out['seconds_per_map'] = _mean([r['seconds'] for r in records])
   if not arms:  # --theta_only
     return out
-  ratio = [r['joint']['rmse'] / r['oracle']['rmse'] for r in records]
-  out['joint_over_oracle_rmse'] = _mean(ratio)
-  out['joint_over_oracle_rmse_error'] = _error(ratio)
-  away = [r for r in records
-          if abs(r['sigma8']['truth'] - SIGMA8_FIDUCIAL) > 0.1]
-  out['num_away'] = len(away)
-  out['joint_over_fixed_rmse_away'] = _mean([
-      r['joint']['rmse'] / r['fixed']['rmse'] for r in away])
+  out['theta_from'] = records[0].get('theta_from', 'joint')
+  if {'joint', 'oracle', 'fixed'} <= set(arms):
+    ratio = [r['joint']['rmse'] / r['oracle']['rmse'] for r in records]
+    out['joint_over_oracle_rmse'] = _mean(ratio)
+    out['joint_over_oracle_rmse_error'] = _error(ratio)
+    away = [r for r in records
+            if abs(r['sigma8']['truth'] - SIGMA8_FIDUCIAL) > 0.1]
+    out['num_away'] = len(away)
+    out['joint_over_fixed_rmse_away'] = _mean([
+        r['joint']['rmse'] / r['fixed']['rmse'] for r in away])
   out['num_diverged'] = int(sum(r['num_diverged'] for r in records))
   out['would_be_acceptance'] = _mean([r['would_be_acceptance']
                                       for r in records
@@ -762,11 +834,10 @@ def summarise_learned(records, num_chains, num_bins):
 def paired_kappa(records, reference):
   """κ arms of ``records`` against those of ``reference``, map by map.
 
-  For each arm a of ``records`` and each arm b in {a, 'exact'} of
-  ``reference``, over the maps (by seed) where ``records`` holds a and
-  ``reference`` holds b (runs with and without the exact arm pool): the
-  mean ± standard
-  error of the differences of per-pixel 68/95 % coverage (a − b) and of
+  For each arm a of ``records`` and each arm b in {a, 'exact',
+  'exact_joint'} of ``reference``, over the maps (by seed) where
+  ``records`` holds a and ``reference`` holds b (runs with and without the
+  exact arms pool): the mean ± standard error of the differences of per-pixel 68/95 % coverage (a − b) and of
   the RMSE ratios a / b, and their median. Pairing removes the map and
   noise scatter when both runs saw the same maps and noise.
 
@@ -785,7 +856,7 @@ def paired_kappa(records, reference):
                      'with the same --first_seed.')
   rows = []
   for arm in KAPPA_ARMS:
-    for reference_arm in dict.fromkeys([arm, 'exact']):
+    for reference_arm in dict.fromkeys([arm, 'exact', 'exact_joint']):
       pairs = [(a, b) for a, b in common if arm in a and reference_arm in b]
       if not pairs:
         continue
@@ -821,9 +892,11 @@ def markdown_paired(rows):
 def markdown_learned(summary, num_chains):
   """The markdown tables of a learned-prior summary."""
   s = summary
+  source = ('joint samples' if s.get('theta_from', 'joint') == 'joint' else
+            'draws of the exact joint posterior')
   lines = [
-      f'θ over {s["num_maps"]} held-out cosmo maps ({num_chains} joint '
-      'samples each):',
+      f'θ over {s["num_maps"]} held-out cosmo maps (ranks among '
+      f'{num_chains} {source} each):',
       '',
       '| parameter | 68 % coverage | 95 % coverage | rank χ² p | (mean − '
       'truth) / std | posterior std / σ_F marginal / σ_F other fixed / '
@@ -865,16 +938,19 @@ def markdown_learned(summary, num_chains):
         f'| {row["range"][0]:.3f}–{row["range"][1]:.3f} | {row["num_maps"]} '
         f'| {row["sigma8_std"]:.4f} / {row["sigma8_fisher_std"]:.4f} | '
         f'{cells[0]} | {cells[1]} |')
+  ratio = 'joint_over_oracle_rmse' in s
   lines += [
       '',
-      f'| σ8 third | κ RMSE ×10³: {" / ".join(arms)} | joint / oracle |',
-      '|---|---|---|']
+      f'| σ8 third | κ RMSE ×10³: {" / ".join(arms)} |' +
+      (' joint / oracle |' if ratio else ''),
+      '|---|---|' + ('---|' if ratio else '')]
   for row in s['thirds']:
     lines.append(
         f'| {row["range"][0]:.3f}–{row["range"][1]:.3f} | ' +
-        ' / '.join(f'{1e3 * row[f"{a}_rmse"]:.3f}' for a in arms) +
-        f' | {row["joint_over_oracle_rmse"]:.4f} |')
-  lines += ['', _rmse_sentence(s)]
+        ' / '.join(f'{1e3 * row[f"{a}_rmse"]:.3f}' for a in arms) + ' |' +
+        (f' {row["joint_over_oracle_rmse"]:.4f} |' if ratio else ''))
+  if ratio:
+    lines += ['', _rmse_sentence(s)]
   return '\n'.join(lines)
 
 
@@ -925,7 +1001,7 @@ def _main_learned(noise, settings):
                        'galaxy_density', 'sigma_e',
                        'conditional_network', 'ratio_network',
                        'marginal_network', 'map_size', 'theta_only',
-                       'grid_points', 'exact_chains')})
+                       'grid_points', 'exact_chains', 'arms')})
     return summary
 
   def save(records):
@@ -942,7 +1018,7 @@ def _main_learned(noise, settings):
       noise, settings, FLAGS.theta_step_size, FLAGS.seed, FLAGS.first_seed,
       map_size=FLAGS.map_size, theta_only=FLAGS.theta_only,
       grid_points=FLAGS.grid_points, exact_chains=FLAGS.exact_chains,
-      on_record=save)
+      arms=FLAGS.arms, on_record=save)
   print(markdown_learned(summary_of(records), FLAGS.num_chains))
   print(f'wall time {time.perf_counter() - began:.0f} s')
 

@@ -134,3 +134,62 @@ def test_paired_kappa_pairs_maps_by_seed():
   assert '| oracle − exact | 3 |' in bench.markdown_paired(rows)
   with pytest.raises(ValueError, match='share no map'):
     bench.paired_kappa([record(9, 0.5)], reference)
+
+
+def test_paired_kappa_pairs_the_joint_arm_with_the_exact_joint_reference():
+  """A reference run of the exact arms alone (--arms=exact_joint) pairs
+  with a saved run's joint arm map by map."""
+  def scores(value):
+    return dict(coverage_68=value, coverage_95=0.9, rmse=value)
+  records = [{'seed': s, 'joint': scores(0.7 + 0.01 * s),
+              'oracle': scores(0.6)} for s in range(3)]
+  reference = [{'seed': s, 'exact_joint': scores(0.68)} for s in range(3)]
+  rows = bench.paired_kappa(records, reference)
+  assert [(r['arm'], r['reference_arm']) for r in rows] == [
+      ('joint', 'exact_joint'), ('oracle', 'exact_joint')]
+  np.testing.assert_allclose(rows[0]['coverage_68_difference'], 0.03)
+  np.testing.assert_allclose(rows[1]['rmse_ratio'], 0.6 / 0.68)
+
+
+def test_learned_arms_defaults_and_refusals():
+  assert bench.learned_arms(None, False, 0) == ('joint', 'oracle', 'fixed')
+  assert bench.learned_arms(None, True, 4) == (
+      'joint', 'oracle', 'fixed', 'marginal', 'exact')
+  # Table order, whatever the order asked.
+  assert bench.learned_arms(['exact_joint', 'oracle'], False, 8) == (
+      'oracle', 'exact_joint')
+  with pytest.raises(ValueError, match=r"\['wiener'\] unknown"):
+    bench.learned_arms(['joint', 'wiener'], False, 0)
+  with pytest.raises(ValueError, match='marginal_network'):
+    bench.learned_arms(['joint', 'marginal'], False, 0)
+  with pytest.raises(ValueError, match=r"\['exact_joint'\] need "
+                     r'--exact_chains >= 2, got 0'):
+    bench.learned_arms(['exact_joint'], False, 0)
+  with pytest.raises(ValueError, match='must hold joint or exact_joint'):
+    bench.learned_arms(['oracle', 'exact'], False, 8)
+
+
+def test_learned_summary_of_an_exact_joint_run_has_no_learned_ratios():
+  def record(seed, sigma8, coverage):
+    theta = dict(truth=sigma8, rank=3, mean=sigma8, std=0.05,
+                 fisher_std=0.06, fisher_std_conditional=0.04,
+                 covered_68=True, covered_95=True)
+    return dict(seed=seed, omega_m=dict(theta, truth=0.3, mean=0.3),
+                sigma8=theta, theta_from='exact_joint', num_diverged=0,
+                would_be_acceptance=None, seconds=60.,
+                exact_joint=dict(coverage_68=coverage, coverage_95=0.95,
+                                 rmse=0.01))
+  # Two maps in the low σ8 third, one in the high one.
+  records = [record(0, 0.62, 0.70), record(1, 0.65, 0.74),
+             record(2, 0.95, 0.66)]
+  summary = bench.summarise_learned(records, num_chains=7, num_bins=8)
+  assert summary['arms'] == ['exact_joint']
+  assert 'joint_over_oracle_rmse' not in summary
+  low, middle, high = summary['thirds']
+  assert (low['num_maps'], middle['num_maps'], high['num_maps']) == (2, 0, 1)
+  np.testing.assert_allclose(low['exact_joint_coverage_68'], 0.72)
+  np.testing.assert_allclose(high['exact_joint_coverage_68'], 0.66)
+  table = bench.markdown_learned(summary, 7)
+  assert 'draws of the exact joint posterior' in table
+  assert 'κ RMSE ×10³: exact_joint |' in table
+  assert 'joint / oracle' not in table

@@ -131,6 +131,61 @@ def test_gaussian_field_theta_posterior_is_the_closed_form(
   assert std[2] < 0.3 * prior_std[2]
 
 
+def _closed_form_kappa(field, data, noise, points=41):
+  """Per-pixel mean and variance of κ under the exact Gaussian-field posterior.
+
+  Marginalised over θ by quadrature on a ``points``² grid: at each θ the
+  posterior of each Fourier mode is the Wiener one, mean S/(S + σ²) κ̂_E
+  and variance S σ²/(S + σ²); p(θ | γ) as in `_closed_form_moments`.
+  """
+  n = field.map_size
+  kappa_e, _ = lensing.kaiser_squires(tf.constant(data.shear, tf.float64))
+  modes = np.fft.fft2(kappa_e.numpy(), norm='ortho')
+  axes = [np.linspace(low, high, points) for low, high in field.theta_bounds]
+  grid = np.stack(np.meshgrid(*axes, indexing='ij'), -1).reshape(-1, 2)
+  signal = field.target_power_grid(grid).numpy()  # [G, N, N], 0 at k = 0.
+  variance = signal + noise**2
+  log_post = -0.5 * np.sum((np.abs(modes)**2 / variance + np.log(variance))
+                           .reshape(len(grid), -1)[:, 1:], -1)
+  weight = np.exp(log_post - log_post.max())
+  weight /= weight.sum()
+  means = np.fft.ifft2(signal / variance * modes, norm='ortho').real
+  variances = np.mean(signal * noise**2 / variance, axis=(-2, -1))
+  mean = np.einsum('g,gij->ij', weight, means)
+  second = np.einsum('g,gij->ij', weight, means**2 + variances[:, None, None])
+  return mean, second - mean**2
+
+
+def test_gaussian_field_kappa_posterior_is_the_closed_form_mixture():
+  # Marginalised over θ, the κ posterior of a Gaussian field seen through
+  # white noise is a p(θ | γ)-weighted mixture of Wiener posteriors.
+  noise = 0.005
+  field, data = _gaussian_problem(16, 6.4, noise, (0.33, 0.75), seed=3)
+  mean, variance = _closed_form_kappa(field, data, noise)
+  result = lognormal_cosmology.exact_joint_posterior(
+      data, field, num_chains=8, num_burnin_steps=200, num_results=100,
+      num_leapfrog_steps=12, seed=(4, 5))
+  assert result.samples.shape == (800, 16, 16)
+  assert set(result.parameters) == set(cosmology.COSMO_PARAMETER_NAMES)
+  diagnostics = result.diagnostics
+  assert diagnostics['kappa_r_hat_max'] < 1.1
+  ess = diagnostics['kappa_ess_min']
+  assert ess > 100
+  # Each pixel's mean is off by ~ N(0, var / ESS): the RMS z is ≲ ESS^-½.
+  z = (result.mean.numpy() - mean) / np.sqrt(variance)
+  assert np.sqrt(np.mean(z**2)) < 3 / np.sqrt(diagnostics["kappa_ess_median"])
+  np.testing.assert_allclose(np.mean(result.std.numpy()**2) /
+                             np.mean(variance), 1., atol=0.1)
+  # The κ draws are the chains' own: for the same seed, exact_theta_posterior
+  # draws the θ that go with them.
+  theta, _ = lognormal_cosmology.exact_theta_posterior(
+      data, field, num_chains=8, num_burnin_steps=200, num_results=100,
+      num_leapfrog_steps=12, seed=(4, 5))
+  np.testing.assert_allclose(
+      np.stack([result.parameters[name] for name in
+                cosmology.COSMO_PARAMETER_NAMES], -1), theta)
+
+
 def test_chains_start_from_a_given_state():
   # With u's step 10⁻⁸ of z's, θ stays where the chains start: at the given
   # θ, not at prior draws.

@@ -53,9 +53,11 @@ from tfp_massmap import shear_map as shear_map_lib
 from tfp_massmap import theta_posterior
 from tfp_massmap.mcmc import driver
 from tfp_massmap.mcmc import jittered_step_size
+from tfp_massmap.mcmc import results as results_lib
 
 __all__ = [
     'CosmoLognormalField',
+    'exact_joint_posterior',
     'exact_theta_posterior',
 ]
 
@@ -251,6 +253,49 @@ def _initial_state(initial_state, field, num_chains, bijector):
   return white, u[:, np.newaxis, :]
 
 
+def exact_joint_posterior(shear_map, field, *, num_chains=8,
+                          num_burnin_steps=300, num_results=100,
+                          num_steps_between_results=1, num_leapfrog_steps=16,
+                          target_accept_prob=0.75, step_size_jitter=0.2,
+                          theta_step_scale=1., initial_state=None, seed=None,
+                          jit_compile=None, progress=False):
+  """Draws (κ, θ) from the exact p(κ, θ | γ) of a `CosmoLognormalField`.
+
+  The κ draws are those of the exact posterior of the map marginalised over
+  θ, the reference for a learned joint posterior's κ (and their θ the
+  reference for its θ). Sampler and arguments as `exact_theta_posterior`,
+  whose chains this runs (the same θ draws for the same seed), keeping
+  κ(z, θ) of every kept transition as well.
+
+  Returns:
+    A `tfp_massmap.PosteriorSamples`: ``samples`` κ ``[num_results ·
+    num_chains, N, N]`` (result-major, as the θ draws; successive draws of
+    a chain correlated), their per-pixel mean, std and central 68 / 95 %
+    intervals, ``parameters`` {name: draws ``[num_results · num_chains]``}
+    for each of `cosmology.COSMO_PARAMETER_NAMES`, and the diagnostics of
+    `exact_theta_posterior` with the per-pixel ``kappa_r_hat_max`` (split
+    R̂) and ``kappa_ess_min`` / ``kappa_ess_median`` (effective sample
+    size of all kept draws).
+
+  Raises:
+    ValueError: as `exact_theta_posterior`.
+  """
+  theta, kappa, diagnostics = _sample(
+      shear_map, field, True, num_chains=num_chains,
+      num_burnin_steps=num_burnin_steps, num_results=num_results,
+      num_steps_between_results=num_steps_between_results,
+      num_leapfrog_steps=num_leapfrog_steps,
+      target_accept_prob=target_accept_prob,
+      step_size_jitter=step_size_jitter, theta_step_scale=theta_step_scale,
+      initial_state=initial_state, seed=seed, jit_compile=jit_compile,
+      progress=progress)
+  n = field.map_size
+  return results_lib.from_samples(
+      tf.reshape(kappa, [-1, n, n]), diagnostics,
+      parameters={name: theta[:, d] for d, name in
+                  enumerate(cosmology.COSMO_PARAMETER_NAMES)})
+
+
 def exact_theta_posterior(shear_map, field, *, num_chains=8,
                           num_burnin_steps=300, num_results=100,
                           num_steps_between_results=1, num_leapfrog_steps=16,
@@ -305,6 +350,23 @@ def exact_theta_posterior(shear_map, field, *, num_chains=8,
       another size, bad sampler settings, or an initial state of another
       shape or with θ not inside the prior box.
   """
+  theta, _, diagnostics = _sample(
+      shear_map, field, False, num_chains=num_chains,
+      num_burnin_steps=num_burnin_steps, num_results=num_results,
+      num_steps_between_results=num_steps_between_results,
+      num_leapfrog_steps=num_leapfrog_steps,
+      target_accept_prob=target_accept_prob,
+      step_size_jitter=step_size_jitter, theta_step_scale=theta_step_scale,
+      initial_state=initial_state, seed=seed, jit_compile=jit_compile,
+      progress=progress)
+  return theta, diagnostics
+
+
+def _sample(shear_map, field, keep_convergence, *, num_chains,
+            num_burnin_steps, num_results, num_steps_between_results,
+            num_leapfrog_steps, target_accept_prob, step_size_jitter,
+            theta_step_scale, initial_state, seed, jit_compile, progress):
+  """HMC over (z, u): (θ ``[S, 2]``, κ ``[S, N, N]`` or None, diagnostics)."""
   if not isinstance(field, CosmoLognormalField):
     raise ValueError('field must be a CosmoLognormalField, got '
                      f'{type(field).__name__}.')
@@ -362,8 +424,10 @@ def exact_theta_posterior(shear_map, field, *, num_chains=8,
 
   def trace_fn(state, results):
     log_accept_ratio = unnest.get_innermost(results, 'log_accept_ratio')
-    return (bijector.forward(state[1][:, 0, :]),
-            tf.exp(tf.minimum(log_accept_ratio, 0.)))
+    theta = bijector.forward(state[1][:, 0, :])
+    kappa = (field.convergence_from_white(state[0], theta)
+             if keep_convergence else tf.zeros([0], dtype))
+    return theta, tf.exp(tf.minimum(log_accept_ratio, 0.)), kappa
 
   seed = samplers.sanitize_seed(seed, salt='exact_theta_posterior')
   _, _, traces, step_size, _, wall_time = driver.adapt_then_sample(
@@ -371,7 +435,8 @@ def exact_theta_posterior(shear_map, field, *, num_chains=8,
       num_results=num_results, thinning=thinning, seed=seed,
       jit_compile=jit_compile, max_chunk_steps=_MAX_CHUNK_STEPS,
       desc='exact theta posterior HMC', progress=progress)
-  kept_theta, kept_accept = (tf.concat(part, axis=0) for part in zip(*traces))
+  kept_theta, kept_accept, kept_kappa = (tf.concat(part, axis=0)
+                                         for part in zip(*traces))
   r_hat = tfp.mcmc.potential_scale_reduction(
       kept_theta, independent_chain_ndims=1, split_chains=True)
   ess = tfp.mcmc.effective_sample_size(
@@ -391,4 +456,14 @@ def exact_theta_posterior(shear_map, field, *, num_chains=8,
       step_size_jitter=step_size_jitter, theta_step_scale=theta_step_scale,
       gaussian=field.gaussian, jit_compile=jit_compile,
       initial_state='prior draws' if initial_state is None else 'given')
-  return (np.asarray(kept_theta, np.float64).reshape(-1, 2), diagnostics)
+  if keep_convergence:
+    pixels = lambda x: tf.reshape(x, [-1])
+    kappa_ess = pixels(tfp.mcmc.effective_sample_size(
+        kept_kappa, filter_beyond_positive_pairs=True, cross_chain_dims=1))
+    diagnostics.update(
+        kappa_r_hat_max=float(tf.reduce_max(tfp.mcmc.potential_scale_reduction(
+            kept_kappa, independent_chain_ndims=1, split_chains=True))),
+        kappa_ess_min=float(tf.reduce_min(kappa_ess)),
+        kappa_ess_median=float(tfp.stats.percentile(kappa_ess, 50.)))
+  return (np.asarray(kept_theta, np.float64).reshape(-1, 2),
+          kept_kappa if keep_convergence else None, diagnostics)
