@@ -253,19 +253,20 @@ def _initial_state(initial_state, field, num_chains, bijector):
   return white, u[:, np.newaxis, :]
 
 
-def exact_joint_posterior(shear_map, field, *, num_chains=8,
-                          num_burnin_steps=300, num_results=100,
-                          num_steps_between_results=1, num_leapfrog_steps=16,
-                          target_accept_prob=0.75, step_size_jitter=0.2,
-                          theta_step_scale=1., initial_state=None, seed=None,
-                          jit_compile=None, progress=False):
+def exact_joint_posterior(shear_map, field, **settings):
   """Draws (κ, θ) from the exact p(κ, θ | γ) of a `CosmoLognormalField`.
 
   The κ draws are those of the exact posterior of the map marginalised over
   θ, the reference for a learned joint posterior's κ (and their θ the
-  reference for its θ). Sampler and arguments as `exact_theta_posterior`,
-  whose chains this runs (the same θ draws for the same seed), keeping
-  κ(z, θ) of every kept transition as well.
+  reference for its θ). The sampler is `exact_theta_posterior`'s, whose
+  chains this runs (the same θ draws for the same seed), keeping κ(z, θ) of
+  every kept transition as well.
+
+  Args:
+    shear_map: the data, as `exact_theta_posterior`.
+    field: a `CosmoLognormalField`.
+    **settings: the sampler's keyword arguments, as `exact_theta_posterior`
+      (``num_chains``, ``num_burnin_steps``, ``num_results``, ``seed``, …).
 
   Returns:
     A `tfp_massmap.PosteriorSamples`: ``samples`` κ ``[num_results ·
@@ -280,15 +281,7 @@ def exact_joint_posterior(shear_map, field, *, num_chains=8,
   Raises:
     ValueError: as `exact_theta_posterior`.
   """
-  theta, kappa, diagnostics = _sample(
-      shear_map, field, True, num_chains=num_chains,
-      num_burnin_steps=num_burnin_steps, num_results=num_results,
-      num_steps_between_results=num_steps_between_results,
-      num_leapfrog_steps=num_leapfrog_steps,
-      target_accept_prob=target_accept_prob,
-      step_size_jitter=step_size_jitter, theta_step_scale=theta_step_scale,
-      initial_state=initial_state, seed=seed, jit_compile=jit_compile,
-      progress=progress)
+  theta, kappa, diagnostics = _sample(shear_map, field, True, **settings)
   n = field.map_size
   return results_lib.from_samples(
       tf.reshape(kappa, [-1, n, n]), diagnostics,
@@ -296,12 +289,7 @@ def exact_joint_posterior(shear_map, field, *, num_chains=8,
                   enumerate(cosmology.COSMO_PARAMETER_NAMES)})
 
 
-def exact_theta_posterior(shear_map, field, *, num_chains=8,
-                          num_burnin_steps=300, num_results=100,
-                          num_steps_between_results=1, num_leapfrog_steps=16,
-                          target_accept_prob=0.75, step_size_jitter=0.2,
-                          theta_step_scale=1., initial_state=None, seed=None,
-                          jit_compile=None, progress=False):
+def exact_theta_posterior(shear_map, field, **settings):
   """Draws θ from the exact posterior p(θ | γ) of a `CosmoLognormalField`.
 
   HMC (`tfp.mcmc.HamiltonianMonteCarlo`) on (z, u), κ = κ(z, θ(u)) (module
@@ -318,23 +306,26 @@ def exact_theta_posterior(shear_map, field, *, num_chains=8,
     shear_map: the data, a `tfp_massmap.ShearMap` of one map of side
       ``field.map_size`` (any mask and noise; cast to the field's dtype).
     field: a `CosmoLognormalField`.
-    num_chains: chains (int >= 2: R̂ compares them).
-    num_burnin_steps: adaptation transitions (int >= 1).
-    num_results: kept transitions per chain (int >= 4).
-    num_steps_between_results: thinning (int >= 0).
-    num_leapfrog_steps: leapfrog steps per transition (int >= 1).
-    target_accept_prob: mean acceptance the adaptation aims at, in (0, 1).
-    step_size_jitter: j in [0, 1).
-    theta_step_scale: u's step over z's (> 0).
-    initial_state: None (each chain starts at an independent draw of the
-      prior), or ``(white, theta)``: the white map(s) z ``[N, N]`` or
+    **settings: keyword arguments, each optional:
+    num_chains: chains (int >= 2: R̂ compares them; default 8).
+    num_burnin_steps: adaptation transitions (int >= 1; default 300).
+    num_results: kept transitions per chain (int >= 4; default 100).
+    num_steps_between_results: thinning (int >= 0; default 1).
+    num_leapfrog_steps: leapfrog steps per transition (int >= 1; default
+      16).
+    target_accept_prob: mean acceptance the adaptation aims at, in (0, 1)
+      (default 0.75).
+    step_size_jitter: j in [0, 1) (default 0.2).
+    theta_step_scale: u's step over z's (> 0; default 1).
+    initial_state: None (default: each chain starts at an independent
+      draw of the prior), or ``(white, theta)``: the white map(s) z ``[N, N]`` or
       ``[num_chains, N, N]`` and θ ``[2]`` or ``[num_chains, 2]`` (strictly
       inside `theta_bounds`) the chains start from, e.g. the truth of a
       simulated map (`lognormal.white_from_seeds`), which is a draw from
       the posterior: chains started there test the sampler's convergence.
-    seed: stateless seed, or None.
+    seed: stateless seed, or None (default).
     jit_compile: XLA; default True when a GPU is visible.
-    progress: show a tqdm progress bar.
+    progress: show a tqdm progress bar (default False).
 
   Returns:
     ``(theta, diagnostics)``, as `theta_posterior.sample_theta_posterior`:
@@ -350,22 +341,15 @@ def exact_theta_posterior(shear_map, field, *, num_chains=8,
       another size, bad sampler settings, or an initial state of another
       shape or with θ not inside the prior box.
   """
-  theta, _, diagnostics = _sample(
-      shear_map, field, False, num_chains=num_chains,
-      num_burnin_steps=num_burnin_steps, num_results=num_results,
-      num_steps_between_results=num_steps_between_results,
-      num_leapfrog_steps=num_leapfrog_steps,
-      target_accept_prob=target_accept_prob,
-      step_size_jitter=step_size_jitter, theta_step_scale=theta_step_scale,
-      initial_state=initial_state, seed=seed, jit_compile=jit_compile,
-      progress=progress)
+  theta, _, diagnostics = _sample(shear_map, field, False, **settings)
   return theta, diagnostics
 
 
-def _sample(shear_map, field, keep_convergence, *, num_chains,
-            num_burnin_steps, num_results, num_steps_between_results,
-            num_leapfrog_steps, target_accept_prob, step_size_jitter,
-            theta_step_scale, initial_state, seed, jit_compile, progress):
+def _sample(shear_map, field, keep_convergence, *, num_chains=8,
+            num_burnin_steps=300, num_results=100, num_steps_between_results=1,
+            num_leapfrog_steps=16, target_accept_prob=0.75,
+            step_size_jitter=0.2, theta_step_scale=1., initial_state=None,
+            seed=None, jit_compile=None, progress=False):
   """HMC over (z, u): (θ ``[S, 2]``, κ ``[S, N, N]`` or None, diagnostics)."""
   if not isinstance(field, CosmoLognormalField):
     raise ValueError('field must be a CosmoLognormalField, got '
