@@ -837,9 +837,10 @@ def paired_kappa(records, reference):
   For each arm a of ``records`` and each arm b in {a, 'exact',
   'exact_joint'} of ``reference``, over the maps (by seed) where
   ``records`` holds a and ``reference`` holds b (runs with and without the
-  exact arms pool): the mean ± standard error of the differences of per-pixel 68/95 % coverage (a − b) and of
-  the RMSE ratios a / b, and their median. Pairing removes the map and
-  noise scatter when both runs saw the same maps and noise.
+  exact arms pool): the mean ± standard error of the differences of
+  per-pixel 68/95 % coverage (a − b) and of the RMSE ratios a / b, and
+  their median. Pairing removes the map and noise scatter when both runs
+  saw the same maps and noise.
 
   Args:
     records, reference: lists of per-map records (``--output``'s ``maps``).
@@ -847,7 +848,9 @@ def paired_kappa(records, reference):
   Returns:
     list of dicts: ``arm``, ``reference_arm``, ``num_maps``,
     ``coverage_68_difference`` (and ``_error``), the same for 95 %,
-    ``rmse_ratio``, ``rmse_ratio_error``, ``rmse_ratio_median``.
+    ``rmse_ratio``, ``rmse_ratio_error``, ``rmse_ratio_median``, and
+    ``thirds``: per third of the σ8 range (by the records' true σ8, when
+    they hold it), ``num_maps`` and the 68 % difference and its error.
   """
   by_seed = {r['seed']: r for r in reference}
   common = [(r, by_seed[r['seed']]) for r in records if r['seed'] in by_seed]
@@ -868,13 +871,24 @@ def paired_kappa(records, reference):
         row[f'{key}_difference_error'] = _error(differences)
       ratios = [a[arm]['rmse'] / b[reference_arm]['rmse'] for a, b in pairs]
       row.update(rmse_ratio=_mean(ratios), rmse_ratio_error=_error(ratios),
-                 rmse_ratio_median=float(np.median(ratios)))
+                 rmse_ratio_median=float(np.median(ratios)), thirds=[])
+      if all('sigma8' in a for a, _ in pairs):
+        bounds = cosmology.COSMO_PARAMETER_BOUNDS[1]
+        for third in range(3):
+          differences = [
+              a[arm]['coverage_68'] - b[reference_arm]['coverage_68']
+              for a, b in pairs
+              if _third(a['sigma8']['truth'], bounds) == third]
+          row['thirds'].append(dict(
+              num_maps=len(differences),
+              coverage_68_difference=_mean(differences),
+              coverage_68_difference_error=_error(differences)))
       rows.append(row)
   return rows
 
 
 def markdown_paired(rows):
-  """The markdown table of `paired_kappa`."""
+  """The markdown tables of `paired_kappa`."""
   lines = ['| arm − reference arm | maps | κ 68 % difference | κ 95 % '
            'difference | RMSE ratio (median) |', '|---|---|---|---|---|']
   for r in rows:
@@ -886,6 +900,14 @@ def markdown_paired(rows):
         f'{r["coverage_95_difference_error"]:.4f} | '
         f'{r["rmse_ratio"]:.4f} ± {r["rmse_ratio_error"]:.4f} '
         f'({r["rmse_ratio_median"]:.4f}) |')
+  with_thirds = [r for r in rows if r['thirds']]
+  if with_thirds:
+    lines += ['', '| arm − reference arm | κ 68 % difference by σ8 third '
+              '(maps): low / middle / high |', '|---|---|']
+    lines += [f'| {r["arm"]} − {r["reference_arm"]} | ' + ' / '.join(
+        f'{t["coverage_68_difference"]:+.4f} ± '
+        f'{t["coverage_68_difference_error"]:.4f} ({t["num_maps"]})'
+        for t in r['thirds']) + ' |' for r in with_thirds]
   return '\n'.join(lines)
 
 

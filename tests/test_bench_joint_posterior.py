@@ -141,14 +141,21 @@ def test_paired_kappa_pairs_the_joint_arm_with_the_exact_joint_reference():
   with a saved run's joint arm map by map."""
   def scores(value):
     return dict(coverage_68=value, coverage_95=0.9, rmse=value)
-  records = [{'seed': s, 'joint': scores(0.7 + 0.01 * s),
-              'oracle': scores(0.6)} for s in range(3)]
+  # True σ8 0.62, 0.65 (low third) and 0.95 (high third).
+  records = [{'seed': s, 'sigma8': {'truth': sigma8},
+              'joint': scores(0.7 + 0.01 * s), 'oracle': scores(0.6)}
+             for s, sigma8 in enumerate((0.62, 0.65, 0.95))]
   reference = [{'seed': s, 'exact_joint': scores(0.68)} for s in range(3)]
   rows = bench.paired_kappa(records, reference)
   assert [(r['arm'], r['reference_arm']) for r in rows] == [
       ('joint', 'exact_joint'), ('oracle', 'exact_joint')]
   np.testing.assert_allclose(rows[0]['coverage_68_difference'], 0.03)
   np.testing.assert_allclose(rows[1]['rmse_ratio'], 0.6 / 0.68)
+  low, middle, high = rows[0]['thirds']
+  assert (low['num_maps'], middle['num_maps'], high['num_maps']) == (2, 0, 1)
+  np.testing.assert_allclose(low['coverage_68_difference'], 0.025)
+  np.testing.assert_allclose(high['coverage_68_difference'], 0.04)
+  assert '+0.0250 ± 0.0050 (2)' in bench.markdown_paired(rows)
 
 
 def test_learned_arms_defaults_and_refusals():
