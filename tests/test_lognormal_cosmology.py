@@ -138,7 +138,6 @@ def _closed_form_kappa(field, data, noise, points=41):
   posterior of each Fourier mode is the Wiener one, mean S/(S + σ²) κ̂_E
   and variance S σ²/(S + σ²); p(θ | γ) as in `_closed_form_moments`.
   """
-  n = field.map_size
   kappa_e, _ = lensing.kaiser_squires(tf.constant(data.shear, tf.float64))
   modes = np.fft.fft2(kappa_e.numpy(), norm='ortho')
   axes = [np.linspace(low, high, points) for low, high in field.theta_bounds]
@@ -173,7 +172,7 @@ def test_gaussian_field_kappa_posterior_is_the_closed_form_mixture():
   assert ess > 100
   # Each pixel's mean is off by ~ N(0, var / ESS): the RMS z is ≲ ESS^-½.
   z = (result.mean.numpy() - mean) / np.sqrt(variance)
-  assert np.sqrt(np.mean(z**2)) < 3 / np.sqrt(diagnostics["kappa_ess_median"])
+  assert np.sqrt(np.mean(z**2)) < 3 / np.sqrt(diagnostics['kappa_ess_median'])
   np.testing.assert_allclose(np.mean(result.std.numpy()**2) /
                              np.mean(variance), 1., atol=0.1)
   # The κ draws are the chains' own: for the same seed, exact_theta_posterior

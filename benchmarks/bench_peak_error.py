@@ -1,0 +1,253 @@
+r"""Where a learned posterior's κ error sits on a map: at its highest peak?
+
+For held-out ``cosmo_32`` maps (map ``--first_seed`` + i, noise seed
+``(--seed, i)`` for each i of ``--indices``: the maps and noise of
+``bench_joint_posterior.py --prior=learned`` with the same flags), at the
+COSMOS noise on every pixel, it samples the κ posterior
+
+* under the conditional network at the map's true θ (the oracle arm of
+  ``bench_joint_posterior.py``, seed ``(--seed + 2, i)``, 39 samples) for
+  each schedule of ``--schedules`` (``LxS`` = L geometric levels from 0.1
+  to 10⁻³, S leapfrog steps of step ``--step_size_factor`` σ; a suffix
+  ``mh`` adds Metropolis correction, ``f<x>`` sets the step factor);
+* exactly, under the map's own lognormal field at the true θ
+  (`lognormal_posterior`, 8 chains, seed ``(--seed + 3, i)``);
+
+and reports, per map and arm: the posterior-mean RMSE (map means
+removed), the share of its squared error on the pixels within 2 of the
+truth's highest pixel, the mean of the posterior mean over the 3 × 3
+pixels around that pixel and at it, the 5 / 50 / 95 % quantiles of the
+draws at it, and the mean shear log-likelihood of the draws (and of the
+truth): draws that fit the data worse than the exact posterior's are
+pulled there by the prior.
+
+Sampler-free (``--denoise_sigmas``): white noise of each σ is added to the
+truth, to the truth with its 3 × 3 peak patch scaled so that the peak is
+each of ``--raise_peak_to``, and to the first draw of each arm; the
+learned denoiser (at the true θ) and the exact MMSE denoiser of the map's
+field (`lognormal_posterior` with the identity operator) are read at the
+peak and on the 3 × 3 box, 4 noise draws each.
+
+  python benchmarks/bench_peak_error.py --first_seed=1000020 --seed=1 \
+      --indices=5 --schedules=30x3,90x3,90x3mh,90x3f0.25 \
+      --raise_peak_to=0.635 --output=/tmp/peak_1000025.json
+"""
+
+import json
+import re
+import time
+
+from absl import app
+from absl import flags
+import numpy as np
+
+from tfp_massmap import cosmology
+from tfp_massmap import likelihood
+from tfp_massmap import lognormal
+from tfp_massmap import lognormal_posterior
+from tfp_massmap import outputs
+from tfp_massmap import posterior
+from tfp_massmap import priors
+from tfp_massmap import survey
+from tfp_massmap import testing
+from tfp_massmap.mcmc import GeometricSchedule
+
+FLAGS = flags.FLAGS
+_NUM_SAMPLES = 39
+
+
+def _define_flags():
+  """The flags (defined only when run as a script, so tests can import it)."""
+  flags.DEFINE_string('prior', 'tfp_massmap/data/prior_cosmo_conditional_32'
+                      '.keras', 'The θ-conditioned score network (.keras).')
+  flags.DEFINE_integer('first_seed', 1_000_000, 'Seed of map index 0.')
+  flags.DEFINE_integer('seed', 0, 'Noise seed (seed, i); the samplers use '
+                       'seed + 2 and seed + 3.')
+  flags.DEFINE_list('indices', ['0'], 'Map indices i (map seed first_seed + '
+                    'i).')
+  flags.DEFINE_list('schedules', ['30x3', '90x3'], 'Oracle schedules, '
+                    'LxS[mh][f<factor>] (levels x leapfrog steps).')
+  flags.DEFINE_float('step_size_factor', 0.5, 'Leapfrog step / σ, unless a '
+                     'schedule sets it.')
+  flags.DEFINE_float('galaxy_density', 64., 'Galaxies per arcmin² '
+                     '(σ_pix = σ_e / √(n Δ²) at the 0.8-arcmin pixels).')
+  flags.DEFINE_list('denoise_sigmas', ['0.005', '0.01', '0.02'], 'σ of the '
+                    'sampler-free denoiser checks (empty: none).')
+  flags.DEFINE_list('raise_peak_to', [], 'Peak values [κ] of the raised '
+                    'truths for the denoiser checks.')
+  flags.DEFINE_string('output', None, 'Optional JSON file of the results.')
+
+
+def parse_schedule(text, default_factor):
+  """``'90x3mhf0.25'`` -> (levels, leapfrog steps, Metropolis?, factor)."""
+  match = re.fullmatch(r'(\d+)x(\d+)(mh)?(?:f([0-9.]+))?', text)
+  if not match:
+    raise ValueError(f'--schedules entry {text!r} must read LxS[mh][f<x>], '
+                     'e.g. 90x3 or 90x3mhf0.25.')
+  levels, steps, mh, factor = match.groups()
+  return (int(levels), int(steps), bool(mh),
+          float(factor) if factor else default_factor)
+
+
+def peak_box(truth):
+  """The truth's highest pixel and the 3 × 3 box around it (periodic)."""
+  n = truth.shape[0]
+  peak = np.unravel_index(np.argmax(truth), truth.shape)
+  rows = (np.arange(peak[0] - 1, peak[0] + 2) % n)[:, None]
+  cols = (np.arange(peak[1] - 1, peak[1] + 2) % n)[None, :]
+  return peak, (rows, cols)
+
+
+def near_peak_share(error, peak, radius=2):
+  """The share of Σ error² on pixels within ``radius`` of ``peak``."""
+  n = error.shape[0]
+  yy, xx = np.indices(error.shape)
+  dy = np.minimum(abs(yy - peak[0]), n - abs(yy - peak[0]))
+  dx = np.minimum(abs(xx - peak[1]), n - abs(xx - peak[1]))
+  near = dy**2 + dx**2 <= radius**2
+  return float(np.sum(error[near]**2) / np.sum(error**2))
+
+
+def _arm_scores(truth, draws, mean, data, noise):
+  """The per-arm numbers of the module docstring."""
+  peak, box = peak_box(truth)
+  error = (mean - mean.mean()) - (truth - truth.mean())
+  ones = np.ones(truth.shape)
+  log_lik = lambda k: float(likelihood.ShearLikelihood(
+      k, noise * ones, ones).log_prob(data.shear.astype(np.float64)))
+  at_peak = draws[:, peak[0], peak[1]]
+  return dict(
+      rmse=float(np.sqrt(np.mean(error**2))),
+      near_peak_share=near_peak_share(error, peak),
+      box_mean=float(mean[box].mean()), peak_mean=float(mean[peak]),
+      peak_quantiles=np.quantile(at_peak, [0.05, 0.5, 0.95]).tolist(),
+      log_likelihood=float(np.mean([log_lik(k) for k in draws[::max(
+          1, len(draws) // _NUM_SAMPLES)]])))
+
+
+def _denoise_checks(states, theta, field, sigmas, net, seed):
+  """Learned and exact MMSE denoisers at the peak and on the 3 × 3 box."""
+  n = field.map_size
+  rows = []
+  for name, (state, peak, box) in states.items():
+    for k, sigma in enumerate(sigmas):
+      rng = np.random.default_rng([seed, k])
+      noisy = state + sigma * rng.standard_normal((4, n, n))
+      learned = net.denoise(noisy.astype(np.float32), np.broadcast_to(
+          theta, (4, 2)).astype(np.float32), sigma).numpy()
+      exact = np.asarray(lognormal_posterior.lognormal_posterior(
+          noisy[..., None], np.full((n, n), sigma), np.ones((n, n)), field,
+          operator=likelihood.identity_operator, num_chains=4,
+          num_results=300, num_burnin_steps=300, seed=(seed, k),
+          progress=False).mean)
+      read = lambda x, where: float(np.mean(x[(slice(None),) + where]))
+      rows.append(dict(
+          state=name, sigma=sigma, peak_state=float(state[peak]),
+          peak_learned=read(learned, peak), peak_exact=read(exact, peak),
+          box_state=float(state[box].mean()),
+          box_learned=read(learned, box), box_exact=read(exact, box)))
+  return rows
+
+
+def run(indices, schedules, sigmas, raises, log=print):
+  """Per-map records (module docstring)."""
+  net = priors.LearnedJointPrior(priors.load_prior(FLAGS.prior))
+  n, pix = cosmology.cosmo_kappa_setting(32)[:2]
+  # σ_pix = σ_e / √(n_gal · pixel area), per shear component.
+  noise = survey.COSMOS_SIGMA_E / np.sqrt(FLAGS.galaxy_density * pix**2)
+  records = []
+  for i in indices:
+    began = time.perf_counter()
+    theta, truth, data = testing.cosmo_problem(
+        FLAGS.first_seed + i, n, pix, noise, (FLAGS.seed, i))
+    field = lognormal.cosmo_field(*theta, n, pix)
+    record = dict(seed=FLAGS.first_seed + i, theta=theta.tolist(),
+                  peak_truth=float(truth.max()), arms={})
+    exact = lognormal_posterior.lognormal_posterior(
+        data, field=field, num_chains=8, seed=(FLAGS.seed + 3, i),
+        progress=False)
+    draws = {'exact': (exact.samples.numpy(), exact.mean.numpy())}
+    for text in schedules:
+      levels, steps, mh, factor = parse_schedule(text, FLAGS.step_size_factor)
+      sampler = posterior.PosteriorSampler(
+          net.given(theta), schedule=GeometricSchedule(0.1, 1e-3,
+                                                       num_levels=levels),
+          num_leapfrog_steps=steps, step_size_factor=factor,
+          metropolis_correction=mh or None)
+      result = sampler.sample(data, num_samples=_NUM_SAMPLES,
+                              seed=(FLAGS.seed + 2, i))
+      draws[text] = (result.samples.numpy(), result.mean.numpy())
+    record['truth_log_likelihood'] = _arm_scores(
+        truth, truth[None], truth, data, noise)['log_likelihood']
+    for name, (samples, mean) in draws.items():
+      record['arms'][name] = _arm_scores(truth, samples.astype(np.float64),
+                                         mean.astype(np.float64), data, noise)
+      log(f'map {FLAGS.first_seed + i} {name}: ' + json.dumps(
+          record['arms'][name]))
+    peak, box = peak_box(truth)
+    states = {'truth': (truth, peak, box)}
+    for value in raises:
+      raised = truth.copy()
+      scale = (value - truth.mean()) / (truth[peak] - truth.mean())
+      raised[box] = truth.mean() + (truth[box] - truth.mean()) * scale
+      states[f'truth, peak raised to {value}'] = (raised, peak, box)
+    for name, (samples, _) in draws.items():
+      states[f'first draw, {name}'] = (samples[0].astype(np.float64), peak,
+                                       box)
+    record['denoise'] = _denoise_checks(states, theta, field, sigmas, net,
+                                        FLAGS.first_seed + i)
+    for row in record['denoise']:
+      log(json.dumps(row))
+    record['seconds'] = time.perf_counter() - began
+    records.append(record)
+  return records
+
+
+def markdown(records):
+  """The tables of the records."""
+  lines = []
+  for r in records:
+    lines += [f'Map {r["seed"]} (Ωm {r["theta"][0]:.3f}, σ8 '
+              f'{r["theta"][1]:.3f}); truth peak {r["peak_truth"]:.3f}, '
+              f'truth log-likelihood {r["truth_log_likelihood"]:.1f}:', '',
+              '| arm | RMSE | error² within 2 px of peak | 3×3 mean | peak '
+              'mean | peak draws 5/50/95 % | draws log-likelihood |',
+              '|---|---|---|---|---|---|---|']
+    for name, a in r['arms'].items():
+      q = ' / '.join(f'{v:.3f}' for v in a['peak_quantiles'])
+      lines.append(f'| {name} | {a["rmse"]:.4f} | {a["near_peak_share"]:.3f} '
+                   f'| {a["box_mean"]:.3f} | {a["peak_mean"]:.3f} | {q} | '
+                   f'{a["log_likelihood"]:.1f} |')
+    if r['denoise']:
+      lines += ['', '| state | σ | peak: state / learned / exact | 3×3: '
+                'state / learned / exact |', '|---|---|---|---|']
+      lines += [f'| {d["state"]} | {d["sigma"]} | {d["peak_state"]:.3f} / '
+                f'{d["peak_learned"]:.3f} / {d["peak_exact"]:.3f} | '
+                f'{d["box_state"]:.3f} / {d["box_learned"]:.3f} / '
+                f'{d["box_exact"]:.3f} |' for d in r['denoise']]
+    lines.append('')
+  return '\n'.join(lines)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  for text in FLAGS.schedules:  # Fails before any sampling.
+    parse_schedule(text, FLAGS.step_size_factor)
+  began = time.perf_counter()
+  records = run([int(i) for i in FLAGS.indices], FLAGS.schedules,
+                [float(s) for s in FLAGS.denoise_sigmas],
+                [float(v) for v in FLAGS.raise_peak_to])
+  print(markdown(records))
+  print(f'wall time {time.perf_counter() - began:.0f} s')
+  if FLAGS.output:
+    outputs.write_json_atomic(FLAGS.output, dict(
+        flags={f: FLAGS[f].value for f in (
+            'prior', 'first_seed', 'seed', 'indices', 'schedules',
+            'step_size_factor', 'galaxy_density', 'denoise_sigmas',
+            'raise_peak_to')}, maps=records), indent=1)
+
+
+if __name__ == '__main__':
+  _define_flags()
+  app.run(main)

@@ -1,0 +1,36 @@
+"""The bookkeeping of benchmarks/bench_peak_error.py, on known answers."""
+
+import numpy as np
+import pytest
+
+import conftest
+
+bench = conftest.load_script('benchmarks/bench_peak_error.py',
+                             'bench_peak_error')
+
+
+def test_schedules_parse_and_bad_ones_are_refused():
+  assert bench.parse_schedule('90x3', 0.5) == (90, 3, False, 0.5)
+  assert bench.parse_schedule('30x9mh', 0.5) == (30, 9, True, 0.5)
+  assert bench.parse_schedule('90x3f0.25', 0.5) == (90, 3, False, 0.25)
+  with pytest.raises(ValueError, match=r"'90-3' must read LxS"):
+    bench.parse_schedule('90-3', 0.5)
+
+
+def test_peak_box_wraps_around_the_edges():
+  truth = np.zeros((8, 8))
+  truth[0, 7] = 1.
+  peak, box = bench.peak_box(truth)
+  assert peak == (0, 7)
+  marked = np.zeros((8, 8))
+  marked[box] = 1.
+  assert marked.sum() == 9
+  assert marked[7, 6] == marked[1, 0] == marked[0, 7] == 1.
+
+
+def test_near_peak_share_counts_the_disc_of_radius_two():
+  error = np.ones((16, 16))
+  # 13 pixels have |d|² <= 4 on the grid: the share is 13 / 256.
+  np.testing.assert_allclose(bench.near_peak_share(error, (0, 0)), 13 / 256)
+  error[3, 3] = 0.  # Outside the disc: only the total changes.
+  np.testing.assert_allclose(bench.near_peak_share(error, (0, 0)), 13 / 255)
