@@ -19,7 +19,10 @@ truth's highest pixel, the mean of the posterior mean over the 3 × 3
 pixels around that pixel and at it, the 5 / 50 / 95 % quantiles of the
 draws at it, and the mean shear log-likelihood of the draws (and of the
 truth): draws that fit the data worse than the exact posterior's are
-pulled there by the prior.
+pulled there by the prior. With ``--trace_levels``, the learned arms'
+chains are traced and their mean at the peak and on its 8 neighbours is
+read at the end of about that many noise levels: where in the annealing
+a peak or a halo forms.
 
 Sampler-free (``--denoise_sigmas``): white noise of each σ is added to the
 truth, to the truth with its 3 × 3 peak patch scaled so that the peak is
@@ -75,6 +78,10 @@ def _define_flags():
                     'sampler-free denoiser checks (empty: none).')
   flags.DEFINE_list('raise_peak_to', [], 'Peak values [κ] of the raised '
                     'truths for the denoiser checks.')
+  flags.DEFINE_integer('trace_levels', 0, 'If > 0: trace the learned arms '
+                       'and report, at about this many of their noise levels, '
+                       'the chains\' mean at the peak and on its 8 '
+                       'neighbours [κ].')
   flags.DEFINE_string('output', None, 'Optional JSON file of the results.')
 
 
@@ -108,21 +115,53 @@ def near_peak_share(error, peak, radius=2):
   return float(np.sum(error[near]**2) / np.sum(error**2))
 
 
+def level_readings(states, sigma, peak, box, num_levels):
+  """Chain means at the peak and on its 8 neighbours, level by level.
+
+  Args:
+    states: ``[T, C, N, N]`` traced maps of C chains (a `ChainTrace`).
+    sigma: ``[T]`` the noise level of each transition.
+    peak, box: the truth's highest pixel and its 3 × 3 box (`peak_box`).
+    num_levels: read about this many levels, evenly spaced, the last
+      always included.
+
+  Returns:
+    A list of dicts (``sigma``, ``peak``, ``neighbours``), highest σ
+    first, each read at the last transition of its level.
+  """
+  sigma = np.asarray(sigma)
+  last = np.flatnonzero(np.append(sigma[1:] != sigma[:-1], True))
+  keep = last[::-1][::max(1, -(-len(last) // num_levels))][::-1]
+  readings = []
+  for t in keep:
+    maps = np.asarray(states[t], np.float64)
+    at_peak = maps[:, peak[0], peak[1]].mean()
+    box_sum = maps[(slice(None),) + box].sum(axis=(-2, -1)).mean()
+    readings.append(dict(sigma=float(sigma[t]), peak=float(at_peak),
+                         neighbours=float((box_sum - at_peak) / 8)))
+  return readings
+
+
+def _mean_log_likelihood(draws, data, noise):
+  """Mean shear log-likelihood of up to ``_NUM_SAMPLES`` of ``draws``."""
+  ones = np.ones(draws.shape[1:])
+  log_lik = lambda k: float(likelihood.ShearLikelihood(
+      k, noise * ones, ones).log_prob(data.shear.astype(np.float64)))
+  return float(np.mean([log_lik(k) for k in draws[::max(
+      1, len(draws) // _NUM_SAMPLES)]]))
+
+
 def _arm_scores(truth, draws, mean, data, noise):
   """The per-arm numbers of the module docstring."""
   peak, box = peak_box(truth)
   error = (mean - mean.mean()) - (truth - truth.mean())
-  ones = np.ones(truth.shape)
-  log_lik = lambda k: float(likelihood.ShearLikelihood(
-      k, noise * ones, ones).log_prob(data.shear.astype(np.float64)))
   at_peak = draws[:, peak[0], peak[1]]
   return dict(
       rmse=float(np.sqrt(np.mean(error**2))),
       near_peak_share=near_peak_share(error, peak),
       box_mean=float(mean[box].mean()), peak_mean=float(mean[peak]),
       peak_quantiles=np.quantile(at_peak, [0.05, 0.5, 0.95]).tolist(),
-      log_likelihood=float(np.mean([log_lik(k) for k in draws[::max(
-          1, len(draws) // _NUM_SAMPLES)]])))
+      log_likelihood=_mean_log_likelihood(draws, data, noise))
 
 
 def _denoise_checks(states, theta, field, sigmas, net, seed):
@@ -174,11 +213,17 @@ def run(indices, schedules, sigmas, raises, log=print):
                                                        num_levels=levels),
           num_leapfrog_steps=steps, step_size_factor=factor,
           metropolis_correction=mh or None)
+      num_trace = sampler.schedule.num_steps if FLAGS.trace_levels else 0
       result = sampler.sample(data, num_samples=_NUM_SAMPLES,
-                              seed=(FLAGS.seed + 2, i))
+                              seed=(FLAGS.seed + 2, i),
+                              num_trace_steps=num_trace)
       draws[text] = (result.samples.numpy(), result.mean.numpy())
-    record['truth_log_likelihood'] = _arm_scores(
-        truth, truth[None], truth, data, noise)['log_likelihood']
+      if num_trace:
+        record.setdefault('levels', {})[text] = level_readings(
+            np.asarray(result.trace.states), np.asarray(result.trace.sigma),
+            *peak_box(truth), FLAGS.trace_levels)
+    record['truth_log_likelihood'] = _mean_log_likelihood(truth[None], data,
+                                                          noise)
     for name, (samples, mean) in draws.items():
       record['arms'][name] = _arm_scores(truth, samples.astype(np.float64),
                                          mean.astype(np.float64), data, noise)
@@ -218,6 +263,14 @@ def markdown(records):
       lines.append(f'| {name} | {a["rmse"]:.4f} | {a["near_peak_share"]:.3f} '
                    f'| {a["box_mean"]:.3f} | {a["peak_mean"]:.3f} | {q} | '
                    f'{a["log_likelihood"]:.1f} |')
+    for name, readings in r.get('levels', {}).items():
+      lines += ['', f'{name}, chain means by noise level (peak / 8 '
+                'neighbours):', '',
+                '| σ | ' + ' | '.join(f'{x["sigma"]:.4f}' for x in readings)
+                + ' |', '|---' * (len(readings) + 1) + '|',
+                '| κ | ' + ' | '.join(f'{x["peak"]:.3f} / '
+                                      f'{x["neighbours"]:.3f}'
+                                      for x in readings) + ' |']
     if r['denoise']:
       lines += ['', '| state | σ | peak: state / learned / exact | 3×3: '
                 'state / learned / exact |', '|---|---|---|---|']
@@ -245,7 +298,7 @@ def main(argv):
         flags={f: FLAGS[f].value for f in (
             'prior', 'first_seed', 'seed', 'indices', 'schedules',
             'step_size_factor', 'galaxy_density', 'denoise_sigmas',
-            'raise_peak_to')}, maps=records), indent=1)
+            'raise_peak_to', 'trace_levels')}, maps=records), indent=1)
 
 
 if __name__ == '__main__':

@@ -34,3 +34,21 @@ def test_near_peak_share_counts_the_disc_of_radius_two():
   np.testing.assert_allclose(bench.near_peak_share(error, (0, 0)), 13 / 256)
   error[3, 3] = 0.  # Outside the disc: only the total changes.
   np.testing.assert_allclose(bench.near_peak_share(error, (0, 0)), 13 / 255)
+
+
+def test_level_readings_read_the_last_transition_of_each_level():
+  # Two chains, 6 transitions at 3 levels (2 each); the state of transition
+  # t is t everywhere except the peak (10 t) and one neighbour (t + 8).
+  sigma = np.array([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+  states = np.arange(6.)[:, None, None, None] * np.ones((6, 2, 8, 8))
+  peak, box = bench.peak_box(np.pad([[1.]], ((3, 4), (3, 4))))
+  states[:, :, 3, 3] *= 10
+  states[:, :, 2, 3] += 8
+  readings = bench.level_readings(states, sigma, peak, box, num_levels=3)
+  assert [r['sigma'] for r in readings] == [0.1, 0.01, 0.001]
+  np.testing.assert_allclose([r['peak'] for r in readings], [10, 30, 50])
+  np.testing.assert_allclose([r['neighbours'] for r in readings],
+                             [2, 4, 6])
+  # Fewer levels asked: every other one, the last kept.
+  assert [r['sigma'] for r in bench.level_readings(
+      states, sigma, peak, box, num_levels=2)] == [0.1, 0.001]
