@@ -29,7 +29,9 @@ truth, to the truth with its 3 × 3 peak patch scaled so that the peak is
 each of ``--raise_peak_to``, and to the first draw of each arm; the
 learned denoiser (at the true θ) and the exact MMSE denoiser of the map's
 field (`lognormal_posterior` with the identity operator) are read at the
-peak and on the 3 × 3 box, 4 noise draws each.
+peak, on the 3 × 3 box and on the peak's 8 neighbours, 4 noise draws
+each; with the learned denoiser's Jacobian along those neighbours, the
+shift of the sampler's mean their bias predicts (`predicted_shift`).
 
   python benchmarks/bench_peak_error.py --first_seed=1000020 --seed=1 \
       --indices=5 --schedules=30x3,90x3,90x3mh,90x3f0.25 \
@@ -164,16 +166,62 @@ def _arm_scores(truth, draws, mean, data, noise):
       log_likelihood=_mean_log_likelihood(draws, data, noise))
 
 
-def _denoise_checks(states, theta, field, sigmas, net, seed):
-  """Learned and exact MMSE denoisers at the peak and on the 3 × 3 box."""
+def predicted_shift(bias, jacobian, sigma, noise_std):
+  """The shift of a sampler's stationary mean caused by a denoiser's bias.
+
+  At noise level σ the annealed sampler follows the score
+  (r(x) − x) / σ² plus the shear likelihood's. A bias δ of the denoiser r
+  along a direction u (here: the 8 pixels around a peak) biases the score
+  by δ / σ²; the restoring curvature along u is (1 − J) / σ² from the
+  prior, J = uᵀ ∂r/∂x u the denoiser's Jacobian along u, plus 1 / σ_n²
+  from the likelihood (the Kaiser-Squires operator is unitary). So, to
+  first order, the mean moves by δ / ((1 − J) + σ² / σ_n²). For a
+  Gaussian prior of variance τ² (J = τ² / (τ² + σ²)) this is exactly the
+  shift of the Gaussian posterior's mean.
+
+  Args:
+    bias: δ, learned minus exact MMSE denoiser along u [κ].
+    jacobian: J, the learned denoiser's Jacobian along u (dimensionless).
+    sigma: σ, the noise level [κ].
+    noise_std: σ_n, the per-pixel shear noise std.
+
+  Returns:
+    The predicted shift of the mean along u [κ].
+  """
+  return bias / ((1. - jacobian) + sigma**2 / noise_std**2)
+
+
+def _neighbours(maps, peak, box):
+  """Mean over a batch of ``maps`` of the 8 pixels around ``peak``."""
+  maps = np.asarray(maps, np.float64)
+  return float(np.mean((maps[(slice(None),) + box].sum(axis=(-2, -1))
+                        - maps[(slice(None),) + peak]) / 8))
+
+
+def _denoise_checks(states, theta, field, sigmas, net, seed, noise_std):
+  """Learned and exact MMSE denoisers near the peak (module docstring).
+
+  Read at the peak, on its 3 × 3 box and on its 8 neighbours, with the
+  learned Jacobian along the neighbours and the shift their bias predicts
+  (`predicted_shift`).
+  """
   n = field.map_size
   rows = []
   for name, (state, peak, box) in states.items():
+    ring = np.zeros((n, n))
+    ring[box] = 1.
+    ring[peak] = 0.
     for k, sigma in enumerate(sigmas):
       rng = np.random.default_rng([seed, k])
       noisy = state + sigma * rng.standard_normal((4, n, n))
-      learned = net.denoise(noisy.astype(np.float32), np.broadcast_to(
-          theta, (4, 2)).astype(np.float32), sigma).numpy()
+      denoise = lambda x, s=sigma: net.denoise(
+          x.astype(np.float32),
+          np.broadcast_to(theta, (4, 2)).astype(np.float32), s).numpy()
+      learned = denoise(noisy)
+      step = 0.1 * sigma
+      jacobian = (_neighbours(denoise(noisy + step * ring), peak, box)
+                  - _neighbours(denoise(noisy - step * ring), peak, box)) / (
+                      2 * step)
       exact = np.asarray(lognormal_posterior.lognormal_posterior(
           noisy[..., None], np.full((n, n), sigma), np.ones((n, n)), field,
           operator=likelihood.identity_operator, num_chains=4,
@@ -184,7 +232,14 @@ def _denoise_checks(states, theta, field, sigmas, net, seed):
           state=name, sigma=sigma, peak_state=float(state[peak]),
           peak_learned=read(learned, peak), peak_exact=read(exact, peak),
           box_state=float(state[box].mean()),
-          box_learned=read(learned, box), box_exact=read(exact, box)))
+          box_learned=read(learned, box), box_exact=read(exact, box),
+          neighbours_state=_neighbours(state[None], peak, box),
+          neighbours_learned=_neighbours(learned, peak, box),
+          neighbours_exact=_neighbours(exact, peak, box),
+          neighbours_jacobian=jacobian,
+          predicted_shift=predicted_shift(
+              _neighbours(learned, peak, box) - _neighbours(exact, peak, box),
+              jacobian, sigma, noise_std)))
   return rows
 
 
@@ -240,7 +295,7 @@ def run(indices, schedules, sigmas, raises, log=print):
       states[f'first draw, {name}'] = (samples[0].astype(np.float64), peak,
                                        box)
     record['denoise'] = _denoise_checks(states, theta, field, sigmas, net,
-                                        FLAGS.first_seed + i)
+                                        FLAGS.first_seed + i, noise)
     for row in record['denoise']:
       log(json.dumps(row))
     record['seconds'] = time.perf_counter() - began
@@ -278,6 +333,12 @@ def markdown(records):
                 f'{d["peak_learned"]:.3f} / {d["peak_exact"]:.3f} | '
                 f'{d["box_state"]:.3f} / {d["box_learned"]:.3f} / '
                 f'{d["box_exact"]:.3f} |' for d in r['denoise']]
+      lines += ['', '| state | σ | 8 neighbours: state / learned / exact | '
+                'learned Jacobian J | predicted shift |', '|---|---|---|---|---|']
+      lines += [f'| {d["state"]} | {d["sigma"]} | {d["neighbours_state"]:.3f} '
+                f'/ {d["neighbours_learned"]:.3f} / {d["neighbours_exact"]:.3f}'
+                f' | {d["neighbours_jacobian"]:.3f} | '
+                f'{d["predicted_shift"]:+.3f} |' for d in r['denoise']]
     lines.append('')
   return '\n'.join(lines)
 

@@ -52,3 +52,23 @@ def test_level_readings_read_the_last_transition_of_each_level():
   # Fewer levels asked: every other one, the last kept.
   assert [r['sigma'] for r in bench.level_readings(
       states, sigma, peak, box, num_levels=2)] == [0.1, 0.001]
+
+
+def test_predicted_shift_is_the_gaussian_posterior_mean_shift():
+  # Prior N(0, τ²) per pixel, data y with noise σ_n, annealed at level σ:
+  # the target's mean solves −x / (τ² + σ²) + (y − x) / σ_n² = 0. Adding a
+  # bias δ to the (exact, linear) denoiser τ² x / (τ² + σ²) adds δ / σ² to
+  # the score; the mean then moves by exactly the predicted shift.
+  tau, sigma, noise_std, y, delta = 0.05, 0.01, 0.047, 0.3, 0.004
+  precision = 1 / (tau**2 + sigma**2) + 1 / noise_std**2
+  mean = (y / noise_std**2) / precision
+  biased = (y / noise_std**2 + delta / sigma**2) / precision
+  jacobian = tau**2 / (tau**2 + sigma**2)
+  np.testing.assert_allclose(
+      bench.predicted_shift(delta, jacobian, sigma, noise_std), biased - mean,
+      rtol=1e-12)
+  # A denoiser that passes the pixel through (J → 1) leaves only the
+  # likelihood to hold it: δ σ_n² / σ², here 22 δ.
+  np.testing.assert_allclose(bench.predicted_shift(delta, 1., sigma,
+                                                   noise_std),
+                             delta * noise_std**2 / sigma**2)
