@@ -18,11 +18,11 @@ removed), the share of its squared error on the pixels within 2 of the
 truth's highest pixel, the mean of the posterior mean over the 3 × 3
 pixels around that pixel and at it, the 5 / 50 / 95 % quantiles of the
 draws at it, and the mean shear log-likelihood of the draws (and of the
-truth): draws that fit the data worse than the exact posterior's are
-pulled there by the prior. With ``--trace_levels``, the learned arms'
-chains are traced and their mean at the peak and on its 8 neighbours is
-read at the end of about that many noise levels: where in the annealing
-a peak or a halo forms.
+truth) and their data-fit z (`likelihood.data_fit`): draws that fit the
+data worse than the exact posterior's are pulled there by the prior.
+With ``--trace_levels``, the learned arms' chains are traced and their
+mean at the peak and on its 8 neighbours is read at the end of about that
+many noise levels: where in the annealing a peak or a halo forms.
 
 Sampler-free (``--denoise_sigmas``): white noise of each σ is added to the
 truth, to the truth with its 3 × 3 peak patch scaled so that the peak is
@@ -163,7 +163,8 @@ def _arm_scores(truth, draws, mean, data, noise):
       near_peak_share=near_peak_share(error, peak),
       box_mean=float(mean[box].mean()), peak_mean=float(mean[peak]),
       peak_quantiles=np.quantile(at_peak, [0.05, 0.5, 0.95]).tolist(),
-      log_likelihood=_mean_log_likelihood(draws, data, noise))
+      log_likelihood=_mean_log_likelihood(draws, data, noise),
+      data_fit_z=likelihood.data_fit(draws, data)['z'])
 
 
 def predicted_shift(bias, jacobian, sigma, noise_std):
@@ -279,6 +280,7 @@ def run(indices, schedules, sigmas, raises, log=print):
             *peak_box(truth), FLAGS.trace_levels)
     record['truth_log_likelihood'] = _mean_log_likelihood(truth[None], data,
                                                           noise)
+    record['truth_data_fit_z'] = likelihood.data_fit(truth[None], data)['z']
     for name, (samples, mean) in draws.items():
       record['arms'][name] = _arm_scores(truth, samples.astype(np.float64),
                                          mean.astype(np.float64), data, noise)
@@ -309,15 +311,17 @@ def markdown(records):
   for r in records:
     lines += [f'Map {r["seed"]} (Ωm {r["theta"][0]:.3f}, σ8 '
               f'{r["theta"][1]:.3f}); truth peak {r["peak_truth"]:.3f}, '
-              f'truth log-likelihood {r["truth_log_likelihood"]:.1f}:', '',
+              f'truth log-likelihood {r["truth_log_likelihood"]:.1f}, data '
+              f'fit z {r.get("truth_data_fit_z", float("nan")):+.2f}:', '',
               '| arm | RMSE | error² within 2 px of peak | 3×3 mean | peak '
-              'mean | peak draws 5/50/95 % | draws log-likelihood |',
-              '|---|---|---|---|---|---|---|']
+              'mean | peak draws 5/50/95 % | draws log-likelihood | data '
+              'fit z |', '|---|---|---|---|---|---|---|---|']
     for name, a in r['arms'].items():
       q = ' / '.join(f'{v:.3f}' for v in a['peak_quantiles'])
       lines.append(f'| {name} | {a["rmse"]:.4f} | {a["near_peak_share"]:.3f} '
                    f'| {a["box_mean"]:.3f} | {a["peak_mean"]:.3f} | {q} | '
-                   f'{a["log_likelihood"]:.1f} |')
+                   f'{a["log_likelihood"]:.1f} | '
+                   f'{a.get("data_fit_z", float("nan")):+.2f} |')
     for name, readings in r.get('levels', {}).items():
       lines += ['', f'{name}, chain means by noise level (peak / 8 '
                 'neighbours):', '',

@@ -8,7 +8,9 @@ import tensorflow_probability as tfp
 
 from tfp_massmap import lensing
 from tfp_massmap.likelihood import ShearLikelihood
+from tfp_massmap.likelihood import data_fit
 from tfp_massmap.likelihood import identity_operator
+from tfp_massmap.shear_map import ShearMap
 
 N = 16
 
@@ -343,3 +345,50 @@ def test_operator_may_close_over_eager_tensors():
   with pytest.raises(ValueError, match=r'static channel count C, got output '
                      r'shape \(8, 8\)'):
     ShearLikelihood(kappa, noise[..., 0], operator=lambda k: eager_gain * k)
+
+
+def test_chi_squared_is_log_prob_without_its_normalisation():
+  rng = np.random.default_rng(3)
+  n = 8
+  kappa = rng.normal(0., 0.05, (3, n, n))
+  noise = rng.uniform(0.1, 0.3, (n, n, 2))
+  mask = (rng.random((n, n)) > 0.3).astype(float)
+  shear = rng.normal(0., 0.2, (n, n, 2))
+  likelihood = ShearLikelihood(kappa, noise, mask)
+  log_norm = -0.5 * np.sum(mask[..., None] * np.log(2. * np.pi * noise**2))
+  np.testing.assert_allclose(
+      likelihood.chi_squared(shear).numpy(),
+      -2. * (likelihood.log_prob(shear).numpy() - log_norm), rtol=1e-12)
+  # And directly: the sum over observed pixels of the squared residuals.
+  residual = shear - lensing.shear_from_convergence(kappa).numpy()
+  np.testing.assert_allclose(
+      likelihood.chi_squared(shear).numpy(),
+      np.sum(mask[..., None] * (residual / noise)**2, axis=(-3, -2, -1)),
+      rtol=1e-12)
+
+
+def test_data_fit_of_the_truth_is_chi_squared_distributed():
+  # The truth itself is a perfect "posterior draw": its χ² is χ²_d with
+  # d = 2 × observed pixels, so z has mean 0 and std 1 over data draws.
+  rng = np.random.default_rng(4)
+  n, num = 16, 400
+  kappa = rng.normal(0., 0.05, (n, n))
+  noise = rng.uniform(0.05, 0.2, (n, n, 2))
+  mask = (rng.random((n, n)) > 0.25).astype(float)
+  shear = ShearLikelihood(kappa, noise, mask).sample(num, seed=(4, 5))
+  fit = data_fit(np.broadcast_to(kappa, (1, num, n, n)),
+                 ShearMap(shear.numpy(), noise, mask))
+  d = 2 * mask.sum()
+  np.testing.assert_array_equal(fit['dof'], d)
+  assert abs(fit['z'].mean()) < 4. / np.sqrt(num), fit['z'].mean()
+  assert abs(fit['z'].std() - 1.) < 0.15, fit['z'].std()
+  # One map: Python values, one χ² per draw.
+  one = data_fit(kappa[None], ShearMap(shear.numpy()[0], noise, mask))
+  assert one['dof'] == d and isinstance(one['z'], float)
+  assert len(one['chi2_per_sample']) == 1
+  # Noise stated 20 % too large makes the fit look too good, by far.
+  low = data_fit(np.broadcast_to(kappa, (1, num, n, n)),
+                 ShearMap(shear.numpy(), 1.2 * noise, mask))
+  assert low['z'].mean() < -3., low['z'].mean()
+  with pytest.raises(ValueError, match=r'map shape \[N, N\] = \[16, 16\]'):
+    data_fit(np.zeros((2, 8, 8)), ShearMap(shear.numpy()[0], noise, mask))

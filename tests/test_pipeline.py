@@ -73,9 +73,21 @@ def test_estimators_and_summary(problem):
   assert 0 < methods['posterior']['coverage_68'] < (
       methods['posterior']['coverage_95']) <= 1
   assert 'coverage_68' not in methods['wiener']
-  # Without a truth: no accuracy entries.
+  # The draws' fit to the data (likelihood.data_fit), for samplers only:
+  # these draws sample the exact posterior, so z is that of a χ² variable.
+  fit = methods['posterior']['data_fit']
+  assert fit['dof'] == 2 * np.sum(np.asarray(data.mask) != 0)
+  assert abs(fit['z']) < 3., fit
+  assert 'data_fit' not in methods['wiener']
+  # Without a truth: no accuracy entries; the data fit stays.
   plain = pipeline.summarise(data, results)
   assert 'rmse' not in plain['methods']['ks']
+  assert plain['methods']['posterior']['data_fit'] == fit
+  # The same draws against noise stated 2× too large fit "too well".
+  with pytest.warns(RuntimeWarning,
+                    match=r'posterior: its draws fit the shear .* z = -'):
+    pipeline.summarise(
+        data._replace(noise_std=2. * np.asarray(data.noise_std)), results)
 
 
 def test_unknown_estimator_and_missing_prior(problem):

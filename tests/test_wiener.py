@@ -8,6 +8,7 @@ from tfp_massmap import lensing
 from tfp_massmap import power_spectrum
 from tfp_massmap import testing
 from tfp_massmap.likelihood import ShearLikelihood
+from tfp_massmap.likelihood import data_fit
 from tfp_massmap.mcmc import PosteriorSamples
 from tfp_massmap.mcmc import credible_interval
 from tfp_massmap.priors import GaussianPrior
@@ -244,3 +245,27 @@ def test_invalid_inputs_raise():
     wiener_filter(shear, noise_std, mask, prior, max_iterations=0)
   with pytest.raises(ValueError, match='num_samples'):
     gaussian_posterior_samples(shear, noise_std, mask, prior, 0, seed=(1, 2))
+
+
+def test_data_fit_of_exact_posterior_draws_is_chi_squared_distributed():
+  # Draws from the exact posterior of the model that made the data are
+  # distributed with the data as the truth is: each draw's χ² is χ²_d.
+  # A prior 10× too narrow in variance pulls the draws off the data.
+  n, num_maps = 16, 200
+  prior = _prior(n, 0.05)
+  noise_std = np.full((n, n), 0.1)
+  mask = np.ones((n, n))
+  truths = prior.sample(num_maps, seed=(9, 0))
+  shears = ShearLikelihood(truths, noise_std, mask).sample(seed=(9, 1))
+  data = ShearMap(shears.numpy(), noise_std, mask)
+  for spectrum_scale, expect_calibrated in ((1., True), (0.1, False)):
+    draws = gaussian_posterior_samples(
+        shears, noise_std, mask,
+        GaussianPrior(prior.spectrum * spectrum_scale), 2, seed=(9, 2),
+        tol=1e-8).samples
+    z = data_fit(draws, data)['z']
+    assert z.shape == (num_maps,)
+    if expect_calibrated:  # The mean of 2 draws scatters at most as one.
+      assert abs(z.mean()) < 4. / np.sqrt(num_maps), z.mean()
+    else:  # About 1.7 per map here: 25 standard errors over the maps.
+      assert z.mean() > 10. / np.sqrt(num_maps), z.mean()

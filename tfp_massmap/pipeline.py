@@ -44,6 +44,7 @@ from tfp_massmap import _checks
 from tfp_massmap import cosmology
 from tfp_massmap import joint_posterior
 from tfp_massmap import lensing
+from tfp_massmap import likelihood
 from tfp_massmap import lognormal_posterior
 from tfp_massmap import metrics
 from tfp_massmap import posterior
@@ -388,7 +389,14 @@ def summarise(shear_map, results, truth=None, **fields):
     ``unmasked_fraction`` and ``methods``, name → ``seconds``, the report,
     and with a truth ``rmse`` and ``pearson_r`` on the mask (means removed,
     `metrics`) and, for samplers, ``coverage_68`` and ``coverage_95`` of
-    their credible intervals. Not yet strict JSON: see `strict_json`.
+    their credible intervals. Samplers also get ``data_fit``, truth or
+    not: ``dof``, ``reduced_chi2`` and ``z`` of `likelihood.data_fit`, the
+    posterior predictive check of their draws against the data. Not yet
+    strict JSON: see `strict_json`.
+
+  Warns:
+    RuntimeWarning: for a sampler whose draws fit the data with
+      |z| > 3, naming it and z.
   """
   mask = np.asarray(shear_map.mask)
   summary = {**fields,
@@ -398,6 +406,17 @@ def summarise(shear_map, results, truth=None, **fields):
              'methods': {}}
   for name, result in results.items():
     entry = {'seconds': result.seconds, **result.report}
+    if result.posterior is not None:
+      fit = likelihood.data_fit(result.posterior.samples, shear_map)
+      entry['data_fit'] = {k: fit[k] for k in ('dof', 'reduced_chi2', 'z')}
+      if abs(fit['z']) > 3.:
+        warnings.warn(
+            f'{name}: its draws fit the shear with reduced χ² '
+            f'{fit["reduced_chi2"]:.3f} over {fit["dof"]:.0f} values, '
+            f'z = {fit["z"]:+.1f} from what a calibrated posterior gives '
+            '(|z| <~ 3): check the noise model (z < 0: noise stated too large; '
+            'z > 0: too small) or the prior (z > 0: it pulls the map off the '
+            'data). See likelihood.data_fit.', RuntimeWarning)
     if truth is not None:
       entry['rmse'] = float(metrics.rmse(truth, result.kappa, mask))
       entry['pearson_r'] = float(metrics.pearson_r(truth, result.kappa, mask))
