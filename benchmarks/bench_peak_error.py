@@ -331,17 +331,15 @@ def markdown(records):
                                       f'{x["neighbours"]:.3f}'
                                       for x in readings) + ' |']
     if r['denoise']:
-      lines += ['', '| state | σ | peak: state / learned / exact | 3×3: '
-                'state / learned / exact |', '|---|---|---|---|']
-      lines += [f'| {d["state"]} | {d["sigma"]} | {d["peak_state"]:.3f} / '
-                f'{d["peak_learned"]:.3f} / {d["peak_exact"]:.3f} | '
-                f'{d["box_state"]:.3f} / {d["box_learned"]:.3f} / '
-                f'{d["box_exact"]:.3f} |' for d in r['denoise']]
-      lines += ['', '| state | σ | 8 neighbours: state / learned / exact | '
-                'learned Jacobian J | predicted shift |', '|---|---|---|---|---|']
-      lines += [f'| {d["state"]} | {d["sigma"]} | {d["neighbours_state"]:.3f} '
-                f'/ {d["neighbours_learned"]:.3f} / {d["neighbours_exact"]:.3f}'
-                f' | {d["neighbours_jacobian"]:.3f} | '
+      triple = lambda d, key: ' / '.join(
+          f'{d[f"{key}_{part}"]:.3f}' for part in ('state', 'learned',
+                                                   'exact'))
+      lines += ['', '| state | σ | peak: state / learned / exact | 3×3 | 8 '
+                'neighbours | learned Jacobian J (neighbours) | predicted '
+                'shift |', '|---|---|---|---|---|---|---|']
+      lines += [f'| {d["state"]} | {d["sigma"]} | {triple(d, "peak")} | '
+                f'{triple(d, "box")} | {triple(d, "neighbours")} | '
+                f'{d["neighbours_jacobian"]:.3f} | '
                 f'{d["predicted_shift"]:+.3f} |' for d in r['denoise']]
     lines.append('')
   return '\n'.join(lines)

@@ -72,3 +72,25 @@ def test_predicted_shift_is_the_gaussian_posterior_mean_shift():
   np.testing.assert_allclose(bench.predicted_shift(delta, 1., sigma,
                                                    noise_std),
                              delta * noise_std**2 / sigma**2)
+
+
+def test_markdown_tables_of_a_record():
+  arm = dict(rmse=0.02, near_peak_share=0.5, box_mean=0.3, peak_mean=0.6,
+             peak_quantiles=[0.5, 0.6, 0.7], log_likelihood=3300.,
+             data_fit_z=2.5)
+  row = dict(state='truth', sigma=0.01, peak_state=0.48, peak_learned=0.45,
+             peak_exact=0.48, box_state=0.148, box_learned=0.153,
+             box_exact=0.149, neighbours_state=0.106, neighbours_learned=0.116,
+             neighbours_exact=0.108, neighbours_jacobian=0.928,
+             predicted_shift=0.065)
+  record = dict(seed=7, theta=[0.3, 0.8], peak_truth=0.48,
+                truth_log_likelihood=3380., truth_data_fit_z=-0.58,
+                arms={'90x3': arm}, denoise=[row],
+                levels={'90x3': [dict(sigma=0.01, peak=0.49, neighbours=0.2)]})
+  text = bench.markdown([record])
+  assert 'data fit z -0.58' in text
+  assert ('| 90x3 | 0.0200 | 0.500 | 0.300 | 0.600 | 0.500 / 0.600 / 0.700 | '
+          '3300.0 | +2.50 |') in text
+  assert '| 0.0100 |' in text and '| κ | 0.490 / 0.200 |' in text
+  assert ('| truth | 0.01 | 0.480 / 0.450 / 0.480 | 0.148 / 0.153 / 0.149 | '
+          '0.106 / 0.116 / 0.108 | 0.928 | +0.065 |') in text
