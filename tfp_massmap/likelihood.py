@@ -523,8 +523,8 @@ def data_fit(samples, shear_map):
   posterior of the model that made the data (prior and noise model both
   right), each draw and the data are distributed jointly as the truth and
   the data are, so each χ²_s follows χ² with d = 2 × (observed pixels)
-  degrees of freedom, whatever the prior. The report is the draws' mean
-  χ² and z = (mean χ² − d) / √(2d). Since the mean over draws scatters at
+  degrees of freedom, whatever form the prior has. The report is the
+  draws' mean χ² and z = (mean χ² − d) / √(2d). Since the mean over draws scatters at
   most as much as one draw, |z| ≳ 3 flags a map whose draws fit the data
   worse (z > 0: e.g. a prior that pulls them off the data, or noise
   stated too small) or better (z < 0: noise stated too large) than a
