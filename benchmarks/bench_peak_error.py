@@ -117,6 +117,13 @@ def near_peak_share(error, peak, radius=2):
   return float(np.sum(error[near]**2) / np.sum(error**2))
 
 
+def _neighbours(maps, peak, box):
+  """Mean over a batch of ``maps`` of the 8 pixels around ``peak``."""
+  maps = np.asarray(maps, np.float64)
+  return float(np.mean((maps[(slice(None),) + box].sum(axis=(-2, -1))
+                        - maps[(slice(None),) + peak]) / 8))
+
+
 def level_readings(states, sigma, peak, box, num_levels):
   """Chain means at the peak and on its 8 neighbours, level by level.
 
@@ -137,20 +144,25 @@ def level_readings(states, sigma, peak, box, num_levels):
   readings = []
   for t in keep:
     maps = np.asarray(states[t], np.float64)
-    at_peak = maps[:, peak[0], peak[1]].mean()
-    box_sum = maps[(slice(None),) + box].sum(axis=(-2, -1)).mean()
-    readings.append(dict(sigma=float(sigma[t]), peak=float(at_peak),
-                         neighbours=float((box_sum - at_peak) / 8)))
+    readings.append(dict(sigma=float(sigma[t]),
+                         peak=float(maps[(slice(None),) + peak].mean()),
+                         neighbours=_neighbours(maps, peak, box)))
   return readings
 
 
-def _mean_log_likelihood(draws, data, noise):
-  """Mean shear log-likelihood of up to ``_NUM_SAMPLES`` of ``draws``."""
-  ones = np.ones(draws.shape[1:])
-  log_lik = lambda k: float(likelihood.ShearLikelihood(
-      k, noise * ones, ones).log_prob(data.shear.astype(np.float64)))
-  return float(np.mean([log_lik(k) for k in draws[::max(
-      1, len(draws) // _NUM_SAMPLES)]]))
+def _data_scores(draws, data, noise):
+  """The draws' mean log-likelihood and data-fit z, from one χ² pass.
+
+  The log-likelihood is the mean over up to ``_NUM_SAMPLES`` of
+  ``draws``, z (`likelihood.data_fit`) is over all of them. Every pixel
+  is observed with noise ``noise``, so log p = −χ² / 2 − (d / 2)
+  log(2π noise²).
+  """
+  fit = likelihood.data_fit(draws, data)
+  chi2 = np.asarray(fit['chi2_per_sample'])[::max(
+      1, len(draws) // _NUM_SAMPLES)]
+  log_norm = -0.5 * fit['dof'] * np.log(2. * np.pi * noise**2)
+  return float(np.mean(-0.5 * chi2) + log_norm), fit['z']
 
 
 def _arm_scores(truth, draws, mean, data, noise):
@@ -158,13 +170,13 @@ def _arm_scores(truth, draws, mean, data, noise):
   peak, box = peak_box(truth)
   error = (mean - mean.mean()) - (truth - truth.mean())
   at_peak = draws[:, peak[0], peak[1]]
+  log_likelihood, data_fit_z = _data_scores(draws, data, noise)
   return dict(
       rmse=float(np.sqrt(np.mean(error**2))),
       near_peak_share=near_peak_share(error, peak),
       box_mean=float(mean[box].mean()), peak_mean=float(mean[peak]),
       peak_quantiles=np.quantile(at_peak, [0.05, 0.5, 0.95]).tolist(),
-      log_likelihood=_mean_log_likelihood(draws, data, noise),
-      data_fit_z=likelihood.data_fit(draws, data)['z'])
+      log_likelihood=log_likelihood, data_fit_z=data_fit_z)
 
 
 def predicted_shift(bias, jacobian, sigma, noise_std):
@@ -190,13 +202,6 @@ def predicted_shift(bias, jacobian, sigma, noise_std):
     The predicted shift of the mean along u [κ].
   """
   return bias / ((1. - jacobian) + sigma**2 / noise_std**2)
-
-
-def _neighbours(maps, peak, box):
-  """Mean over a batch of ``maps`` of the 8 pixels around ``peak``."""
-  maps = np.asarray(maps, np.float64)
-  return float(np.mean((maps[(slice(None),) + box].sum(axis=(-2, -1))
-                        - maps[(slice(None),) + peak]) / 8))
 
 
 def _denoise_checks(states, theta, field, sigmas, net, seed, noise_std):
@@ -229,18 +234,17 @@ def _denoise_checks(states, theta, field, sigmas, net, seed, noise_std):
           num_results=300, num_burnin_steps=300, seed=(seed, k),
           progress=False).mean)
       read = lambda x, where: float(np.mean(x[(slice(None),) + where]))
+      around = [_neighbours(x, peak, box) for x in (learned, exact)]
       rows.append(dict(
           state=name, sigma=sigma, peak_state=float(state[peak]),
           peak_learned=read(learned, peak), peak_exact=read(exact, peak),
           box_state=float(state[box].mean()),
           box_learned=read(learned, box), box_exact=read(exact, box),
           neighbours_state=_neighbours(state[None], peak, box),
-          neighbours_learned=_neighbours(learned, peak, box),
-          neighbours_exact=_neighbours(exact, peak, box),
+          neighbours_learned=around[0], neighbours_exact=around[1],
           neighbours_jacobian=jacobian,
-          predicted_shift=predicted_shift(
-              _neighbours(learned, peak, box) - _neighbours(exact, peak, box),
-              jacobian, sigma, noise_std)))
+          predicted_shift=predicted_shift(around[0] - around[1], jacobian,
+                                          sigma, noise_std)))
   return rows
 
 
@@ -262,6 +266,7 @@ def run(indices, schedules, sigmas, raises, log=print):
         data, field=field, num_chains=8, seed=(FLAGS.seed + 3, i),
         progress=False)
     draws = {'exact': (exact.samples.numpy(), exact.mean.numpy())}
+    peak, box = peak_box(truth)
     for text in schedules:
       levels, steps, mh, factor = parse_schedule(text, FLAGS.step_size_factor)
       sampler = posterior.PosteriorSampler(
@@ -277,16 +282,14 @@ def run(indices, schedules, sigmas, raises, log=print):
       if num_trace:
         record.setdefault('levels', {})[text] = level_readings(
             np.asarray(result.trace.states), np.asarray(result.trace.sigma),
-            *peak_box(truth), FLAGS.trace_levels)
-    record['truth_log_likelihood'] = _mean_log_likelihood(truth[None], data,
-                                                          noise)
-    record['truth_data_fit_z'] = likelihood.data_fit(truth[None], data)['z']
+            peak, box, FLAGS.trace_levels)
+    (record['truth_log_likelihood'],
+     record['truth_data_fit_z']) = _data_scores(truth[None], data, noise)
     for name, (samples, mean) in draws.items():
       record['arms'][name] = _arm_scores(truth, samples.astype(np.float64),
                                          mean.astype(np.float64), data, noise)
       log(f'map {FLAGS.first_seed + i} {name}: ' + json.dumps(
           record['arms'][name]))
-    peak, box = peak_box(truth)
     states = {'truth': (truth, peak, box)}
     for value in raises:
       raised = truth.copy()
