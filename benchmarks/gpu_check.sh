@@ -9,27 +9,30 @@
 # and on 360² maps of the same pixels, 40 samples of the default schedule
 # (30 levels x 3 leapfrog, 92 score evaluations per sample), with XLA off
 # (tf.function graph) and on: the first call (trace + compile + sampling)
-# and a later call on new data (sampling alone). Then a survey of 10 tiles
+# and four later calls on new data (sampling alone). Then a survey of 10 tiles
 # (a 9 deg² synthetic box at NSIDE 1024, made on the spot) mapped with KS,
 # Wiener and the posterior (40 samples per tile, one worker): tiles per hour
-# on the GPU. The rows go to OUT_DIR/gpu_posterior.json and
+# on the GPU (skipped with GPU_CHECK_SURVEY=0, for a machine without the
+# survey packages). The rows go to OUT_DIR/gpu_posterior.json and
 # OUT_DIR/survey/summary.json, the log to OUT_DIR/gpu_check.log; copy them
-# into docs/benchmarks.md with the machine and the date.
+# into docs/benchmarks.md with the machine and the date. PYTHON names the
+# interpreter (default: .venv/bin/python, else python).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-${OUT:-out/gpu_check}}"
 mkdir -p "$OUT"
-PY=python
-[ -x .venv/bin/python ] && PY=.venv/bin/python
+PY="${PYTHON:-python}"
+[ -z "${PYTHON:-}" ] && [ -x .venv/bin/python ] && PY=.venv/bin/python
 {
   date -u
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
   "$PY" -c 'import tensorflow as tf; print(tf.__version__, tf.config.list_physical_devices("GPU"))'
   "$PY" benchmarks/bench_sampler_retrace.py \
-    --configs=learned:128:graph,learned:128:xla,learned:360:graph,learned:360:xla \
-    --num_samples=40 --num_levels=30 --calls=2 --fresh_calls=0 \
+    --configs=learned:128:xla,learned:128:graph,learned:360:xla,learned:360:graph \
+    --num_samples=40 --num_levels=30 --calls=5 --fresh_calls=0 \
     --output="$OUT/gpu_posterior.json"
   date -u
+  [ "${GPU_CHECK_SURVEY:-1}" = 0 ] && exit 0
   "$PY" benchmarks/make_synthetic_survey.py --box=30,33,-1.5,1.5 --nside=1024 \
     --output_dir="$OUT/synthetic" --overwrite
   "$PY" examples/map_survey.py --catalog="$OUT/synthetic/catalog.parquet" \
