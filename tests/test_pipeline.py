@@ -109,6 +109,18 @@ class _GainPrior:
         0.02**2 + tf.square(sigma))
 
 
+def test_jit_compile_option_reaches_the_sampler(problem):
+  """XLA on or off as asked (None: off on this CPU), same posterior."""
+  data, _, prior, exact_mean = problem
+  scale = np.std(exact_mean)
+  for jit_compile, expected in ((None, False), (True, True), (False, False)):
+    post = pipeline.run_estimators(
+        data, ['posterior'], _options(prior, jit_compile=jit_compile))[
+            'posterior']
+    assert post.report['jit_compile'] is expected
+    assert np.sqrt(np.mean((post.kappa - exact_mean)**2)) < 0.5 * scale
+
+
 def test_divergence_policy(problem):
   data = problem[0]
   diverging = _GainPrior([1., 1e4, 1.])

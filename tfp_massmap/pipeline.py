@@ -131,6 +131,11 @@ class EstimatorOptions:
     drop_diverged_chains: drop diverged chains (with a warning) instead of
       raising `DivergenceError`.
     progress: show the posterior's progress bar.
+    jit_compile: the posterior compiled with XLA (True) or run as a TF
+      graph (False); None: XLA exactly when a GPU is visible
+      (`mcmc.driver.default_jit_compile`). On a GPU, XLA samples 3-4x
+      faster but its compilation adds about 25 s to the first map of a
+      shape (docs/benchmarks.md, "The posterior on a GPU").
     lognormal_field: the `LognormalField` of ``exact_lognormal``.
     exact_chains, exact_results, exact_burnin: its chains per map, kept
       results per chain and warm-up transitions.
@@ -151,6 +156,7 @@ class EstimatorOptions:
   allow_pixel_scale_mismatch: bool = False
   drop_diverged_chains: bool = False
   progress: bool = False
+  jit_compile: bool | None = None
   lognormal_field: typing.Any = None
   exact_chains: int = 2
   exact_results: int = 200
@@ -269,7 +275,7 @@ def _posterior(shear_map, options):
       schedule=options.schedule, num_leapfrog_steps=options.num_leapfrog_steps,
       step_size_factor=options.step_size_factor, seed=options.seed,
       allow_pixel_scale_mismatch=options.allow_pixel_scale_mismatch,
-      progress=options.progress)
+      jit_compile=options.jit_compile, progress=options.progress)
   diverged = int(result.diagnostics['num_diverged_chains'])
   diverged_chains = list(result.diagnostics['diverged_chains'])
   num_samples = int(result.samples.shape[0])
