@@ -9,7 +9,9 @@
 # and on 360² maps of the same pixels, 40 samples of the default schedule
 # (30 levels x 3 leapfrog, 92 score evaluations per sample), with XLA off
 # (tf.function graph) and on: the first call (trace + compile + sampling)
-# and four later calls on new data (sampling alone). Then a survey of 10 tiles
+# and four later calls on new data (sampling alone); then the samples
+# against the exact Gaussian posterior, on the GPU (XLA on and off) and on
+# the CPU (benchmarks/gpu_samples_check.py). Then a survey of 10 tiles
 # (a 9 deg² synthetic box at NSIDE 1024, made on the spot) mapped with KS,
 # Wiener and the posterior (40 samples per tile, one worker): tiles per hour
 # on the GPU (skipped with GPU_CHECK_SURVEY=0, for a machine without the
@@ -31,6 +33,8 @@ PY="${PYTHON:-python}"
     --configs=learned:128:xla,learned:128:graph,learned:360:xla,learned:360:graph \
     --num_samples=40 --num_levels=30 --calls=5 --fresh_calls=0 \
     --output="$OUT/gpu_posterior.json"
+  "$PY" benchmarks/gpu_samples_check.py
+  CUDA_VISIBLE_DEVICES= "$PY" benchmarks/gpu_samples_check.py
   date -u
   [ "${GPU_CHECK_SURVEY:-1}" = 0 ] && exit 0
   "$PY" benchmarks/make_synthetic_survey.py --box=30,33,-1.5,1.5 --nside=1024 \
