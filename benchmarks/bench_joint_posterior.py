@@ -158,6 +158,9 @@ def _define_flags():
                        'DEFAULT_GRID_POINTS).')
   flags.DEFINE_float('step_size_factor', 1., 'κ leapfrog step over σ '
                      '[dimensionless].')
+  flags.DEFINE_bool('metropolis_correction', False, 'κ trajectories with '
+                    'the Metropolis test (log-density change integrated from '
+                    'the score along each trajectory).')
   flags.DEFINE_float('theta_step_size', 0.025, 'Floor of the u leapfrog step '
                      '[u units]; the 16² default 0.05 over √(modes / 16²).')
   flags.DEFINE_integer('rank_bins', 8, 'Bins of the rank histogram (must '
@@ -1018,7 +1021,8 @@ def _main_learned(noise, settings):
                    flags={f: FLAGS[f].value for f in (
                        'num_maps', 'num_chains', 'sigma_max', 'sigma_min',
                        'num_levels', 'num_final_steps', 'num_leapfrog_steps',
-                       'step_size_factor', 'theta_step_size', 'seed',
+                       'step_size_factor', 'metropolis_correction',
+                       'theta_step_size', 'seed',
                        'theta_update', 'theta_method', 'first_seed',
                        'galaxy_density', 'sigma_e',
                        'conditional_network', 'ratio_network',
@@ -1086,7 +1090,8 @@ def main(argv):
       theta_update=FLAGS.theta_update,
       theta_method=FLAGS.theta_method,
       num_leapfrog_steps=FLAGS.num_leapfrog_steps,
-      step_size_factor=FLAGS.step_size_factor)
+      step_size_factor=FLAGS.step_size_factor,
+      metropolis_correction=FLAGS.metropolis_correction)
   if FLAGS.prior == 'learned':
     _main_learned(noise_std_per_pixel(
         FLAGS.galaxy_density, FLAGS.sigma_e,
@@ -1120,7 +1125,8 @@ def main(argv):
                      'num_maps', 'num_chains', 'map_size',
                      'pixel_scale_arcmin', 'sigma_max', 'sigma_min',
                      'num_levels', 'num_final_steps', 'num_leapfrog_steps',
-                     'step_size_factor', 'theta_step_size', 'seed',
+                     'step_size_factor', 'metropolis_correction',
+                     'theta_step_size', 'seed',
                      'theta_update', 'theta_method')})
   print(markdown(summary, FLAGS.num_chains))
   print(f'wall time {wall:.0f} s')
