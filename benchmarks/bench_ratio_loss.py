@@ -13,6 +13,10 @@ the scale α of the logits that minimises the mean cross-entropy of α ℓ on
 these pairs (`best_temperature`) and the loss there: α near 1 says the
 logits have the right overall scale, α > 1 that they are too small (the
 network under-confident, its posteriors too wide, if the error is a scale).
+A third gives the balance b = mean d(joint) + mean d(shuffled) − 1 of the
+classifier d = sigmoid(ℓ) (`balance`), 0 for a balanced classifier, whose
+posteriors are conservative in expectation (balanced NRE, Delaunoy et al.
+2022).
 
 Maps: ``lognormal.cosmo_maps`` of seeds ``--first_seed`` onwards (the
 ``lognormal_kappa`` cosmo generator, θ = (Ωm, σ8) uniform over
@@ -33,6 +37,7 @@ from absl import app
 from absl import flags
 import numpy as np
 import scipy.optimize
+import scipy.special
 import tensorflow as tf
 
 from tfp_massmap import cosmology
@@ -142,6 +147,20 @@ def best_temperature(joint, shuffled, bounds=(0.05, 20.)):
       bounds=bounds, method='bounded', options={'xatol': 1e-4}).x)
 
 
+def balance(joint, shuffled):
+  """The balance b of a classifier on these pairs, with its standard error.
+
+  b = mean sigmoid(ℓ_joint) + mean sigmoid(ℓ_shuffled) − 1: 0 for a
+  balanced classifier (the Bayes-optimal one is); b > 0 says the network
+  calls too many pairs joint, b < 0 too few (``ratio.balance_penalty``).
+
+  Returns:
+    (b, its standard error over the maps), floats.
+  """
+  a = scipy.special.expit(joint) + scipy.special.expit(shuffled) - 1.
+  return float(a.mean()), float(a.std(ddof=1) / math.sqrt(len(a)))
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
@@ -156,7 +175,7 @@ def main(argv):
       maps['kappa'].shape).astype(np.float32)
   print(f'{FLAGS.num_maps} held-out cosmo_{FLAGS.map_size} maps from seed '
         f'{FLAGS.first_seed} ({time.time() - start:.0f} s)')
-  losses, temperatures, tempered = {}, {}, {}
+  losses, temperatures, tempered, balances = {}, {}, {}, {}
   for path in paths:
     network = ratio.load_ratio_network(path)
     logits = [per_map_logits(network, maps['kappa'], theta, unit_noise, s,
@@ -165,6 +184,7 @@ def main(argv):
     temperatures[path] = [best_temperature(*pair) for pair in logits]
     tempered[path] = [float(np.mean(pair_loss(*pair, alpha))) for pair, alpha
                       in zip(logits, temperatures[path])]
+    balances[path] = [balance(*pair) for pair in logits]
   n = FLAGS.num_maps
   rows = []
   columns = ' | '.join(f'σ {s:g}' for s in sigmas)
@@ -175,7 +195,9 @@ def main(argv):
     cells, row = [], {'network': path, 'sigma': sigmas, 'loss': [],
                       'difference': [], 'difference_error': [],
                       'best_temperature': temperatures[path],
-                      'loss_at_best_temperature': tempered[path]}
+                      'loss_at_best_temperature': tempered[path],
+                      'balance': [b for b, _ in balances[path]],
+                      'balance_error': [e for _, e in balances[path]]}
     for j, values in enumerate(losses[path]):
       diff = values - reference[j]
       row['loss'].append(float(values.mean()))
@@ -195,8 +217,15 @@ def main(argv):
     print(f'| {path} | ' + ' | '.join(
         f'{alpha:.2f} ({loss:.3f})' for alpha, loss in
         zip(temperatures[path], tempered[path])) + ' |')
-  print(f'(α minimises the mean cross-entropy of α ℓ over these pairs; '
-        f'{time.time() - start:.0f} s)')
+  print('(α minimises the mean cross-entropy of α ℓ over these pairs)')
+  print()
+  print(f'| network: balance b ± s.e. | {columns} |')
+  print('|---' * (len(sigmas) + 1) + '|')
+  for path in paths:
+    print(f'| {path} | ' + ' | '.join(
+        f'{b:+.3f} ± {e:.3f}' for b, e in balances[path]) + ' |')
+  print(f'(b = mean d(joint) + mean d(shuffled) − 1, d = sigmoid(ℓ); 0 when '
+        f'balanced; {time.time() - start:.0f} s)')
   if FLAGS.output:
     table = {'flags': {'map_size': FLAGS.map_size, 'num_maps': n,
                        'first_seed': FLAGS.first_seed, 'seed': FLAGS.seed},

@@ -39,6 +39,8 @@ loads with ``tfp_massmap.score_network.load_score_network``; TensorBoard logs
 are in ``<output_dir>/logs``.
 """
 
+import functools
+
 from absl import app
 from absl import flags
 import numpy as np
@@ -106,6 +108,12 @@ _OBJECTIVE = flags.DEFINE_enum(
     'p(kappa | theta) (always over the cosmology (omega_m, sigma8) of '
     'cosmology.COSMO_PARAMETER_BOUNDS; --gaussian_pixel_scale_arcmin does '
     'not apply). Written to <output_dir>/ratio_network.keras.')
+_RATIO_BALANCE = flags.DEFINE_float(
+    'ratio_balance', 0.0,
+    'Weight lambda (dimensionless, >= 0) of the balance penalty of balanced '
+    'neural ratio estimation (Delaunoy et al. 2022 use 100), added to the '
+    'cross-entropy for --objective=ratio: more conservative theta posteriors. '
+    '0: the plain cross-entropy.')
 _CONDITION_ON_COSMOLOGY = flags.DEFINE_bool(
     'condition_on_cosmology', False,
     'Condition the network on the cosmology (omega_m, sigma8), normalised over '
@@ -185,9 +193,18 @@ def main(argv):
     raise app.UsageError('--gaussian_pixel_scale_arcmin applies to '
                          '--objective=score only (a ratio network has no '
                          'Gaussian part); use --pixel_scale_arcmin.')
+  if not ratio and _RATIO_BALANCE.value:
+    raise app.UsageError('--ratio_balance applies to --objective=ratio only.')
+  if _RATIO_BALANCE.value < 0:
+    raise app.UsageError(
+        f'--ratio_balance must be >= 0, got {_RATIO_BALANCE.value}.')
   network = (_initial_network(ratio) if _INIT_NETWORK.value is not None
              else _architecture(ratio))
-  train = training.train_ratio_network if ratio else training.train_score_network
+  if ratio:
+    train = functools.partial(training.train_ratio_network,
+                              balance=_RATIO_BALANCE.value)
+  else:
+    train = training.train_score_network
   result = train(
       _dataset(_DATASET.value),
       _OUTPUT_DIR.value,

@@ -80,3 +80,18 @@ def test_best_temperature_undoes_a_logit_scale(scale):
   np.testing.assert_allclose(alpha, 1. / scale, rtol=0.05)
   assert (np.mean(bench.pair_loss(joint, shuffled, alpha)) <=
           np.mean(bench.pair_loss(joint, shuffled)) + 1e-12)
+
+
+def test_balance_of_the_exact_ratio_and_of_a_biased_one():
+  # The exact log ratio of the Gaussian model is balanced (b = 0 within its
+  # standard error on 20,000 pairs); adding 1 to every logit is not.
+  rng = np.random.default_rng(4)
+  theta = rng.standard_normal(20_000)
+  x = theta + 0.5 * rng.standard_normal(theta.shape)
+  joint = _gaussian_log_ratio(x, theta, 0.5)
+  shuffled = _gaussian_log_ratio(x, np.roll(theta, 1), 0.5)
+  b, error = bench.balance(joint, shuffled)
+  assert abs(b) < 3 * error, (b, error)
+  assert 0 < error < 0.01
+  biased, _ = bench.balance(joint + 1., shuffled + 1.)
+  assert biased > 20 * error, biased

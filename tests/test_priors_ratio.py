@@ -1,6 +1,7 @@
 """Tests of the ratio network (the θ score), its training and its joint prior."""
 
 import functools
+import json
 
 import numpy as np
 import pytest
@@ -127,6 +128,48 @@ def test_classification_loss_is_ln2_at_zero_and_minimal_at_the_exact_ratio():
   by_shift = [float(np.mean(training._ratio_loss(  # pylint: disable=protected-access
       _ExactModel(shift), *args))) for shift in (-0.03, 0., 0.03)]
   assert np.argmin(by_shift) == 1, by_shift
+
+
+def test_balance_penalty_is_the_unbiased_pair_mean():
+  rng = np.random.default_rng(7)
+  joint, shuffled = rng.normal(1., 2., 9), rng.normal(-1., 2., 9)
+  a = scipy.special.expit(joint) + scipy.special.expit(shuffled) - 1.
+  pairs = [a[i] * a[j] for i in range(9) for j in range(9) if i != j]
+  np.testing.assert_allclose(
+      ratio.balance_penalty(tf.constant(joint), tf.constant(shuffled)),
+      np.mean(pairs), rtol=1e-12)
+  # Zero logits (d = 1/2) and a perfect classifier (d = 1 and 0) are balanced.
+  assert float(ratio.balance_penalty(tf.zeros(4), tf.zeros(4))) == 0.
+  np.testing.assert_allclose(ratio.balance_penalty(
+      tf.fill([4], 30.), tf.fill([4], -30.)), 0., atol=1e-12)
+  # A classifier that calls every pair joint violates it by b = 1.
+  np.testing.assert_allclose(ratio.balance_penalty(
+      tf.fill([4], 30.), tf.fill([4], 30.)), 1., rtol=1e-6)
+  with pytest.raises(ValueError, match='at least 2 pairs, got 1'):
+    ratio.balance_penalty(tf.zeros(1), tf.zeros(1))
+
+
+def test_exact_classifier_is_balanced_and_the_penalty_enters_the_loss():
+  # The Bayes-optimal classifier is balanced: on 512 pairs of the 16²
+  # amplitude problem its b is 0 within its standard error, while the same
+  # logits shifted by +1 (every pair made likelier joint) are not.
+  kappa, sigma8 = _pairs(512, seed=4)
+  args = (tf.constant(kappa), tf.fill([512], tf.constant(0.01, tf.float64)),
+          tf.constant(np.random.default_rng(5).standard_normal(kappa.shape)),
+          tf.constant(sigma8[:, None]))
+  exact = _ExactModel()
+  plain = training._ratio_loss(exact, *args).numpy()  # pylint: disable=protected-access
+  joint, shuffled = exact.logits
+  a = scipy.special.expit(joint) + scipy.special.expit(shuffled) - 1.
+  assert abs(a.mean()) < 3 * a.std() / np.sqrt(len(a)), a.mean()
+  shifted = (scipy.special.expit(joint + 1.) +
+             scipy.special.expit(shuffled + 1.) - 1.)
+  assert shifted.mean() > 10 * a.std() / np.sqrt(len(a)), shifted.mean()
+  # With λ = 10 every example carries λ times the batch's penalty.
+  balanced = training._ratio_loss(_ExactModel(), *args, balance=10.).numpy()  # pylint: disable=protected-access
+  penalty = float(ratio.balance_penalty(tf.constant(joint),
+                                        tf.constant(shuffled)))
+  np.testing.assert_allclose(balanced, plain + 10. * penalty, rtol=1e-10)
 
 
 def test_theta_score_is_the_gradient_of_log_ratio():
@@ -271,6 +314,26 @@ def test_training_refuses_what_it_cannot_train(tmp_path):
     training.train_ratio_network(dict(kappa=data['kappa'],
                                       omega_m=data['omega_m']),
                                  str(tmp_path / 'd'), network=TINY, steps=2)
+
+
+def test_balanced_training_is_recorded_and_checked(tmp_path):
+  data = dict(kappa=_maps(16, batch=8), omega_m=np.full(8, 0.3, np.float32),
+              sigma8=np.linspace(0.7, 0.9, 8).astype(np.float32))
+  with pytest.raises(ValueError, match='balance must be >= 0.*got -1.0'):
+    training.train_ratio_network(data, str(tmp_path / 'a'), network=TINY,
+                                 balance=-1., steps=2)
+  assert not (tmp_path / 'a').exists()
+  result = training.train_ratio_network(
+      data, str(tmp_path / 'b'), network=TINY, balance=10., batch_size=4,
+      steps=2, log_every=1, progress=False)
+  assert result.history['loss'] and np.all(np.isfinite(result.history['loss']))
+  config = json.loads((tmp_path / 'b' / 'run_config.json').read_text())
+  assert config['objective'] == 'ratio' and config['balance'] == 10.
+  # A run of another λ is another configuration: it does not resume this one.
+  with pytest.raises(ValueError, match='different configuration'):
+    training.train_ratio_network(data, str(tmp_path / 'b'), network=TINY,
+                                 balance=1., batch_size=4, steps=4,
+                                 progress=False)
 
 
 @pytest.fixture(scope='module')

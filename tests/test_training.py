@@ -325,3 +325,29 @@ def test_train_score_continues_from_init_network(tmp_path):
   assert refused.returncode != 0
   assert '--depth' in refused.stderr and 'init_network' in refused.stderr
   assert not (tmp_path / 'refused').exists()
+
+
+def test_train_score_ratio_balance_flag(tmp_path):
+  """--ratio_balance reaches the ratio objective (recorded in the run
+  configuration) and is refused by name for score matching or below 0."""
+  rng = np.random.default_rng(4)
+  bounds = np.array(cosmology.COSMO_PARAMETER_BOUNDS)
+  np.savez(tmp_path / 'pairs.npz', kappa=_white_maps(count=8),
+           omega_m=rng.uniform(*bounds[0], 8), sigma8=rng.uniform(*bounds[1], 8))
+  common = [f'--dataset={tmp_path / "pairs.npz"}', '--batch_size=4',
+            '--steps=1', '--depth=1', '--base_channels=4',
+            '--embedding_dim=8']
+  run = conftest.run_script('examples/train_score.py', *common,
+                            '--objective=ratio', '--ratio_balance=10',
+                            f'--output_dir={tmp_path / "balanced"}')
+  assert run.returncode == 0, run.stderr[-2000:]
+  config = json.loads((tmp_path / 'balanced' / 'run_config.json').read_text())
+  assert config['objective'] == 'ratio' and config['balance'] == 10.
+  for flags, message in ((['--ratio_balance=10'], 'objective=ratio only'),
+                         (['--objective=ratio', '--ratio_balance=-1'],
+                          'must be >= 0, got -1')):
+    refused = conftest.run_script('examples/train_score.py', *common, *flags,
+                                  f'--output_dir={tmp_path / "refused"}')
+    assert refused.returncode != 0
+    assert '--ratio_balance' in refused.stderr and message in refused.stderr
+    assert not (tmp_path / 'refused').exists()

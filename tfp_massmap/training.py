@@ -59,6 +59,7 @@ for a ratio network; EMA weights, written atomically) and ``training.json``
 """
 
 import collections
+import functools
 import inspect
 import json
 import os
@@ -317,7 +318,8 @@ def train_score_network(dataset,
                 jit_compile=jit_compile, progress=progress)
 
 
-def train_ratio_network(dataset, output_dir, *, network=None, **kwargs):
+def train_ratio_network(dataset, output_dir, *, network=None, balance=0.0,
+                        **kwargs):
   """Trains a ``RatioNetwork``, the θ score of maps, by classification.
 
   Each step classifies the global batch's (x + σu, θ) pairs against the same
@@ -337,21 +339,37 @@ def train_ratio_network(dataset, output_dir, *, network=None, **kwargs):
     network: a ``RatioNetwork`` (its config and weights are the starting
       point) or a dict of ``RatioNetwork`` constructor arguments, which must
       hold ``theta_names`` and ``theta_bounds``.
+    balance: λ ≥ 0 of balanced neural ratio estimation: the loss of each
+      step adds λ · ``ratio.balance_penalty`` of the step's batch (per
+      replica) to the cross-entropy, which pushes the classifier towards
+      conservative (not too narrow) θ posteriors; Delaunoy et al. (2022)
+      use λ = 100. 0 (default): the plain cross-entropy. A nonzero λ is
+      recorded in the run configuration.
     **kwargs: the other keyword arguments of `train_score_network`
       (``batch_size``, ``steps``, ``sigma_min``, ...), with the same
       defaults and meaning; ``batch_size`` must give at least 2 maps per
       replica (a map's shuffled θ is its neighbour's). The logged loss is
-      the cross-entropy per pair, ln 2 ≈ 0.693 untrained.
+      the cross-entropy per pair, ln 2 ≈ 0.693 untrained (plus λ times
+      the balance penalty).
 
   Returns:
     ``TrainingResult(model, history)``, ``model`` the `RatioNetwork`.
 
   Raises:
     ValueError: as `train_score_network`, or for a network without
-      ``theta_names``, or fewer than 2 maps per replica in a batch.
+      ``theta_names``, fewer than 2 maps per replica in a batch, or a
+      negative ``balance``.
   """
-  return _train(_RATIO_OBJECTIVE, dataset, output_dir, network=network,
-                **kwargs)
+  balance = float(balance)
+  if not balance >= 0.0:
+    raise ValueError(f'balance must be >= 0 (the weight λ of the balance '
+                     f'penalty, dimensionless), got {balance}.')
+  objective = _RATIO_OBJECTIVE
+  if balance > 0.0:
+    objective = objective._replace(
+        per_example_loss=functools.partial(_ratio_loss, balance=balance),
+        run_config=dict(objective.run_config, balance=balance))
+  return _train(objective, dataset, output_dir, network=network, **kwargs)
 
 
 def _denoising_loss(model, x, sigma, noise, theta):
@@ -362,17 +380,23 @@ def _denoising_loss(model, x, sigma, noise, theta):
   return tf.reduce_mean(tf.square(denoised - x), axis=[-2, -1]) / c_out**2
 
 
-def _ratio_loss(model, x, sigma, noise, theta):
+def _ratio_loss(model, x, sigma, noise, theta, balance=0.0):
   """The classification cross-entropy of each example, ``[B]``.
 
   The shuffled pair of map i takes the θ of map i − 1 (a roll of the
   shuffled batch, so never the map's own θ when the batch holds 2 maps or
-  more).
+  more). With ``balance`` λ > 0, λ · ``ratio.balance_penalty`` of the batch
+  is added to every example, so that the batch mean is the cross-entropy
+  plus the penalty.
   """
   noisy = x + sigma[:, None, None] * noise
-  return ratio.classification_loss(
-      model(noisy, sigma, theta, training=True),
-      model(noisy, sigma, tf.roll(theta, 1, axis=0), training=True))
+  logit_joint = model(noisy, sigma, theta, training=True)
+  logit_shuffled = model(noisy, sigma, tf.roll(theta, 1, axis=0),
+                         training=True)
+  loss = ratio.classification_loss(logit_joint, logit_shuffled)
+  if balance:
+    loss += balance * ratio.balance_penalty(logit_joint, logit_shuffled)
+  return loss
 
 
 class _Objective(collections.namedtuple(

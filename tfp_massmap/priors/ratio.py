@@ -39,6 +39,12 @@ norm would divide out the map's amplitude, which carries σ8); the input is
 scaled by c_in(σ) = 1 / √(σ² + σ_d²) as in `ScoreNetwork`, and the read-out
 layers start at zero, so an untrained network has ℓ = 0 and a loss of ln 2.
 
+Balanced NRE (Delaunoy et al. 2022): ``balance_penalty`` estimates the
+squared violation of the balance condition E_joint[d] + E_shuffled[d] = 1,
+which the Bayes-optimal classifier satisfies; ``train_ratio_network(...,
+balance=λ)`` adds λ times it to the loss. The balance is taken over the
+batch, whose σ are mixed, not at each σ.
+
 Training: ``training.train_ratio_network`` (the denoising-score-matching
 pipeline: dataset, σ draws, crops, symmetries, checkpoints, EMA weights),
 or ``examples/train_score.py --objective=ratio``. The saved ``.keras``
@@ -59,6 +65,7 @@ from tfp_massmap import score_network as score_network_lib
 
 __all__ = [
     'RatioNetwork',
+    'balance_penalty',
     'classification_loss',
     'load_ratio_network',
 ]
@@ -82,6 +89,41 @@ def classification_loss(logit_joint, logit_shuffled):
   """
   return 0.5 * (tf.math.softplus(-logit_joint) +
                 tf.math.softplus(logit_shuffled))
+
+
+def balance_penalty(logit_joint, logit_shuffled):
+  """The balance condition's squared violation, estimated from a batch.
+
+  The balance condition of a classifier d = sigmoid(ℓ) is
+  b = E_joint[d] + E_shuffled[d] − 1 = 0; a balanced classifier's ratio
+  errs on the conservative side in expectation (balanced neural ratio
+  estimation, Delaunoy et al. 2022, arXiv:2208.13624). The Bayes-optimal
+  classifier is balanced, so adding λ b² to `classification_loss` keeps its
+  minimum and, at finite training, trades a little sharpness for
+  posteriors that are not too narrow.
+
+  With a_i = d(κ_i, θ_i) + d(κ_i, θ̃_i) − 1, the estimate is the mean of
+  a_i a_j over the pairs i ≠ j, unbiased for b² (the square of the batch
+  mean would add Var(a) / B, a penalty on every confident classifier). It
+  can be negative by chance.
+
+  Args:
+    logit_joint: ``[B]`` logits of the jointly drawn pairs.
+    logit_shuffled: ``[B]`` logits of the same maps with shuffled θ.
+
+  Returns:
+    scalar tensor.
+
+  Raises:
+    ValueError: for a batch of fewer than 2 pairs (a static shape).
+  """
+  a = tf.sigmoid(logit_joint) + tf.sigmoid(logit_shuffled) - 1.0
+  n = a.shape[0]
+  if n is not None and n < 2:
+    raise ValueError(f'balance_penalty needs at least 2 pairs, got {n}.')
+  n = tf.cast(tf.shape(a)[0], a.dtype)
+  total = tf.reduce_sum(a)
+  return (tf.square(total) - tf.reduce_sum(tf.square(a))) / (n * (n - 1.0))
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
