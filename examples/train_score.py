@@ -114,6 +114,12 @@ _RATIO_BALANCE = flags.DEFINE_float(
     'neural ratio estimation (Delaunoy et al. 2022 use 100), added to the '
     'cross-entropy for --objective=ratio: more conservative theta posteriors. '
     '0: the plain cross-entropy.')
+_REMOVE_MAP_MEAN = flags.DEFINE_bool(
+    'remove_map_mean', False,
+    '--objective=ratio: the network reads each map minus its mean '
+    '(RatioNetwork remove_map_mean), as shear data give it: the '
+    'Kaiser-Squires E-mode map has mean 0, so the map mean of the training '
+    'maps is information the data never hold.')
 _CONDITION_ON_COSMOLOGY = flags.DEFINE_bool(
     'condition_on_cosmology', False,
     'Condition the network on the cosmology (omega_m, sigma8), normalised over '
@@ -147,7 +153,7 @@ def _dataset(name):
 _ARCHITECTURE_FLAGS = ('depth', 'base_channels', 'channel_multipliers',
                        'blocks_per_level', 'embedding_dim', 'data_std',
                        'pixel_scale_arcmin', 'gaussian_pixel_scale_arcmin',
-                       'condition_on_cosmology')
+                       'condition_on_cosmology', 'remove_map_mean')
 
 
 def _architecture(ratio):
@@ -161,6 +167,8 @@ def _architecture(ratio):
       pixel_scale_arcmin=_PIXEL_SCALE.value)
   if not ratio:
     network['gaussian_pixel_scale_arcmin'] = _HYBRID.value
+  if ratio:
+    network['remove_map_mean'] = _REMOVE_MAP_MEAN.value
   if _CONDITION_ON_COSMOLOGY.value or ratio:
     network['theta_names'] = list(cosmology.COSMO_PARAMETER_NAMES)
     network['theta_bounds'] = [list(b) for b in cosmology.COSMO_PARAMETER_BOUNDS]
@@ -195,6 +203,8 @@ def main(argv):
                          'Gaussian part); use --pixel_scale_arcmin.')
   if not ratio and _RATIO_BALANCE.value:
     raise app.UsageError('--ratio_balance applies to --objective=ratio only.')
+  if not ratio and _REMOVE_MAP_MEAN.value:
+    raise app.UsageError('--remove_map_mean applies to --objective=ratio only.')
   if _RATIO_BALANCE.value < 0:
     raise app.UsageError(
         f'--ratio_balance must be >= 0, got {_RATIO_BALANCE.value}.')

@@ -191,6 +191,31 @@ def test_theta_score_is_the_gradient_of_log_ratio():
     np.testing.assert_allclose(score[:, d], finite_difference, rtol=5e-3)
 
 
+def test_remove_map_mean_makes_the_logit_blind_to_the_mean(tmp_path):
+  # Shear data hold no map mean (the E-mode map has mean 0): with
+  # remove_map_mean the logit of x + c equals that of x for any constant c,
+  # at every θ and σ; without it, the same weights read the mean.
+  blind = testing.perturb_weights(ratio.RatioNetwork(
+      **TINY, remove_map_mean=True))
+  reads = ratio.RatioNetwork(**{**blind.get_config(), 'remove_map_mean': False})
+  reads.set_weights(blind.get_weights())
+  x = _maps(16)
+  offset = np.array([0.003, -0.01, 0.02], np.float32)[:, None, None]
+  theta = np.array([[0.25, 0.7], [0.3, 0.8], [0.35, 0.95]], np.float32)
+  np.testing.assert_allclose(blind.log_ratio(x + offset, theta, 0.01),
+                             blind.log_ratio(x, theta, 0.01), atol=1e-4)
+  np.testing.assert_allclose(
+      blind.log_ratio(x, theta, 0.01),
+      reads.log_ratio(x - x.mean(axis=(1, 2), keepdims=True), theta, 0.01),
+      rtol=1e-5, atol=1e-5)
+  shifted = reads.log_ratio(x + offset, theta, 0.01).numpy()
+  assert np.all(np.abs(shifted - reads.log_ratio(x, theta, 0.01).numpy())
+                > 1e-3), shifted
+  # The setting is saved with the network.
+  blind.save(tmp_path / 'blind.keras')
+  assert ratio.load_ratio_network(tmp_path / 'blind.keras').remove_map_mean
+
+
 def test_shapes_broadcasting_and_dtypes(network):
   x = _maps(16)
   theta = np.array([[0.25, 0.7], [0.3, 0.8], [0.35, 0.95]], np.float32)
@@ -270,6 +295,7 @@ def test_load_ratio_network_names_the_wrong_file(tmp_path):
     (dict(theta_bounds=((0.4, 0.2), (0.6, 1.0))), 'lower < upper'),
     (dict(depth=0), 'depth'),
     (dict(channel_multipliers=[1, 2]), 'depth \\+ 1 = 3 entries'),
+    (dict(remove_map_mean=1), 'remove_map_mean must be True or False, got 1'),
 ])
 def test_bad_construction(kwargs, match):
   with pytest.raises(ValueError, match=match):

@@ -327,9 +327,10 @@ def test_train_score_continues_from_init_network(tmp_path):
   assert not (tmp_path / 'refused').exists()
 
 
-def test_train_score_ratio_balance_flag(tmp_path):
+def test_train_score_ratio_flags(tmp_path):
   """--ratio_balance reaches the ratio objective (recorded in the run
-  configuration) and is refused by name for score matching or below 0."""
+  configuration) and --remove_map_mean the network (saved with it); both
+  are refused by name for score matching, --ratio_balance below 0."""
   rng = np.random.default_rng(4)
   bounds = np.array(cosmology.COSMO_PARAMETER_BOUNDS)
   np.savez(tmp_path / 'pairs.npz', kappa=_white_maps(count=8),
@@ -339,15 +340,20 @@ def test_train_score_ratio_balance_flag(tmp_path):
             '--embedding_dim=8']
   run = conftest.run_script('examples/train_score.py', *common,
                             '--objective=ratio', '--ratio_balance=10',
+                            '--remove_map_mean',
                             f'--output_dir={tmp_path / "balanced"}')
   assert run.returncode == 0, run.stderr[-2000:]
   config = json.loads((tmp_path / 'balanced' / 'run_config.json').read_text())
   assert config['objective'] == 'ratio' and config['balance'] == 10.
+  assert ratio_lib.load_ratio_network(
+      tmp_path / 'balanced' / training.RATIO_MODEL_FILENAME).remove_map_mean
   for flags, message in ((['--ratio_balance=10'], 'objective=ratio only'),
+                         (['--remove_map_mean'], 'objective=ratio only'),
                          (['--objective=ratio', '--ratio_balance=-1'],
                           'must be >= 0, got -1')):
     refused = conftest.run_script('examples/train_score.py', *common, *flags,
                                   f'--output_dir={tmp_path / "refused"}')
     assert refused.returncode != 0
-    assert '--ratio_balance' in refused.stderr and message in refused.stderr
+    assert flags[-1].split('=')[0] in refused.stderr, refused.stderr[-500:]
+    assert message in refused.stderr
     assert not (tmp_path / 'refused').exists()

@@ -208,6 +208,14 @@ class RatioNetwork(score_network_lib.ThetaConditioned, keras.Model):
     seed: integer seed of the initial weights, or None.
     pixel_scale_arcmin: pixel side (arcmin) of the training maps, or None
       (unknown); saved with the model.
+    remove_map_mean: if True, ℓ depends on x − mean(x) only (the mean over
+      the map's pixels is subtracted first), in training as in use. Shear
+      data do not determine the map mean (the Kaiser-Squires k = 0 mode:
+      the E-mode map the θ likelihood reads has mean 0), so a network that
+      reads the mean of its training maps learns information the data
+      never hold and then takes a mean of 0 as evidence about θ. False
+      (default, and the shipped files before it existed): the mean is
+      read like any other mode.
     **kwargs: Keras ``Model`` arguments (name, dtype, ...).
 
   Raises:
@@ -228,9 +236,14 @@ class RatioNetwork(score_network_lib.ThetaConditioned, keras.Model):
                data_std=0.02,
                seed=None,
                pixel_scale_arcmin=None,
+               remove_map_mean=False,
                **kwargs):
     super().__init__(**kwargs)
     _checks.float_dtype(self.compute_dtype, 'RatioNetwork compute dtype')
+    if not isinstance(remove_map_mean, bool):
+      raise ValueError(f'remove_map_mean must be True or False, got '
+                       f'{remove_map_mean!r}.')
+    self.remove_map_mean = remove_map_mean
     if theta_names is None:
       raise ValueError(
           'RatioNetwork needs theta_names and theta_bounds: it learns the '
@@ -295,7 +308,8 @@ class RatioNetwork(score_network_lib.ThetaConditioned, keras.Model):
         embedding_dim=self.embedding_dim,
         data_std=self.data_std,
         seed=self.seed,
-        pixel_scale_arcmin=self.pixel_scale_arcmin)
+        pixel_scale_arcmin=self.pixel_scale_arcmin,
+        remove_map_mean=self.remove_map_mean)
     return config
 
   @property
@@ -328,6 +342,8 @@ class RatioNetwork(score_network_lib.ThetaConditioned, keras.Model):
           f'RatioNetwork of depth {self.depth} needs maps whose size is '
           f'divisible by 2**depth = {self.size_divisor}; got {n}x{n}.')
     score_network_lib._check_sigma(sigma)  # pylint: disable=protected-access
+    if self.remove_map_mean:
+      x = x - tf.reduce_mean(x, axis=[-2, -1], keepdims=True)
     batch_shape = tf.broadcast_dynamic_shape(
         tf.broadcast_dynamic_shape(tf.shape(x)[:-2], tf.shape(sigma)),
         tf.shape(theta)[:-1])
