@@ -23,7 +23,9 @@ Maps: ``lognormal.cosmo_maps`` of seeds ``--first_seed`` onwards (the
 `cosmology.COSMO_PARAMETER_BOUNDS`; 1 000 000 onwards are held out of every
 training set). The shuffled pair of map i takes the θ of map i − 1, as in
 training. Noise of level σ is σ · u with u white of unit variance, one u
-per map fixed by ``--seed`` (the same u at every σ).
+per map fixed by ``--seed`` (the same u at every σ). With
+``--remove_map_mean`` each noisy map minus its mean is classified, as shear
+data give it (the Kaiser-Squires E-mode map has mean 0).
 
   python benchmarks/bench_ratio_loss.py --map_size=128 --num_maps=256 \
       --ratio_networks=ratio128_ft2/ratio_network.keras,ratio128_ft3/ratio_network.keras
@@ -62,6 +64,9 @@ def _define_flags():
                     'Noise levels σ (dimensionless convergence, per pixel).')
   flags.DEFINE_integer('batch_size', 16, 'Maps per network call.')
   flags.DEFINE_integer('seed', 0, 'Seed of the unit noise maps.')
+  flags.DEFINE_bool('remove_map_mean', False, 'Classify each noisy map minus '
+                    'its mean, as the data give it (the Kaiser-Squires E-mode '
+                    'map has mean 0), instead of the map as drawn.')
   flags.DEFINE_string('output', None, 'Optional JSON file for the table.')
 
 
@@ -89,7 +94,8 @@ def _checked_flags():
   return paths, sigmas
 
 
-def per_map_logits(network, kappa, theta, unit_noise, sigma, batch_size):
+def per_map_logits(network, kappa, theta, unit_noise, sigma, batch_size,
+                   remove_map_mean=False):
   """Logits of each held-out map's joint and shuffled pair at noise ``sigma``.
 
   Args:
@@ -99,6 +105,8 @@ def per_map_logits(network, kappa, theta, unit_noise, sigma, batch_size):
     unit_noise: ``[M, N, N]`` unit-variance noise.
     sigma: noise level (dimensionless).
     batch_size: maps per network call.
+    remove_map_mean: if True, each noisy map minus its mean is classified
+      (as shear data give it: the Kaiser-Squires E-mode map has mean 0).
 
   Returns:
     Two numpy ``[M]`` arrays (nats): ℓ(κ_i + σu_i, θ_i), ℓ(κ_i + σu_i, θ_{i−1}).
@@ -107,7 +115,10 @@ def per_map_logits(network, kappa, theta, unit_noise, sigma, batch_size):
   joint, other = [], []
   for start in range(0, len(kappa), batch_size):
     part = slice(start, start + batch_size)
-    noisy = tf.constant(kappa[part] + sigma * unit_noise[part], tf.float32)
+    noisy = kappa[part] + sigma * unit_noise[part]
+    if remove_map_mean:
+      noisy = noisy - noisy.mean(axis=(-2, -1), keepdims=True)
+    noisy = tf.constant(noisy, tf.float32)
     level = tf.fill([noisy.shape[0]], tf.constant(sigma, tf.float32))
     joint.append(network(noisy, level, tf.constant(theta[part], tf.float32)))
     other.append(network(noisy, level,
@@ -179,7 +190,8 @@ def main(argv):
   for path in paths:
     network = ratio.load_ratio_network(path)
     logits = [per_map_logits(network, maps['kappa'], theta, unit_noise, s,
-                             FLAGS.batch_size) for s in sigmas]
+                             FLAGS.batch_size, FLAGS.remove_map_mean)
+              for s in sigmas]
     losses[path] = [pair_loss(*pair) for pair in logits]
     temperatures[path] = [best_temperature(*pair) for pair in logits]
     tempered[path] = [float(np.mean(pair_loss(*pair, alpha))) for pair, alpha
@@ -228,7 +240,8 @@ def main(argv):
         f'balanced; {time.time() - start:.0f} s)')
   if FLAGS.output:
     table = {'flags': {'map_size': FLAGS.map_size, 'num_maps': n,
-                       'first_seed': FLAGS.first_seed, 'seed': FLAGS.seed},
+                       'first_seed': FLAGS.first_seed, 'seed': FLAGS.seed,
+                       'remove_map_mean': FLAGS.remove_map_mean},
              'rows': rows}
     outputs.write_json_atomic(FLAGS.output, table, indent=1)
 
