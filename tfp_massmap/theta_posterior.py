@@ -29,6 +29,13 @@ up to a θ-independent term) is the θ likelihood, with no approximation:
   ℓ(κ_E, θ, σ_n) = log p_σ(κ_E | θ) − log p_σ(κ_E), trained on exactly
   such smoothed maps (its accuracy is the network's).
 
+The map mean is the exception: the Kaiser-Squires kernel vanishes at
+k = 0, so κ_E has mean 0 whatever κ's is, and the likelihood is that of
+the mean-free map. A ratio network built with ``remove_map_mean`` (the
+shipped 32² one) reads only x − mean(x) and matches this; one that reads
+the mean takes the data's 0 as evidence about θ (overconfident at low
+noise: docs/benchmarks.md, "The map mean").
+
 A mask or a noise level that varies from pixel to pixel breaks the identity
 (the noise on κ_E is then correlated and its pattern is not the prior's
 smoothing), and `white_noise_level` refuses such data, naming what it found.
