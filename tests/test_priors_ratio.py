@@ -103,6 +103,14 @@ class _ExactModel:
     return tf.constant(self.logits[-1])
 
 
+def _training_args():
+  """(x, σ, u, θ) of `training._ratio_loss` for 512 pairs at σ = 0.01."""
+  kappa, sigma8 = _pairs(512, seed=4)
+  return (tf.constant(kappa), tf.fill([512], tf.constant(0.01, tf.float64)),
+          tf.constant(np.random.default_rng(5).standard_normal(kappa.shape)),
+          tf.constant(sigma8[:, None]))
+
+
 def test_classification_loss_is_ln2_at_zero_and_minimal_at_the_exact_ratio():
   np.testing.assert_allclose(
       ratio.classification_loss(tf.zeros(3), tf.zeros(3)), np.log(2.) *
@@ -111,10 +119,7 @@ def test_classification_loss_is_ln2_at_zero_and_minimal_at_the_exact_ratio():
   # minimal at the exact log ratio, among tempered or sharpened versions of
   # it and versions at a shifted σ8: the loss, the noising and the shuffling
   # are wired as the ratio module says.
-  kappa, sigma8 = _pairs(512, seed=4)
-  args = (tf.constant(kappa), tf.fill([512], tf.constant(0.01, tf.float64)),
-          tf.constant(np.random.default_rng(5).standard_normal(kappa.shape)),
-          tf.constant(sigma8[:, None]))
+  args = _training_args()
   exact = _ExactModel()
   loss = training._ratio_loss(exact, *args).numpy()  # pylint: disable=protected-access
   # The exact classifier is far better than chance (ln 2) on 16² maps.
@@ -153,10 +158,7 @@ def test_exact_classifier_is_balanced_and_the_penalty_enters_the_loss():
   # The Bayes-optimal classifier is balanced: on 512 pairs of the 16²
   # amplitude problem its b is 0 within its standard error, while the same
   # logits shifted by +1 (every pair made likelier joint) are not.
-  kappa, sigma8 = _pairs(512, seed=4)
-  args = (tf.constant(kappa), tf.fill([512], tf.constant(0.01, tf.float64)),
-          tf.constant(np.random.default_rng(5).standard_normal(kappa.shape)),
-          tf.constant(sigma8[:, None]))
+  args = _training_args()
   exact = _ExactModel()
   plain = training._ratio_loss(exact, *args).numpy()  # pylint: disable=protected-access
   joint, shuffled = exact.logits
