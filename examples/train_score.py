@@ -165,10 +165,10 @@ def _architecture(ratio):
       embedding_dim=_EMBEDDING_DIM.value,
       data_std=_DATA_STD.value,
       pixel_scale_arcmin=_PIXEL_SCALE.value)
-  if not ratio:
-    network['gaussian_pixel_scale_arcmin'] = _HYBRID.value
   if ratio:
     network['remove_map_mean'] = _REMOVE_MAP_MEAN.value
+  else:
+    network['gaussian_pixel_scale_arcmin'] = _HYBRID.value
   if _CONDITION_ON_COSMOLOGY.value or ratio:
     network['theta_names'] = list(cosmology.COSMO_PARAMETER_NAMES)
     network['theta_bounds'] = [list(b) for b in cosmology.COSMO_PARAMETER_BOUNDS]

@@ -6,7 +6,6 @@ import warnings
 
 import numpy as np
 import pytest
-import scipy.optimize
 import tensorflow as tf
 
 from tfp_massmap import cosmology
@@ -14,9 +13,14 @@ from tfp_massmap import lognormal
 from tfp_massmap import priors
 from tfp_massmap import testing
 from tfp_massmap import theta_posterior
-from tfp_massmap.priors import ratio
 from tfp_massmap.score_network import ScoreNetwork
 from tfp_massmap.datasets.lognormal_kappa import lognormal_kappa_dataset_builder as lkb
+
+import conftest
+
+# The held-out cross-entropy and logit scale of benchmarks/bench_ratio_loss.py.
+_RATIO_BENCH = conftest.load_script('benchmarks/bench_ratio_loss.py',
+                                    'bench_ratio_loss')
 
 
 def test_shipped_prior_beats_wiener_denoiser_on_held_out_maps():
@@ -90,22 +94,17 @@ def test_shipped_ratio_network_is_sharp_as_it_should_be_on_mean_free_maps():
   overconfident; docs/benchmarks.md, "The map mean".)"""
   network = priors.load_prior('cosmo_joint_32').ratio
   assert network.remove_map_mean
-  sigma = 0.0117
-  maps, noisy, theta = _cosmo_maps(128, sigma)
-  noisy = noisy - noisy.mean(axis=(1, 2), keepdims=True)
-  level = tf.fill([128], np.float32(sigma))
-  joint = network(noisy, level, theta.astype(np.float32)).numpy()
-  other = network(noisy, level,
-                  np.roll(theta, 1, axis=0).astype(np.float32)).numpy()
-
-  def loss(alpha):
-    return float(np.mean(ratio.classification_loss(
-        tf.constant(alpha * joint, tf.float64),
-        tf.constant(alpha * other, tf.float64))))
-  alpha = scipy.optimize.minimize_scalar(loss, bounds=(0.05, 5.),
-                                         method='bounded').x
+  maps = lognormal.cosmo_maps(range(2_000_000, 2_000_128), 32, 0.8)
+  theta = np.stack([maps['omega_m'], maps['sigma8']], axis=-1)
+  unit_noise = np.random.default_rng(0).standard_normal(
+      maps['kappa'].shape).astype(np.float32)
+  pairs = _RATIO_BENCH.per_map_logits(network, maps['kappa'], theta,
+                                      unit_noise, 0.0117, batch_size=128,
+                                      remove_map_mean=True)
+  alpha = _RATIO_BENCH.best_temperature(*pairs)
   assert 0.85 < alpha < 1.3, alpha
-  assert loss(1.) < 0.4  # ln 2 = 0.693 untrained; measured 0.36 (0.46).
+  # ln 2 = 0.693 untrained; measured 0.36 (0.46).
+  assert np.mean(_RATIO_BENCH.pair_loss(*pairs)) < 0.4
 
 
 def _theta_posteriors(joint, map_size, num_maps, seed, **kwargs):

@@ -118,9 +118,9 @@ def balance_penalty(logit_joint, logit_shuffled):
     ValueError: for a batch of fewer than 2 pairs (a static shape).
   """
   a = tf.sigmoid(logit_joint) + tf.sigmoid(logit_shuffled) - 1.0
-  n = a.shape[0]
-  if n is not None and n < 2:
-    raise ValueError(f'balance_penalty needs at least 2 pairs, got {n}.')
+  if a.shape[0] is not None and a.shape[0] < 2:
+    raise ValueError(
+        f'balance_penalty needs at least 2 pairs, got {a.shape[0]}.')
   n = tf.cast(tf.shape(a)[0], a.dtype)
   total = tf.reduce_sum(a)
   return (tf.square(total) - tf.reduce_sum(tf.square(a))) / (n * (n - 1.0))
