@@ -106,6 +106,7 @@ from tfp_massmap import lognormal_posterior
 from tfp_massmap import metrics
 from tfp_massmap import outputs
 from tfp_massmap import posterior
+from tfp_massmap import power_spectrum_likelihood
 from tfp_massmap import shear_map as shear_map_lib
 from tfp_massmap import survey
 from tfp_massmap import testing
@@ -605,11 +606,25 @@ class _OracleNetwork(learned_joint.ConditionedScoreNetwork):
     return self.variable
 
 
+def power_spectrum_summary(likelihood, data, noise, theta):
+  """The power-spectrum posterior's summary per θ name, for one map.
+
+  `grid_summary` of each marginal of ``likelihood.grid_posterior`` (81
+  cells per axis) given the data's Kaiser-Squires E-mode map: what the
+  map's power spectrum alone says about θ (`power_spectrum_likelihood`).
+  """
+  kappa_e, _ = lensing.kaiser_squires(tf.constant(data.shear, tf.float64))
+  centres, weights = likelihood.grid_posterior(kappa_e, noise)
+  return {name: grid_summary(centres[d], weights.sum(axis=1 - d), theta[d])
+          for d, name in enumerate(cosmology.COSMO_PARAMETER_NAMES)}
+
+
 def _theta_record(first_seed, i, theta, parameters, summary, names, n,
-                  pixel_scale, noise):
+                  pixel_scale, noise, power_spectrum):
   """A map's θ record: rank, mean, std, coverage and Fisher width per name.
 
-  The rank is among ``parameters``' draws; the rest is ``summary``'s.
+  The rank is among ``parameters``' draws; the rest is ``summary``'s, with
+  the power-spectrum posterior's summary (`power_spectrum_summary`) beside.
   """
   fisher, fisher_conditional = fisher_stds(theta, n, pixel_scale, noise**2)
   record = dict(seed=first_seed + i, theta=theta.tolist())
@@ -623,7 +638,8 @@ def _theta_record(first_seed, i, theta, parameters, summary, names, n,
         covered_68=bool(part['interval_68'][0] <= theta[d] <=
                         part['interval_68'][1]),
         covered_95=bool(part['interval_95'][0] <= theta[d] <=
-                        part['interval_95'][1]))
+                        part['interval_95'][1]),
+        power_spectrum=power_spectrum[name])
   return record
 
 
@@ -703,6 +719,8 @@ def run_learned(num_maps, num_chains, paths, noise, settings,
   annealed = {a: posterior.PosteriorSampler(prior_of[a](), **map_settings)
               for a in arms if a in prior_of}
   cosmo_field = lognormal_cosmology.CosmoLognormalField(n, pixel_scale)
+  ps_likelihood = power_spectrum_likelihood.PowerSpectrumLikelihood(
+      n, pixel_scale)
   records = []
   for i in range(num_maps):
     began = time.perf_counter()
@@ -716,7 +734,8 @@ def run_learned(num_maps, num_chains, paths, noise, settings,
       record = _theta_record(
           first_seed, i, theta, parameters, joint_posterior.parameter_summary(
               types.SimpleNamespace(parameters=parameters)),
-          names, n, pixel_scale, noise)
+          names, n, pixel_scale, noise,
+          power_spectrum_summary(ps_likelihood, data, noise, theta))
       record.update(num_diverged=0, would_be_acceptance=None,
                     theta_diagnostics=diagnostics)
     else:
@@ -745,7 +764,7 @@ def run_learned(num_maps, num_chains, paths, noise, settings,
       record = _theta_record(
           first_seed, i, theta, draws,
           joint_posterior.parameter_summary(source), names, n, pixel_scale,
-          noise)
+          noise, power_spectrum_summary(ps_likelihood, data, noise, theta))
       record.update(
           theta_from='joint' if 'joint' in arms else 'exact_joint',
           num_diverged=source.diagnostics.get('num_diverged_chains', 0),
@@ -794,6 +813,17 @@ def summarise_learned(records, num_chains, num_bins):
         fisher_std_conditional=_mean([p['fisher_std_conditional']
                                       for p in part]),
         prior_std=float((bounds[d, 1] - bounds[d, 0]) / np.sqrt(12.)))
+    if all('power_spectrum' in p for p in part):  # Records since it exists.
+      spectrum = [p['power_spectrum'] for p in part]
+      ratios = [p['std'] / q['std'] for p, q in zip(part, spectrum)]
+      out['parameters'][name]['power_spectrum'] = dict(
+          coverage_68=_mean([q['covered_68'] for q in spectrum]),
+          coverage_95=_mean([q['covered_95'] for q in spectrum]),
+          coverage_68_error=_error([q['covered_68'] for q in spectrum]),
+          coverage_95_error=_error([q['covered_95'] for q in spectrum]),
+          std=_mean([q['std'] for q in spectrum]),
+          std_ratio=_mean(ratios), std_ratio_error=_error(ratios),
+          std_ratio_median=float(np.median(ratios)))
   thirds = []
   edges = np.linspace(bounds[1, 0], bounds[1, 1], 4)
   for b in range(3):
@@ -937,6 +967,19 @@ def markdown_learned(summary, num_chains):
         f'{p["prior_std"]:.4f} |')
   lines += [''] + [f'{name}: rank counts {p["rank_counts"]}.'
                    for name, p in s['parameters'].items()]
+  spectrum = {name: p['power_spectrum'] for name, p in s['parameters'].items()
+              if 'power_spectrum' in p}
+  if spectrum:
+    lines += ['', 'The power-spectrum posterior on the same maps '
+              '(power_spectrum_likelihood; std ratio: this posterior\'s std '
+              'over it, per map):', '',
+              '| parameter | 68 % coverage | 95 % coverage | mean std | '
+              'std ratio mean (median) |', '|---|---|---|---|---|']
+    lines += [
+        f'| {name} | {q["coverage_68"]:.2f} ± {q["coverage_68_error"]:.2f} | '
+        f'{q["coverage_95"]:.2f} ± {q["coverage_95_error"]:.2f} | '
+        f'{q["std"]:.4f} | {q["std_ratio"]:.3f} ± {q["std_ratio_error"]:.3f} '
+        f'({q["std_ratio_median"]:.3f}) |' for name, q in spectrum.items()]
   if not s['arms']:  # --theta_only
     lines += ['', '| σ8 third | maps | σ8 std / σ_F marginal |', '|---|---|---|']
     lines += [f'| {row["range"][0]:.3f}–{row["range"][1]:.3f} | '

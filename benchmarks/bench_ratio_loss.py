@@ -25,7 +25,9 @@ training set). The shuffled pair of map i takes the θ of map i − 1, as in
 training. Noise of level σ is σ · u with u white of unit variance, one u
 per map fixed by ``--seed`` (the same u at every σ). With
 ``--remove_map_mean`` each noisy map minus its mean is classified, as shear
-data give it (the Kaiser-Squires E-mode map has mean 0).
+data give it (the Kaiser-Squires E-mode map has mean 0). The entry
+``power_spectrum`` of ``--ratio_networks`` is the Gaussian power-spectrum
+classifier (`power_spectrum_likelihood`): what the spectrum alone gives.
 
   python benchmarks/bench_ratio_loss.py --map_size=128 --num_maps=256 \
       --ratio_networks=ratio128_ft2/ratio_network.keras,ratio128_ft3/ratio_network.keras
@@ -45,16 +47,21 @@ import tensorflow as tf
 from tfp_massmap import cosmology
 from tfp_massmap import lognormal
 from tfp_massmap import outputs
+from tfp_massmap import power_spectrum_likelihood
 from tfp_massmap.priors import ratio
 
 FLAGS = flags.FLAGS
 
+# The name in --ratio_networks of the Gaussian power-spectrum classifier.
+POWER_SPECTRUM = 'power_spectrum'
+
 
 def _define_flags():
   """The flags (defined only when run as a script, so tests can import it)."""
-  flags.DEFINE_list('ratio_networks', None, 'RatioNetwork .keras files; the '
-                    'first is the reference of the paired differences. '
-                    'Required.')
+  flags.DEFINE_list('ratio_networks', None, 'RatioNetwork .keras files, or '
+                    f'{POWER_SPECTRUM!r} for the Gaussian power-spectrum '
+                    'classifier; the first is the reference of the paired '
+                    'differences. Required.')
   flags.DEFINE_integer('map_size', 128, 'Pixels per side N of the cosmo maps '
                        '(0.8-arcmin pixels, `cosmology.cosmo_kappa_setting`).')
   flags.DEFINE_integer('num_maps', 256, 'Held-out maps (>= 2).')
@@ -76,7 +83,7 @@ def _checked_flags():
   if not paths:
     raise app.UsageError('--ratio_networks is required: one or more '
                          'RatioNetwork .keras files.')
-  missing = [p for p in paths if not os.path.exists(p)]
+  missing = [p for p in paths if p != POWER_SPECTRUM and not os.path.exists(p)]
   if missing:
     raise app.UsageError(f'--ratio_networks: no file at {missing}.')
   try:
@@ -92,6 +99,21 @@ def _checked_flags():
         f'--num_maps must be >= 2, --batch_size >= 1 and --first_seed >= 0, '
         f'got {FLAGS.num_maps}, {FLAGS.batch_size} and {FLAGS.first_seed}.')
   return paths, sigmas
+
+
+def classifier(name, map_size, pixel_scale_arcmin):
+  """The classifier ``(x, σ, θ) → ℓ [B]`` of a --ratio_networks entry.
+
+  A `RatioNetwork` file, or `POWER_SPECTRUM`: the logit log p_G(x | θ) −
+  log p_G(x) of `power_spectrum_likelihood.PowerSpectrumLikelihood` (the
+  Bayes-optimal classifier if the maps were Gaussian fields), in float32.
+  """
+  if name != POWER_SPECTRUM:
+    return ratio.load_ratio_network(name)
+  likelihood = power_spectrum_likelihood.PowerSpectrumLikelihood(
+      map_size, pixel_scale_arcmin)
+  return lambda x, sigma, theta: tf.cast(
+      likelihood.log_ratio(x, theta, sigma), tf.float32)
 
 
 def per_map_logits(network, kappa, theta, unit_noise, sigma, batch_size,
@@ -188,7 +210,7 @@ def main(argv):
         f'{FLAGS.first_seed} ({time.time() - start:.0f} s)')
   losses, temperatures, tempered, balances = {}, {}, {}, {}
   for path in paths:
-    network = ratio.load_ratio_network(path)
+    network = classifier(path, FLAGS.map_size, pixel_scale)
     logits = [per_map_logits(network, maps['kappa'], theta, unit_noise, s,
                              FLAGS.batch_size, FLAGS.remove_map_mean)
               for s in sigmas]

@@ -14,6 +14,8 @@ import conftest
 from tfp_massmap import cosmology
 from tfp_massmap import lensing
 from tfp_massmap import likelihood
+from tfp_massmap import lognormal_cosmology
+from tfp_massmap import power_spectrum_likelihood
 from tfp_massmap import shear_map as shear_map_lib
 from tfp_massmap import testing
 from tfp_massmap.priors import gaussian
@@ -200,3 +202,52 @@ def test_learned_summary_of_an_exact_joint_run_has_no_learned_ratios():
   assert 'draws of the exact joint posterior' in table
   assert 'κ RMSE ×10³: exact_joint |' in table
   assert 'joint / oracle' not in table
+
+
+def test_power_spectrum_summary_is_the_closed_form_and_is_tabled():
+  # A Gaussian field of known θ seen through white noise: the summary's
+  # means and stds are those of the exact Gaussian-field posterior on a
+  # dense grid (numpy, mode by mode), and the learned summary tables the
+  # per-map std ratio against it.
+  n, pixel, noise = 16, 3.2, 0.01
+  theta = np.array([0.31, 0.78])
+  field = lognormal_cosmology.CosmoLognormalField(n, pixel, gaussian=True)
+  kappa = field.convergence_from_white(
+      np.random.default_rng(4).standard_normal((n, n)), theta).numpy()
+  ones = np.ones([n, n])
+  shear = likelihood.ShearLikelihood(kappa, noise * ones, ones).sample(
+      seed=(4, 1)).numpy()
+  data = shear_map_lib.ShearMap(shear=shear, noise_std=noise * ones,
+                                mask=ones, pixel_scale_arcmin=pixel)
+  like = power_spectrum_likelihood.PowerSpectrumLikelihood(n, pixel)
+  got = bench.power_spectrum_summary(like, data, noise, theta)
+  kappa_e, _ = lensing.kaiser_squires(tf.constant(shear, tf.float64))
+  power = np.abs(np.fft.fft2(kappa_e.numpy(), norm='ortho'))**2
+  bounds = np.asarray(cosmology.COSMO_PARAMETER_BOUNDS)
+  axes = [lo + (np.arange(81) + 0.5) * (hi - lo) / 81 for lo, hi in bounds]
+  grid = np.stack(np.meshgrid(*axes, indexing='ij'), -1).reshape(-1, 2)
+  variance = field.target_power_grid(grid).numpy() + noise**2
+  log_post = -0.5 * np.sum((power / variance + np.log(variance))
+                           .reshape(len(grid), -1)[:, 1:], -1)
+  weight = np.exp(log_post - log_post.max())
+  weight /= weight.sum()
+  for d, name in enumerate(cosmology.COSMO_PARAMETER_NAMES):
+    mean = weight @ grid[:, d]
+    np.testing.assert_allclose(got[name]['mean'], mean, rtol=1e-7)
+    np.testing.assert_allclose(got[name]['std'], np.sqrt(
+        weight @ (grid[:, d] - mean)**2), rtol=1e-7)
+
+  def record(seed, std):
+    part = dict(truth=0.3, rank=3, mean=0.3, std=std, fisher_std=0.06,
+                fisher_std_conditional=0.04, covered_68=True, covered_95=True,
+                power_spectrum=dict(mean=0.3, std=0.04, covered_68=True,
+                                    covered_95=seed > 0))
+    return dict(seed=seed, omega_m=part, sigma8=dict(part, truth=0.8),
+                num_diverged=0, would_be_acceptance=None, seconds=1.)
+  summary = bench.summarise_learned([record(0, 0.04), record(1, 0.06)],
+                                    num_chains=7, num_bins=8)
+  spectrum = summary['parameters']['sigma8']['power_spectrum']
+  np.testing.assert_allclose(spectrum['std_ratio'], 1.25)  # (1 + 1.5) / 2
+  np.testing.assert_allclose(spectrum['coverage_95'], 0.5)
+  assert 'power-spectrum posterior on the same maps' in bench.markdown_learned(
+      summary, 7)

@@ -9,6 +9,7 @@ from tfp_massmap import lensing
 from tfp_massmap import likelihood
 from tfp_massmap import lognormal
 from tfp_massmap import lognormal_cosmology
+from tfp_massmap import power_spectrum_likelihood
 from tfp_massmap import shear_map
 from tfp_massmap import testing
 
@@ -81,16 +82,13 @@ def _closed_form_moments(field, data, noise, points=81):
   By quadrature on a ``points``² grid over the prior box; also those of the
   prior on the same grid.
   """
-  n = field.map_size
   kappa_e, _ = lensing.kaiser_squires(tf.constant(data.shear, tf.float64))
-  power = np.abs(np.fft.fft2(kappa_e.numpy(), norm='ortho'))**2
   axes = [np.linspace(low, high, points) for low, high in field.theta_bounds]
   grid = np.stack(np.meshgrid(*axes, indexing='ij'), -1).reshape(-1, 2)
-  signal = field.target_power_grid(grid).numpy()
-  modes = np.ones((n, n), bool)
-  modes[0, 0] = False  # The map mean: no shear sees it.
-  variance = signal[:, modes] + noise**2
-  log_post = -0.5 * np.sum(power[modes] / variance + np.log(variance), -1)
+  # The library's Gaussian-field likelihood: the HMC below checks it too.
+  log_post = power_spectrum_likelihood.PowerSpectrumLikelihood(
+      field.map_size, field.pixel_scale_arcmin).log_likelihood(
+          kappa_e, grid, noise).numpy()
   values = np.concatenate([grid, _s8(grid)[:, np.newaxis]], -1)
 
   def moments(weight):

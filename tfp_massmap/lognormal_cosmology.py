@@ -49,6 +49,7 @@ from tfp_massmap import _checks
 from tfp_massmap import cosmology
 from tfp_massmap import lensing
 from tfp_massmap import likelihood as likelihood_lib
+from tfp_massmap import power_spectrum_likelihood
 from tfp_massmap import shear_map as shear_map_lib
 from tfp_massmap import theta_posterior
 from tfp_massmap.mcmc import driver
@@ -107,23 +108,7 @@ class CosmoLognormalField:
     self._map_size = n
     self._pixel_scale_arcmin = pix
     self._gaussian = bool(gaussian)
-    log_om, log_s8, ell, log_cl = cosmology.convergence_cl_grid()
-    self._log_om = tf.constant(log_om, dtype)
-    self._log_s8 = tf.constant(log_s8, dtype)
-    self._log_cl = tf.constant(log_cl, dtype)  # [I, J, L]
-    # power_spectrum.power_spectrum_grid's log-linear rule in ℓ, as weights.
-    log_ell = np.log(ell)
-    log_l = np.log(np.clip(lensing.multipoles(n, pix, tf.float64).numpy(),
-                           ell[0], ell[-1])).reshape(-1)
-    low = np.clip(np.searchsorted(log_ell, log_l, side='right') - 1, 0,
-                  ell.size - 2)
-    self._ell_low = tf.constant(low, tf.int32)
-    self._ell_weight = tf.constant(
-        (log_l - log_ell[low]) / (log_ell[low + 1] - log_ell[low]), dtype)
-    not_mean = np.ones((n, n))
-    not_mean[0, 0] = 0.
-    delta = pix * lensing.ARCMIN_TO_RAD
-    self._grid_factor = tf.constant(not_mean / delta**2, dtype)
+    self._spectrum = power_spectrum_likelihood.CosmoSpectrum(n, pix, dtype)
     # How often each rfft2d half-plane mode appears in the full N×N grid.
     self._multiplicity = tf.constant(lensing.rfft_multiplicity(n), dtype)
     self._bounds = np.asarray(cosmology.COSMO_PARAMETER_BOUNDS, np.float64)
@@ -152,33 +137,12 @@ class CosmoLognormalField:
     """The prior box ``[D, 2]`` of θ (`cosmology.COSMO_PARAMETER_BOUNDS`)."""
     return self._bounds.copy()
 
-  def _bilinear(self, nodes, log_value):
-    """(i, t) of each value [B]: at fraction t of [nodes[i], nodes[i + 1]]."""
-    count = int(nodes.shape[0])
-    i = tf.clip_by_value(
-        tf.searchsorted(nodes, log_value, side='right') - 1, 0, count - 2)
-    left = tf.gather(nodes, i)
-    right = tf.gather(nodes, i + 1)
-    t = tf.clip_by_value((log_value - left) / (right - left), 0., 1.)
-    return i, t
-
   def target_power_grid(self, theta):
-    """S_k(θ) = C(ℓ_k; θ) / Δ² ``[..., N, N]`` (0 at k = 0), θ ``[..., 2]``."""
-    theta = tf.convert_to_tensor(theta, self._dtype)
-    batch = tf.shape(theta)[:-1]
-    flat = tf.reshape(theta, [-1, 2])
-    i, t = self._bilinear(self._log_om, tf.math.log(flat[:, 0]))
-    j, u = self._bilinear(self._log_s8, tf.math.log(flat[:, 1]))
-    corner = lambda a, b: tf.gather_nd(self._log_cl, tf.stack([a, b], -1))
-    t, u = t[:, tf.newaxis], u[:, tf.newaxis]
-    log_c = ((1 - t) * ((1 - u) * corner(i, j) + u * corner(i, j + 1)) +
-             t * ((1 - u) * corner(i + 1, j) + u * corner(i + 1, j + 1)))
-    w = self._ell_weight
-    log_s = ((1 - w) * tf.gather(log_c, self._ell_low, axis=-1) +
-             w * tf.gather(log_c, self._ell_low + 1, axis=-1))
-    n = self._map_size
-    grid = tf.exp(tf.reshape(log_s, [-1, n, n])) * self._grid_factor
-    return tf.reshape(grid, tf.concat([batch, [n, n]], 0))
+    """S_k(θ) = C(ℓ_k; θ) / Δ² ``[..., N, N]`` (0 at k = 0), θ ``[..., 2]``.
+
+    `power_spectrum_likelihood.CosmoSpectrum.power_grid`.
+    """
+    return self._spectrum.power_grid(theta)
 
   def shift(self, theta):
     """λ(θ) ``[...]`` of `cosmology.lognormal_shift`, θ ``[..., 2]``."""
