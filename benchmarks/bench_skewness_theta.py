@@ -66,6 +66,11 @@ def _define_flags():
                      'component.')
   flags.DEFINE_list('smoothing_arcmin', ['1.2', '2.4', '4.8'], 'Gaussian '
                     'smoothing σ of each skewness statistic (arcmin).')
+  flags.DEFINE_multi_enum('moments', ['skewness'],
+                          ['skewness', 'excess_kurtosis'],
+                          'One-point moments of each smoothed map '
+                          '(`statistics.Moments` fields) that join the '
+                          'power spectrum.')
   flags.DEFINE_integer('design_points', 9, 'Calibration θ per axis.')
   flags.DEFINE_integer('sims_per_theta', 40, 'Calibration maps per θ.')
   flags.DEFINE_integer('num_maps', 100, 'Held-out maps.')
@@ -78,13 +83,20 @@ def _define_flags():
   flags.DEFINE_string('output', None, 'Optional JSON file of the records.')
 
 
-def skewness(maps, smoothing_arcmin, pixel_scale_arcmin):
-  """Skewness of maps ``[..., N, N]`` smoothed at each scale, ``[..., S]``."""
+def smoothed_moments(maps, smoothing_arcmin, pixel_scale_arcmin,
+                     moments=('skewness',)):
+  """One-point moments of maps ``[..., N, N]`` smoothed at each scale.
+
+  Returns ``[..., S × len(moments)]``: for each scale (Gaussian σ in
+  arcmin, 0 for none), the named fields of `statistics.moments`.
+  """
   maps = tf.convert_to_tensor(maps, tf.float64)
-  return np.stack([
-      statistics.moments(lensing.gaussian_smooth(
-          maps, s, pixel_scale_arcmin)).skewness.numpy()
-      for s in smoothing_arcmin], -1)
+  values = []
+  for scale in smoothing_arcmin:
+    found = statistics.moments(lensing.gaussian_smooth(
+        maps, scale, pixel_scale_arcmin))
+    values += [getattr(found, name).numpy() for name in moments]
+  return np.stack(values, -1)
 
 
 def polynomial_features(theta):
@@ -129,7 +141,8 @@ class SkewnessModel:
             np.log(std).sum(-1))
 
 
-def calibrate(field, noise, smoothing, pixel_scale, points, sims, seed):
+def calibrate(field, noise, smoothing, pixel_scale, points, sims, seed,
+              moments):
   """(design θ ``[D, 2]``, statistics ``[D, M, S]``) of step 1."""
   bounds = np.asarray(cosmology.COSMO_PARAMETER_BOUNDS)
   axes = [np.linspace(low, high, points) for low, high in bounds]
@@ -142,7 +155,7 @@ def calibrate(field, noise, smoothing, pixel_scale, points, sims, seed):
                                          t).numpy()
     maps = kappa + noise * rng.standard_normal(kappa.shape)
     maps -= maps.mean(axis=(-2, -1), keepdims=True)
-    values.append(skewness(maps, smoothing, pixel_scale))
+    values.append(smoothed_moments(maps, smoothing, pixel_scale, moments))
   return theta, np.stack(values)
 
 
@@ -165,7 +178,7 @@ def table(records, num_exact):
   lines = ['| posterior | parameter | 68 % | 95 % | mean std | mean std, '
            f'first {num_exact} maps |', '|---|---|---|---|---|---|']
   for key, label in (('power_spectrum', 'power spectrum'),
-                     ('with_skewness', 'power spectrum + skewness')):
+                     ('with_moments', 'power spectrum + moments')):
     for name in NAMES:
       part = [r[key][name] for r in records]
       lines.append(
@@ -187,7 +200,7 @@ def main(argv):
   field = lognormal_cosmology.CosmoLognormalField(n, pixel_scale)
   design, values = calibrate(field, noise, smoothing, pixel_scale,
                              FLAGS.design_points, FLAGS.sims_per_theta,
-                             FLAGS.seed + 1)
+                             FLAGS.seed + 1, FLAGS.moments)
   model = SkewnessModel(design, values)
   likelihood = power_spectrum_likelihood.PowerSpectrumLikelihood(
       n, pixel_scale)
@@ -199,22 +212,23 @@ def main(argv):
     centres, weights = likelihood.grid_posterior(kappa_e, noise)
     grid = np.stack(np.meshgrid(*centres, indexing='ij'), -1).reshape(-1, 2)
     log_post = np.log(np.maximum(weights.reshape(-1), 1e-300)) + model.log_likelihood(
-        skewness(kappa_e, smoothing, pixel_scale), grid)
+        smoothed_moments(kappa_e, smoothing, pixel_scale, FLAGS.moments),
+        grid)
     joint = np.exp(log_post - log_post.max())
     records.append(dict(
         seed=FLAGS.first_seed + i, theta=theta.tolist(),
         power_spectrum=marginal_summary(centres, weights, theta),
-        with_skewness=marginal_summary(
+        with_moments=marginal_summary(
             centres, (joint / joint.sum()).reshape(weights.shape), theta)))
   print(f'cosmo_{n} maps from seed {FLAGS.first_seed}, σ_pix = {noise:.4f}; '
-        f'skewness at {smoothing} arcmin, calibrated on '
+        f'{", ".join(FLAGS.moments)} at {smoothing} arcmin, calibrated on '
         f'{values.shape[0]} × {values.shape[1]} simulations')
   print(table(records, FLAGS.num_exact_maps))
   print(f'{time.time() - start:.0f} s')
   if FLAGS.output:
     outputs.write_json_atomic(FLAGS.output, dict(
         flags={name: FLAGS[name].value for name in (
-            'map_size', 'galaxy_density', 'sigma_e', 'smoothing_arcmin',
+            'map_size', 'galaxy_density', 'sigma_e', 'smoothing_arcmin', 'moments',
             'design_points', 'sims_per_theta', 'num_maps', 'first_seed',
             'seed')},
         maps=records), indent=1)

@@ -277,36 +277,6 @@ def test_deepened_network_has_the_same_logits_until_trained(tmp_path,
     network.deepened(channel_multiplier=0)
 
 
-def test_cubic_readout_copy_has_the_same_logits_until_trained(tmp_path,
-                                                              network):
-  cubic = network.with_cubic_readout()
-  assert cubic.cubic_readout and not network.cubic_readout
-  x = _maps(16)
-  theta = [[0.33, 0.72], [0.25, 0.9], [0.38, 0.61]]
-  for sigma in (0.005, 0.05):
-    np.testing.assert_allclose(cubic.log_ratio(x, theta, sigma),
-                               network.log_ratio(x, theta, sigma),
-                               rtol=1e-6, atol=1e-6)
-  # The h³ rows are live: nonzero weights there change ℓ, the others not.
-  for level, (old, new) in enumerate(zip(network.readouts, cubic.readouts)):
-    kernel, bias = new.get_weights()
-    channels = old.get_weights()[0].shape[2] // 2
-    assert kernel.shape[2] == 3 * channels
-    np.testing.assert_array_equal(kernel[:, :, 2 * channels:], 0.)
-    if level == 0:
-      kernel[:, :, 2 * channels:] = 0.1
-      new.set_weights([kernel, bias])
-  assert np.all(np.abs(cubic.log_ratio(x, theta, 0.05) -
-                       network.log_ratio(x, theta, 0.05)) > 1e-3)
-  cubic.save(tmp_path / 'cubic.keras')
-  loaded = ratio.load_ratio_network(tmp_path / 'cubic.keras')
-  assert loaded.get_config() == cubic.get_config()
-  np.testing.assert_allclose(loaded.log_ratio(x, theta, 0.05),
-                             cubic.log_ratio(x, theta, 0.05), rtol=1e-6)
-  with pytest.raises(ValueError, match='already has cubic_readout'):
-    cubic.with_cubic_readout()
-
-
 def test_load_ratio_network_names_the_wrong_file(tmp_path):
   with pytest.raises(FileNotFoundError, match='does not exist'):
     ratio.load_ratio_network(tmp_path / 'missing.keras')
@@ -328,8 +298,6 @@ def test_load_ratio_network_names_the_wrong_file(tmp_path):
     (dict(depth=0), 'depth'),
     (dict(channel_multipliers=[1, 2]), 'depth \\+ 1 = 3 entries'),
     (dict(remove_map_mean=1), 'remove_map_mean must be True or False, got 1'),
-    (dict(cubic_readout='yes'),
-     "cubic_readout must be True or False, got 'yes'"),
 ])
 def test_bad_construction(kwargs, match):
   with pytest.raises(ValueError, match=match):

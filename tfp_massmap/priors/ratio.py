@@ -216,12 +216,6 @@ class RatioNetwork(score_network_lib.ThetaConditioned, keras.Model):
       never hold and then takes a mean of 0 as evidence about θ. False
       (default, and the shipped files before it existed): the mean is
       read like any other mode.
-    cubic_readout: if True, the read-out at each resolution also sees h³,
-      the local third power of the filtered map, whose sum over pixels is
-      the map's third moment at that filtering: the one-point
-      non-Gaussianity (skewness) that, beside the power spectrum, carries
-      most of what the lognormal fields say about θ. False (default, and
-      the files shipped before it existed): h and h² only.
     **kwargs: Keras ``Model`` arguments (name, dtype, ...).
 
   Raises:
@@ -243,7 +237,6 @@ class RatioNetwork(score_network_lib.ThetaConditioned, keras.Model):
                seed=None,
                pixel_scale_arcmin=None,
                remove_map_mean=False,
-               cubic_readout=False,
                **kwargs):
     super().__init__(**kwargs)
     _checks.float_dtype(self.compute_dtype, 'RatioNetwork compute dtype')
@@ -251,10 +244,6 @@ class RatioNetwork(score_network_lib.ThetaConditioned, keras.Model):
       raise ValueError(f'remove_map_mean must be True or False, got '
                        f'{remove_map_mean!r}.')
     self.remove_map_mean = remove_map_mean
-    if not isinstance(cubic_readout, bool):
-      raise ValueError(f'cubic_readout must be True or False, got '
-                       f'{cubic_readout!r}.')
-    self.cubic_readout = cubic_readout
     if theta_names is None:
       raise ValueError(
           'RatioNetwork needs theta_names and theta_bounds: it learns the '
@@ -302,7 +291,7 @@ class RatioNetwork(score_network_lib.ThetaConditioned, keras.Model):
     for block in self.blocks:
       block.build((None, None, None, block.in_channels), embedding)
     for level, layer in enumerate(self.readouts):
-      layer.build((None, None, None, self._readout_powers * channels[level]))
+      layer.build((None, None, None, 2 * channels[level]))
     for level, layer in enumerate(self.downsamplers):
       layer.build((None, None, None, channels[level]))
     self.built = True
@@ -320,14 +309,8 @@ class RatioNetwork(score_network_lib.ThetaConditioned, keras.Model):
         data_std=self.data_std,
         seed=self.seed,
         pixel_scale_arcmin=self.pixel_scale_arcmin,
-        remove_map_mean=self.remove_map_mean,
-        cubic_readout=self.cubic_readout)
+        remove_map_mean=self.remove_map_mean)
     return config
-
-  @property
-  def _readout_powers(self):
-    """Feature maps per channel the read-outs see: silu(h), h² (and h³)."""
-    return 3 if self.cubic_readout else 2
 
   @property
   def num_parameters(self):
@@ -456,32 +439,6 @@ class RatioNetwork(score_network_lib.ThetaConditioned, keras.Model):
       target.set_weights(source.get_weights())
     return deeper
 
-  def with_cubic_readout(self):
-    """A copy with ``cubic_readout=True`` that computes the same ℓ.
-
-    The read-outs' weights on h³ start at zero, so the copy's logits
-    equal this network's until it is trained (``examples/train_score.py
-    --init_network``).
-
-    Returns:
-      A new `RatioNetwork` with this network's weights.
-
-    Raises:
-      ValueError: if this network already has the cubic read-out.
-    """
-    if self.cubic_readout:
-      raise ValueError('this RatioNetwork already has cubic_readout=True.')
-    config = self.get_config()
-    config['cubic_readout'] = True
-    cubic = type(self).from_config(config)
-    for source, target in zip(self.weights, cubic.weights):
-      if source.shape == target.shape:
-        target.assign(source)
-      else:  # A read-out kernel [1, 1, 2C, 1]: zeros on the new h³ rows.
-        target.assign(tf.concat(
-            [source, tf.zeros_like(source)[:, :, :source.shape[2] // 2]], 2))
-    return cubic
-
   def _logit(self, h, log_sigma, theta):
     """Scaled maps ``[B, N, N, 1]``, ln σ ``[B]``, θ ``[B, D]`` → ℓ ``[B]``."""
     phase = log_sigma[:, None] * tf.constant(
@@ -495,10 +452,7 @@ class RatioNetwork(score_network_lib.ThetaConditioned, keras.Model):
     for level in range(self.depth + 1):
       for _ in range(self.blocks_per_level):
         h = next(blocks)(h, emb)
-      powers = [keras.activations.silu(h), tf.square(h)]
-      if self.cubic_readout:
-        powers.append(h * tf.square(h))
-      features = tf.concat(powers, -1)
+      features = tf.concat([keras.activations.silu(h), tf.square(h)], -1)
       logit += tf.reduce_sum(self.readouts[level](features), axis=[1, 2, 3])
       if level < self.depth:
         h = self.downsamplers[level](h)
