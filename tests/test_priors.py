@@ -159,6 +159,9 @@ def test_shipped_128_joint_prior_infers_the_cosmology_at_the_demo_size():
   and warns.)"""
   joint = priors.load_prior('cosmo_joint_128')
   assert joint.theta_map_size == 128
+  # It reads each map minus its mean, as shear data give it (the file
+  # shipped before Dec 5 2026 read the mean).
+  assert joint.ratio.remove_map_mean
   with warnings.catch_warnings():
     warnings.simplefilter('error')
     truths, means, stds, covered, data = _theta_posteriors(

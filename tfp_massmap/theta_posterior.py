@@ -32,7 +32,7 @@ up to a θ-independent term) is the θ likelihood, with no approximation:
 The map mean is the exception: the Kaiser-Squires kernel vanishes at
 k = 0, so κ_E has mean 0 whatever κ's is, and the likelihood is that of
 the mean-free map. A ratio network built with ``remove_map_mean`` (the
-shipped 32² one) reads only x − mean(x) and matches this; one that reads
+shipped ones) reads only x − mean(x) and matches this; one that reads
 the mean takes the data's 0 as evidence about θ (overconfident at low
 noise: docs/benchmarks.md, "The map mean").
 
