@@ -65,8 +65,13 @@ widths of Ωm and σ8 (marginalised over the other) from the power
 spectrum alone: the Gaussian-likelihood Fisher matrix
 F_ij = ½ Σ_k ∂_i C_k ∂_j C_k / (C_k + N)² of the mode powers C_k(θ) of
 `convergence_cl(θ)` on the map's DFT grid (the lognormal maps have that
-power spectrum), derivatives by central differences. θ coverage is
-checked against the nominal levels here; ``bench_exact_theta.py``
+power spectrum), derivatives by central differences. σ_F ignores the
+prior box, which sets the width along the Ωm–σ8 degeneracy; the record
+``power_spectrum`` of each parameter is the power spectrum's own posterior
+over the box (`power_spectrum_likelihood.PowerSpectrumLikelihood`, 81
+cells per axis: mean, std, coverage), the fair reference for "at least as
+tight as the spectrum alone". θ coverage is checked against the nominal
+levels here; ``bench_exact_theta.py``
 compares the θ posterior with the exact one of the same maps.
 
 Prints markdown tables; ``--output`` writes the JSON, ``--figure`` the rank

@@ -31,6 +31,7 @@ from tfp_massmap import outputs
 from tfp_massmap import pipeline
 from tfp_massmap import plotting
 from tfp_massmap import power_spectrum
+from tfp_massmap import power_spectrum_likelihood
 from tfp_massmap import preprocessing
 from tfp_massmap import priors
 from tfp_massmap import score_network
