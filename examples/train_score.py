@@ -114,6 +114,12 @@ _RATIO_BALANCE = flags.DEFINE_float(
     'neural ratio estimation (Delaunoy et al. 2022 use 100), added to the '
     'cross-entropy for --objective=ratio: more conservative theta posteriors. '
     '0: the plain cross-entropy.')
+_RATIO_CONTRASTIVE = flags.DEFINE_integer(
+    'ratio_contrastive', 0,
+    '--objective=ratio: K >= 2 for contrastive ratio estimation, each map '
+    'against its own theta and K - 1 others at once (K network calls per '
+    'map instead of 2; not with --ratio_balance). 0: the binary '
+    'cross-entropy.')
 _REMOVE_MAP_MEAN = flags.DEFINE_bool(
     'remove_map_mean', False,
     '--objective=ratio: the network reads each map minus its mean '
@@ -203,8 +209,17 @@ def main(argv):
                          'Gaussian part); use --pixel_scale_arcmin.')
   if not ratio and _RATIO_BALANCE.value:
     raise app.UsageError('--ratio_balance applies to --objective=ratio only.')
+  if not ratio and _RATIO_CONTRASTIVE.value:
+    raise app.UsageError('--ratio_contrastive applies to --objective=ratio '
+                         'only.')
   if not ratio and _REMOVE_MAP_MEAN.value:
     raise app.UsageError('--remove_map_mean applies to --objective=ratio only.')
+  if _RATIO_CONTRASTIVE.value < 0 or _RATIO_CONTRASTIVE.value == 1:
+    raise app.UsageError(f'--ratio_contrastive must be 0 or >= 2, got '
+                         f'{_RATIO_CONTRASTIVE.value}.')
+  if _RATIO_CONTRASTIVE.value and _RATIO_BALANCE.value:
+    raise app.UsageError('--ratio_contrastive and --ratio_balance do not '
+                         'combine (the balance is the binary loss\'s).')
   if _RATIO_BALANCE.value < 0:
     raise app.UsageError(
         f'--ratio_balance must be >= 0, got {_RATIO_BALANCE.value}.')
@@ -212,7 +227,8 @@ def main(argv):
              else _architecture(ratio))
   if ratio:
     train = functools.partial(training.train_ratio_network,
-                              balance=_RATIO_BALANCE.value)
+                              balance=_RATIO_BALANCE.value,
+                              contrastive=_RATIO_CONTRASTIVE.value)
   else:
     train = training.train_score_network
   result = train(

@@ -135,6 +135,38 @@ def test_classification_loss_is_ln2_at_zero_and_minimal_at_the_exact_ratio():
   assert np.argmin(by_shift) == 1, by_shift
 
 
+def test_contrastive_loss_is_log_k_at_zero_and_minimal_at_the_exact_ratio():
+  np.testing.assert_allclose(ratio.contrastive_loss(tf.zeros([3, 4])),
+                             np.log(4.) * np.ones(3), rtol=1e-6)
+  logits = np.random.default_rng(3).normal(size=(5, 3))
+  np.testing.assert_allclose(
+      ratio.contrastive_loss(tf.constant(logits)),
+      np.log(np.exp(logits).sum(-1)) - logits[:, 0], rtol=1e-12)
+  # A term that depends on the map only leaves it unchanged.
+  np.testing.assert_allclose(
+      ratio.contrastive_loss(tf.constant(logits + np.arange(5.)[:, None])),
+      ratio.contrastive_loss(tf.constant(logits)), rtol=1e-12)
+  # The training loss with K = 4 candidates (noise added, the θ of the
+  # three previous maps as the others) is minimal at the exact log ratio,
+  # among tempered or sharpened versions and versions at a shifted σ8.
+  args = _training_args()
+  exact = _ExactModel()
+  loss = training._contrastive_ratio_loss(exact, *args, num_candidates=4).numpy()  # pylint: disable=protected-access
+  assert loss.mean() < 0.7 * np.log(4.)  # Far better than chance.
+  candidates = np.asarray(exact.logits[-1]).reshape(4, -1).T
+  np.testing.assert_allclose(
+      ratio.contrastive_loss(tf.constant(candidates)).numpy(), loss,
+      rtol=1e-10)
+  slopes = [0.6, 0.8, 1., 1.25, 1.6]
+  by_slope = [float(tf.reduce_mean(ratio.contrastive_loss(
+      tf.constant(s * candidates)))) for s in slopes]
+  assert np.argmin(by_slope) == 2, by_slope
+  by_shift = [float(np.mean(training._contrastive_ratio_loss(  # pylint: disable=protected-access
+      _ExactModel(shift), *args, num_candidates=4)))
+              for shift in (-0.03, 0., 0.03)]
+  assert np.argmin(by_shift) == 1, by_shift
+
+
 def test_balance_penalty_is_the_unbiased_pair_mean():
   rng = np.random.default_rng(7)
   joint, shuffled = rng.normal(1., 2., 9), rng.normal(-1., 2., 9)
@@ -362,6 +394,32 @@ def test_balanced_training_is_recorded_and_checked(tmp_path):
     training.train_ratio_network(data, str(tmp_path / 'b'), network=TINY,
                                  balance=1., batch_size=4, steps=4,
                                  progress=False)
+
+
+def test_contrastive_training_is_recorded_and_checked(tmp_path):
+  data = dict(kappa=_maps(16, batch=8), omega_m=np.full(8, 0.3, np.float32),
+              sigma8=np.linspace(0.7, 0.9, 8).astype(np.float32))
+  for value, match in ((1, 'K >= 2, got 1'), (True, 'K >= 2, got True'),
+                       (-2, 'K >= 2, got -2')):
+    with pytest.raises(ValueError, match=match):
+      training.train_ratio_network(data, str(tmp_path / 'a'), network=TINY,
+                                   contrastive=value, steps=2)
+  with pytest.raises(ValueError, match='balance applies to the binary loss'):
+    training.train_ratio_network(data, str(tmp_path / 'a'), network=TINY,
+                                 contrastive=3, balance=1., steps=2)
+  with pytest.raises(ValueError, match='K = 5 candidates needs at least K '
+                     'maps per replica, got 4'):
+    training.train_ratio_network(data, str(tmp_path / 'c'), network=TINY,
+                                 contrastive=5, batch_size=4, steps=2,
+                                 progress=False)
+  assert not (tmp_path / 'a').exists()
+  result = training.train_ratio_network(
+      data, str(tmp_path / 'b'), network=TINY, contrastive=3, batch_size=4,
+      steps=2, log_every=1, progress=False)
+  # Untrained the loss is log 3 (the read-outs start at zero).
+  np.testing.assert_allclose(result.history['loss'][0], np.log(3.), rtol=0.05)
+  config = json.loads((tmp_path / 'b' / 'run_config.json').read_text())
+  assert config['objective'] == 'ratio' and config['contrastive'] == 3
 
 
 @pytest.fixture(scope='module')

@@ -350,7 +350,12 @@ def test_train_score_ratio_flags(tmp_path):
   for flags, message in ((['--ratio_balance=10'], 'objective=ratio only'),
                          (['--remove_map_mean'], 'objective=ratio only'),
                          (['--objective=ratio', '--ratio_balance=-1'],
-                          'must be >= 0, got -1')):
+                          'must be >= 0, got -1'),
+                         (['--ratio_contrastive=3'], 'objective=ratio only'),
+                         (['--objective=ratio', '--ratio_contrastive=1'],
+                          'must be 0 or >= 2, got 1'),
+                         (['--objective=ratio', '--ratio_contrastive=3',
+                           '--ratio_balance=1'], 'do not combine')):
     refused = conftest.run_script('examples/train_score.py', *common, *flags,
                                   f'--output_dir={tmp_path / "refused"}')
     assert refused.returncode != 0

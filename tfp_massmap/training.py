@@ -319,7 +319,7 @@ def train_score_network(dataset,
 
 
 def train_ratio_network(dataset, output_dir, *, network=None, balance=0.0,
-                        **kwargs):
+                        contrastive=0, **kwargs):
   """Trains a ``RatioNetwork``, the θ score of maps, by classification.
 
   Each step classifies the global batch's (x + σu, θ) pairs against the same
@@ -345,6 +345,12 @@ def train_ratio_network(dataset, output_dir, *, network=None, balance=0.0,
       conservative (not too narrow) θ posteriors; Delaunoy et al. (2022)
       use λ = 100. 0 (default): the plain cross-entropy. A nonzero λ is
       recorded in the run configuration.
+    contrastive: K >= 2 for contrastive ratio estimation
+      (``ratio.contrastive_loss``): each map against its own θ and the θ
+      of the K − 1 maps before it in the batch, a K-way classification
+      (K network calls per map instead of 2); the logged loss is then
+      log K untrained. 0 (default): the binary cross-entropy. K is
+      recorded in the run configuration; not combined with ``balance``.
     **kwargs: the other keyword arguments of `train_score_network`
       (``batch_size``, ``steps``, ``sigma_min``, ...), with the same
       defaults and meaning; ``batch_size`` must give at least 2 maps per
@@ -364,7 +370,19 @@ def train_ratio_network(dataset, output_dir, *, network=None, balance=0.0,
   if not balance >= 0.0:
     raise ValueError(f'balance must be >= 0 (the weight λ of the balance '
                      f'penalty, dimensionless), got {balance}.')
+  if isinstance(contrastive, bool) or not isinstance(contrastive, int) or (
+      contrastive < 0 or contrastive == 1):
+    raise ValueError(f'contrastive must be 0 (binary) or a number of '
+                     f'candidates K >= 2, got {contrastive!r}.')
+  if contrastive and balance > 0.0:
+    raise ValueError('balance applies to the binary loss; got balance='
+                     f'{balance} with contrastive={contrastive}.')
   objective = _RATIO_OBJECTIVE
+  if contrastive:
+    objective = objective._replace(
+        per_example_loss=functools.partial(_contrastive_ratio_loss,
+                                           num_candidates=contrastive),
+        run_config=dict(objective.run_config, contrastive=contrastive))
   if balance > 0.0:
     objective = objective._replace(
         per_example_loss=functools.partial(_ratio_loss, balance=balance),
@@ -397,6 +415,26 @@ def _ratio_loss(model, x, sigma, noise, theta, balance=0.0):
   if balance:
     loss += balance * ratio.balance_penalty(logit_joint, logit_shuffled)
   return loss
+
+
+def _contrastive_ratio_loss(model, x, sigma, noise, theta, num_candidates):
+  """`ratio.contrastive_loss` of each example, ``[B]``.
+
+  Map i's candidates are θ_i, θ_{i−1}, ..., θ_{i−K+1} (rolls of the
+  shuffled batch; distinct maps when the batch holds K maps or more), in
+  one network call on the K-fold tiled batch.
+  """
+  size = theta.shape[0]
+  if size is not None and size < num_candidates:
+    raise ValueError(f'contrastive ratio estimation with K = {num_candidates} '
+                     f'candidates needs at least K maps per replica, got '
+                     f'{size}.')
+  noisy = x + sigma[:, None, None] * noise
+  k = num_candidates
+  candidates = tf.concat([tf.roll(theta, j, axis=0) for j in range(k)], 0)
+  logits = model(tf.tile(noisy, [k, 1, 1]), tf.tile(sigma, [k]), candidates,
+                 training=True)
+  return ratio.contrastive_loss(tf.transpose(tf.reshape(logits, [k, -1])))
 
 
 class _Objective(collections.namedtuple(

@@ -45,6 +45,12 @@ which the Bayes-optimal classifier satisfies; ``train_ratio_network(...,
 balance=λ)`` adds λ times it to the loss. The balance is taken over the
 batch, whose σ are mixed, not at each σ.
 
+Contrastive ratio estimation (Durkan et al. 2020): ``contrastive_loss``
+classifies which of K candidate θ is a map's own;
+``train_ratio_network(..., contrastive=K)`` trains with it. Its optimum is
+the log ratio up to a term in the map alone, which θ posteriors and θ
+scores do not see.
+
 Training: ``training.train_ratio_network`` (the denoising-score-matching
 pipeline: dataset, σ draws, crops, symmetries, checkpoints, EMA weights),
 or ``examples/train_score.py --objective=ratio``. The saved ``.keras``
@@ -67,6 +73,7 @@ __all__ = [
     'RatioNetwork',
     'balance_penalty',
     'classification_loss',
+    'contrastive_loss',
     'load_ratio_network',
 ]
 
@@ -89,6 +96,29 @@ def classification_loss(logit_joint, logit_shuffled):
   """
   return 0.5 * (tf.math.softplus(-logit_joint) +
                 tf.math.softplus(logit_shuffled))
+
+
+def contrastive_loss(logits):
+  """Per-map loss of contrastive ratio estimation, ``[B]``.
+
+  logsumexp_k ℓ(κ_i, θ_k) − ℓ(κ_i, θ_i) over K candidates: the map's own θ
+  (column 0) and K − 1 θ of other maps (Durkan et al. 2020,
+  arXiv:2002.03712): a K-way classification of which candidate is the
+  map's own. log K when ℓ ignores θ. Its expectation is minimal at
+  ℓ = log p(θ | κ_σ) − log p(θ) + c(κ_σ), with a term c that depends on the
+  map only: the θ score and the θ posterior of a map do not see it, the
+  level of ℓ (and the binary cross-entropy of `classification_loss`)
+  does. Each step compares the own θ with K − 1 others at once, so a
+  near-miss θ (one along a degeneracy) is K − 1 times as likely to be
+  among them as in the binary loss.
+
+  Args:
+    logits: ``[B, K]`` logits, column 0 the jointly drawn θ.
+
+  Returns:
+    ``[B]`` tensor (nats).
+  """
+  return tf.reduce_logsumexp(logits, axis=-1) - logits[..., 0]
 
 
 def balance_penalty(logit_joint, logit_shuffled):
