@@ -167,12 +167,10 @@ class PowerSpectrumLikelihood:
         np.concatenate([[0.], counts[1:]]), tf.float64)
     self._seen = tf.constant(np.concatenate([[0.], np.ones(counts.size - 1)]),
                              tf.float64)
-    bounds = np.asarray(cosmology.COSMO_PARAMETER_BOUNDS, np.float64)
-    self._bounds = bounds
-    centres = [low + (np.arange(points) + 0.5) * (high - low) / points
-               for low, high in bounds]
-    grid = np.stack(np.meshgrid(*centres, indexing='ij'), -1).reshape(-1, 2)
-    self._evidence_spectra = self._group_spectra(grid)  # [G, R]
+    self._bounds = np.asarray(cosmology.COSMO_PARAMETER_BOUNDS, np.float64)
+    _, grid = self._cells(points)
+    self._evidence_spectra = self._group_spectra(
+        grid.reshape(-1, 2))  # [G, R]
 
   @property
   def map_size(self):
@@ -183,6 +181,12 @@ class PowerSpectrumLikelihood:
   def theta_bounds(self):
     """The prior box ``[2, 2]`` of θ (`cosmology.COSMO_PARAMETER_BOUNDS`)."""
     return self._bounds.copy()
+
+  def _cells(self, points):
+    """Cell centres of each parameter (list of ``[P]``) and θ ``[P, P, 2]``."""
+    centres = [low + (np.arange(points) + 0.5) * (high - low) / points
+               for low, high in self._bounds]
+    return centres, np.stack(np.meshgrid(*centres, indexing='ij'), -1)
 
   def _group_spectra(self, theta):
     """S of each |k|² group ``[..., R]``."""
@@ -266,11 +270,8 @@ class PowerSpectrumLikelihood:
       ``[num_points]`` numpy arrays (Ωm, σ8), and the posterior mass of each
       cell ``[num_points, num_points]`` (numpy, sums to 1; axis 0 Ωm).
     """
-    points = _checks.positive_int(num_points, 'num_points')
-    centres = [low + (np.arange(points) + 0.5) * (high - low) / points
-               for low, high in self._bounds]
-    grid = np.stack(np.meshgrid(*centres, indexing='ij'), -1)
+    centres, grid = self._cells(_checks.positive_int(num_points,
+                                                     'num_points'))
     log_like = self.log_likelihood(x, grid, sigma).numpy()
     weights = np.exp(log_like - log_like.max())
     return centres, weights / weights.sum()
-
