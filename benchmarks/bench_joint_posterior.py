@@ -255,16 +255,22 @@ def exact_sigma8_posterior(powers, spectrum, noise_var, bounds, fiducial):
   return grid, weights / weights.sum()
 
 
-def grid_summary(grid, weights, truth):
-  """Mean, std, CDF at the truth and 68/95 % central-interval coverage."""
-  mean = np.sum(weights * grid)
-  cdf = np.cumsum(weights)
-  at_truth = float(np.interp(truth, grid, cdf))
-  return dict(mean=float(mean),
-              std=float(np.sqrt(np.sum(weights * (grid - mean)**2))),
-              cdf_at_truth=at_truth,
-              covered_68=bool(abs(at_truth - 0.5) <= 0.34),
-              covered_95=bool(abs(at_truth - 0.5) <= 0.475))
+def grid_summary(grid, weights, truth, name='sigma8'):
+  """A 1-d grid posterior's summary, CDF at the truth and coverage.
+
+  `joint_posterior.grid_parameter_summary`, with the 68/95 % central
+  intervals' coverage of the truth (`coverage`).
+  """
+  part = joint_posterior.grid_parameter_summary([grid], weights, [name],
+                                                [truth])[name]
+  return dict(part, **coverage(part, truth))
+
+
+def coverage(part, truth):
+  """``covered_68``/``covered_95``: the truth in a summary's intervals."""
+  return {f'covered_{level}': bool(part[f'interval_{level}'][0] <= truth <=
+                                   part[f'interval_{level}'][1])
+          for level in (68, 95)}
 
 
 def fisher_sigma(spectrum, noise_var, sigma8, fiducial):
@@ -367,10 +373,7 @@ def run(num_maps, num_chains, n, pixel_scale, bounds, noise, settings,
     record = dict(
         sigma8=sigma8, rank=int(np.sum(samples < sigma8)),
         mean=summary['mean'], std=summary['std'],
-        covered_68=bool(summary['interval_68'][0] <= sigma8 <=
-                        summary['interval_68'][1]),
-        covered_95=bool(summary['interval_95'][0] <= sigma8 <=
-                        summary['interval_95'][1]),
+        **coverage(summary, sigma8),
         exact=grid_summary(grid, weights, sigma8),
         fisher_std=fisher_sigma(spectrum, noise_var, sigma8, SIGMA8_FIDUCIAL),
         num_diverged=result.diagnostics['num_diverged_chains'],
@@ -614,14 +617,18 @@ class _OracleNetwork(learned_joint.ConditionedScoreNetwork):
 def power_spectrum_summary(likelihood, data, noise, theta):
   """The power-spectrum posterior's summary per θ name, for one map.
 
-  `grid_summary` of each marginal of ``likelihood.grid_posterior`` (81
-  cells per axis) given the data's Kaiser-Squires E-mode map: what the
-  map's power spectrum alone says about θ (`power_spectrum_likelihood`).
+  `joint_posterior.grid_parameter_summary` of ``likelihood.grid_posterior``
+  (81 cells per axis) given the data's Kaiser-Squires E-mode map, with the
+  coverage of the true ``theta``: what the map's power spectrum alone says
+  about θ (`power_spectrum_likelihood`).
   """
   kappa_e, _ = lensing.kaiser_squires(tf.constant(data.shear, tf.float64))
   centres, weights = likelihood.grid_posterior(kappa_e, noise)
-  return {name: grid_summary(centres[d], weights.sum(axis=1 - d), theta[d])
-          for d, name in enumerate(cosmology.COSMO_PARAMETER_NAMES)}
+  names = cosmology.COSMO_PARAMETER_NAMES
+  summary = joint_posterior.grid_parameter_summary(centres, weights, names,
+                                                   theta)
+  return {name: dict(summary[name], **coverage(summary[name], theta[d]))
+          for d, name in enumerate(names)}
 
 
 def _theta_record(first_seed, i, theta, parameters, summary, names, n,
@@ -640,10 +647,7 @@ def _theta_record(first_seed, i, theta, parameters, summary, names, n,
         truth=float(theta[d]), rank=int(np.sum(samples < theta[d])),
         mean=part['mean'], std=part['std'], fisher_std=float(fisher[d]),
         fisher_std_conditional=float(fisher_conditional[d]),
-        covered_68=bool(part['interval_68'][0] <= theta[d] <=
-                        part['interval_68'][1]),
-        covered_95=bool(part['interval_95'][0] <= theta[d] <=
-                        part['interval_95'][1]),
+        **coverage(part, theta[d]),
         power_spectrum=power_spectrum[name])
   return record
 

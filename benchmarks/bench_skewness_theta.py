@@ -43,6 +43,7 @@ import tensorflow as tf
 import tqdm
 
 from tfp_massmap import cosmology
+from tfp_massmap import joint_posterior
 from tfp_massmap import lensing
 from tfp_massmap import lognormal_cosmology
 from tfp_massmap import outputs
@@ -160,17 +161,17 @@ def calibrate(field, noise, smoothing, pixel_scale, points, sims, seed,
 
 
 def marginal_summary(centres, weights, truth):
-  """Mean, std, PIT and 68/95 % coverage of each parameter's marginal."""
-  out = {}
-  for d, name in enumerate(NAMES):
-    marginal = weights.sum(axis=1 - d)
-    mean = marginal @ centres[d]
-    pit = float(np.interp(truth[d], centres[d], np.cumsum(marginal)))
-    out[name] = dict(mean=float(mean),
-                     std=float(np.sqrt(marginal @ (centres[d] - mean)**2)),
-                     pit=pit, covered_68=bool(abs(pit - 0.5) <= 0.34),
-                     covered_95=bool(abs(pit - 0.5) <= 0.475))
-  return out
+  """Each parameter's marginal summary and the truth's coverage.
+
+  `joint_posterior.grid_parameter_summary`, with the 68/95 % central
+  intervals' coverage of the truth.
+  """
+  summary = joint_posterior.grid_parameter_summary(centres, weights, NAMES,
+                                                   truth)
+  return {name: dict(part, **{
+      f'covered_{level}': bool(part[f'interval_{level}'][0] <= truth[d] <=
+                               part[f'interval_{level}'][1])
+      for level in (68, 95)}) for d, (name, part) in enumerate(summary.items())}
 
 
 def table(records, num_exact):

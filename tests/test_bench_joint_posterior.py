@@ -234,8 +234,15 @@ def test_power_spectrum_summary_is_the_closed_form_and_is_tabled():
   for d, name in enumerate(cosmology.COSMO_PARAMETER_NAMES):
     mean = weight @ grid[:, d]
     np.testing.assert_allclose(got[name]['mean'], mean, rtol=1e-7)
+    # Each cell's mass spread uniformly across it: + width² / 12.
+    width = np.diff(bounds[d])[0] / 81
     np.testing.assert_allclose(got[name]['std'], np.sqrt(
-        weight @ (grid[:, d] - mean)**2), rtol=1e-7)
+        weight @ (grid[:, d] - mean)**2 + width**2 / 12), rtol=1e-7)
+    cdf = np.interp(theta[d], np.append(axes[d] - width / 2, bounds[d][1]),
+                    np.append(0., np.cumsum(weight.reshape(81, 81).sum(
+                        axis=1 - d))))
+    assert got[name]['covered_68'] == (abs(cdf - 0.5) <= 0.34)
+    assert got[name]['covered_95'] == (abs(cdf - 0.5) <= 0.475)
 
   def record(seed, std):
     part = dict(truth=0.3, rank=3, mean=0.3, std=std, fisher_std=0.06,

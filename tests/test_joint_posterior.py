@@ -625,3 +625,84 @@ def test_two_parameters_and_the_jacobian(problem, theta_update):
   assert abs(amplitude.mean() - exact_mean) < exact_std
   np.testing.assert_allclose(np.mean(result.samples.numpy(), axis=(1, 2)),
                              0., atol=1e-6)
+
+
+def test_grid_parameter_summary_of_a_uniform_box_is_exact():
+  # Mass spread evenly over [0.2, 0.4] × [0.6, 1.0]: the marginal CDFs are
+  # linear, so every number is known exactly.
+  centres = [0.2 + (np.arange(20) + 0.5) * 0.01,
+             0.6 + (np.arange(8) + 0.5) * 0.05]
+  got = joint_posterior.grid_parameter_summary(
+      centres, np.ones([20, 8]), ['omega_m', 'sigma8'], truth=[0.25, 0.9])
+  for name, (low, high), truth in (('omega_m', (0.2, 0.4), 0.25),
+                                   ('sigma8', (0.6, 1.0), 0.9)):
+    part = got[name]
+    np.testing.assert_allclose(part['mean'], (low + high) / 2, rtol=1e-12)
+    np.testing.assert_allclose(part['std'], (high - low) / np.sqrt(12.),
+                               rtol=1e-12)
+    for level in (0.68, 0.95):
+      np.testing.assert_allclose(
+          part[f'interval_{round(100 * level)}'],
+          [low + (high - low) * (1 - level) / 2,
+           low + (high - low) * (1 + level) / 2], rtol=1e-12)
+    np.testing.assert_allclose(part['cdf_at_truth'],
+                               (truth - low) / (high - low), rtol=1e-12)
+
+
+def test_grid_parameter_summary_of_a_gaussian_matches_the_normal_quantiles():
+  mean, std = 0.8, 0.05
+  # ±6 std, so that what the box cuts off (2e-9) changes no quantile.
+  centres = [0.5 + (np.arange(600) + 0.5) * 0.001]
+  weights = scipy.stats.norm.pdf(centres[0], mean, std)
+  got = joint_posterior.grid_parameter_summary(centres, weights, ['sigma8'],
+                                               truth=[0.83])['sigma8']
+  np.testing.assert_allclose(got['mean'], mean, rtol=1e-9)
+  np.testing.assert_allclose(got['std'], std, rtol=1e-3)
+  for level in (0.68, 0.95):
+    z = scipy.stats.norm.ppf((1 + level) / 2)
+    np.testing.assert_allclose(got[f'interval_{round(100 * level)}'],
+                               [mean - z * std, mean + z * std], atol=2e-5)
+  np.testing.assert_allclose(got['cdf_at_truth'],
+                             scipy.stats.norm.cdf(0.83, mean, std), atol=1e-4)
+
+
+def test_grid_parameter_summary_agrees_with_the_summary_of_its_draws():
+  # The same posterior two ways: tabulated, and 200 000 draws of it (a cell
+  # by its mass, then a uniform point inside) through parameter_summary.
+  rng = np.random.default_rng(0)
+  centres = [0.2 + (np.arange(30) + 0.5) * 0.2 / 30,
+             0.6 + (np.arange(40) + 0.5) * 0.01]
+  grid = np.stack(np.meshgrid(*centres, indexing='ij'), -1)
+  # A Gaussian of correlation 0.6 (Ωm std 0.03, 4.5 cells; σ8 std 0.06).
+  dx, dy = (grid[..., 0] - 0.3) / 0.03, (grid[..., 1] - 0.75) / 0.06
+  weights = np.exp(-0.5 * (dx**2 + dy**2 - 1.2 * dx * dy) / 0.64)
+  cells = rng.choice(weights.size, 200_000, p=(weights / weights.sum()).ravel())
+  i, j = np.unravel_index(cells, weights.shape)
+  draws = types.SimpleNamespace(parameters=dict(
+      omega_m=centres[0][i] + (rng.random(i.size) - 0.5) * 0.2 / 30,
+      sigma8=centres[1][j] + (rng.random(j.size) - 0.5) * 0.01))
+  want = joint_posterior.parameter_summary(draws)
+  got = joint_posterior.grid_parameter_summary(centres, weights,
+                                               ['omega_m', 'sigma8'])
+  for name in ('omega_m', 'sigma8'):
+    np.testing.assert_allclose(got[name]['mean'], want[name]['mean'],
+                               atol=3e-4)
+    np.testing.assert_allclose(got[name]['std'], want[name]['std'], rtol=1e-2)
+    for key in ('interval_68', 'interval_95'):
+      np.testing.assert_allclose(got[name][key], want[name][key], atol=1.5e-3)
+    assert 'cdf_at_truth' not in got[name]
+
+
+@pytest.mark.parametrize('centres, weights, names, truth, message', [
+    ([[0.1, 0.2, 0.3]], np.ones(4), ['a'], None, 'shape'),
+    ([[0.1, 0.2, 0.4]], np.ones(3), ['a'], None, 'equally spaced'),
+    ([[0.3, 0.2, 0.1]], np.ones(3), ['a'], None, 'increasing'),
+    ([[0.1, 0.2, 0.3]], -np.ones(3), ['a'], None, '>= 0'),
+    ([[0.1, 0.2, 0.3]], np.zeros(3), ['a'], None, 'all 0'),
+    ([[0.1, 0.2, 0.3]], np.ones(3), ['a', 'b'], None, 'names'),
+    ([[0.1, 0.2, 0.3]], np.ones(3), ['a'], [0.1, 0.2], 'truth'),
+])
+def test_grid_parameter_summary_refuses_bad_grids(centres, weights, names,
+                                                  truth, message):
+  with pytest.raises(ValueError, match=message):
+    joint_posterior.grid_parameter_summary(centres, weights, names, truth)

@@ -148,6 +148,7 @@ __all__ = [
     'THETA_UPDATES',
     'default_sweep_schedule',
     'JointPosteriorSampler',
+    'grid_parameter_summary',
     'joint_posterior_score_fn',
     'parameter_summary',
     'sample_joint_posterior',
@@ -301,6 +302,84 @@ def parameter_summary(result):
         **{f'interval_{round(100 * level)}':
            results.credible_interval(value, level).numpy().tolist()
            for level in (0.68, 0.95)})
+  return summary
+
+
+def grid_parameter_summary(centres, weights, names, truth=None):
+  """`parameter_summary` of a posterior tabulated on a grid of cells.
+
+  Each weight is the posterior mass of a cell of the grid, spread uniformly
+  across the cell, so each marginal's CDF is piecewise linear between cell
+  edges (half-way between centres, and half a cell beyond the end ones) and
+  its variance holds the w²/12 of the cells. Cells of the box, as in
+  `PowerSpectrumLikelihood.grid_posterior` or
+  `theta_posterior.sample_u_grid`, give the midpoint rule.
+
+  Args:
+    centres: the cell centres of each parameter, a list of D increasing,
+      equally spaced 1-d arrays (the parameter's units), D >= 1.
+    weights: the posterior mass of each cell, ``[P_1, ..., P_D]`` (>= 0,
+      not all 0; normalised here). Axis d belongs to ``centres[d]``.
+    names: the D parameter names, in axis order.
+    truth: optional D values (the parameters' units), e.g. the true θ of a
+      simulated map; each parameter's entry then also holds
+      ``cdf_at_truth``, its marginal CDF there (the PIT of a calibration
+      test: uniform over maps when the posterior is calibrated).
+
+  Returns:
+    `dict` from each name to a dict of Python floats: ``mean``, ``std``,
+    ``interval_68`` and ``interval_95`` (central intervals, ``[lower,
+    upper]`` lists), as `parameter_summary` gives for samples, and
+    ``cdf_at_truth`` when ``truth`` is given.
+
+  Raises:
+    ValueError: for centres that are not increasing and equally spaced, a
+      weights shape other than the centres', negative or all-zero weights,
+      or ``names`` or ``truth`` not of length D.
+  """
+  centres = [np.asarray(c, np.float64) for c in centres]
+  weights = np.asarray(weights, np.float64)
+  dims = len(centres)
+  shape = tuple(c.size for c in centres)
+  if dims == 0 or weights.shape != shape:
+    raise ValueError(f'weights has shape {weights.shape}; expected one axis '
+                     f'per parameter, the sizes of the centres {shape}.')
+  if len(names) != dims:
+    raise ValueError(f'names {list(names)} has {len(names)} entries; expected '
+                     f'one per axis of the grid ({dims}).')
+  if truth is not None and len(truth) != dims:
+    raise ValueError(f'truth {list(truth)} has {len(truth)} values; expected '
+                     f'one per axis of the grid ({dims}).')
+  if not np.all(np.isfinite(weights)) or np.any(weights < 0.):
+    raise ValueError('weights must be finite and >= 0; got a minimum of '
+                     f'{weights.min()}.')
+  total = weights.sum()
+  if total <= 0.:
+    raise ValueError('weights are all 0; expected posterior masses that '
+                     'are not all 0.')
+  summary = {}
+  for d, (name, axis) in enumerate(zip(names, centres)):
+    steps = np.diff(axis)
+    if axis.ndim != 1 or axis.size < 1 or (
+        axis.size > 1 and (np.any(steps <= 0.) or
+                           np.ptp(steps) > 1e-6 * steps.mean())):
+      raise ValueError(f'centres of {name} must be a 1-d array of '
+                       f'increasing, equally spaced values; got {axis}.')
+    width = steps.mean() if axis.size > 1 else 0.
+    mass = np.sum(weights, axis=tuple(a for a in range(dims) if a != d))
+    mass /= total
+    mean = float(mass @ axis)
+    edges = np.concatenate([axis - width / 2., axis[-1:] + width / 2.])
+    cdf = np.concatenate([[0.], np.cumsum(mass)])
+    part = dict(
+        mean=mean,
+        std=float(np.sqrt(mass @ (axis - mean)**2 + width**2 / 12.)),
+        **{f'interval_{round(100 * level)}': np.interp(
+            [(1. - level) / 2., (1. + level) / 2.], cdf, edges).tolist()
+           for level in (0.68, 0.95)})
+    if truth is not None:
+      part['cdf_at_truth'] = float(np.interp(truth[d], edges, cdf))
+    summary[name] = part
   return summary
 
 
