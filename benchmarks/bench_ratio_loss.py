@@ -18,6 +18,16 @@ classifier d = sigmoid(ℓ) (`balance`), 0 for a balanced classifier, whose
 posteriors are conservative in expectation (balanced NRE, Delaunoy et al.
 2022).
 
+With ``--posterior_points=P`` a fourth table scores the θ posteriors the
+logits imply: p_α(θ | x) ∝ exp(α ℓ(x, θ)) over a grid of P × P cells of
+the prior box (`grid_logits`), and per map the log density of that
+posterior at the true θ (`posterior_log_density`, nats: a proper scoring
+rule, higher is better; its mean over maps is maximal at α = 1 for the
+exact posterior), at α = 1 and at the α that maximises the mean
+(`best_posterior_temperature`). Unlike the cross-entropy it does not see a
+term of ℓ in the map alone, so it ranks contrastively trained networks
+(`ratio.contrastive_loss`) and the power-spectrum posterior alike.
+
 Maps: ``lognormal.cosmo_maps`` of seeds ``--first_seed`` onwards (the
 ``lognormal_kappa`` cosmo generator, θ = (Ωm, σ8) uniform over
 `cosmology.COSMO_PARAMETER_BOUNDS`; 1 000 000 onwards are held out of every
@@ -74,6 +84,10 @@ def _define_flags():
   flags.DEFINE_bool('remove_map_mean', False, 'Classify each noisy map minus '
                     'its mean, as the data give it (the Kaiser-Squires E-mode '
                     'map has mean 0), instead of the map as drawn.')
+  flags.DEFINE_integer('posterior_points', 0, 'Cells per θ axis of the grid '
+                       'posterior scored at the truth (the fourth table); 0 '
+                       'skips it. Costs num_maps × points² network calls per '
+                       'σ and network.')
   flags.DEFINE_string('output', None, 'Optional JSON file for the table.')
 
 
@@ -98,6 +112,9 @@ def _checked_flags():
     raise app.UsageError(
         f'--num_maps must be >= 2, --batch_size >= 1 and --first_seed >= 0, '
         f'got {FLAGS.num_maps}, {FLAGS.batch_size} and {FLAGS.first_seed}.')
+  if FLAGS.posterior_points < 0:
+    raise app.UsageError(f'--posterior_points must be >= 0 (0: no posterior '
+                         f'table), got {FLAGS.posterior_points}.')
   return paths, sigmas
 
 
@@ -137,10 +154,8 @@ def per_map_logits(network, kappa, theta, unit_noise, sigma, batch_size,
   joint, other = [], []
   for start in range(0, len(kappa), batch_size):
     part = slice(start, start + batch_size)
-    noisy = kappa[part] + sigma * unit_noise[part]
-    if remove_map_mean:
-      noisy = noisy - noisy.mean(axis=(-2, -1), keepdims=True)
-    noisy = tf.constant(noisy, tf.float32)
+    noisy = tf.constant(_noisy_maps(kappa[part], unit_noise[part], sigma,
+                                    remove_map_mean), tf.float32)
     level = tf.fill([noisy.shape[0]], tf.constant(sigma, tf.float32))
     joint.append(network(noisy, level, tf.constant(theta[part], tf.float32)))
     other.append(network(noisy, level,
@@ -180,6 +195,69 @@ def best_temperature(joint, shuffled, bounds=(0.05, 20.)):
       bounds=bounds, method='bounded', options={'xatol': 1e-4}).x)
 
 
+def _noisy_maps(kappa, unit_noise, sigma, remove_map_mean):
+  noisy = kappa + sigma * unit_noise
+  if remove_map_mean:
+    noisy = noisy - noisy.mean(axis=(-2, -1), keepdims=True)
+  return noisy
+
+
+def grid_logits(network, kappa, unit_noise, sigma, points, batch_size,
+                remove_map_mean=False):
+  """Each noisy map's logits at the cell centres of a grid over the θ box.
+
+  Args:
+    network: a `RatioNetwork` (or any callable ``(x, σ, θ) → [B]`` logits).
+    kappa, unit_noise, sigma, remove_map_mean: as `per_map_logits`'s.
+    points: cells per θ axis P (`cosmology.COSMO_PARAMETER_BOUNDS`).
+    batch_size: (map, θ) pairs per network call.
+
+  Returns:
+    (logits ``[M, P²]`` numpy nats, cell area in θ units²); cells in the
+    row-major order of (Ωm, σ8).
+  """
+  bounds = np.asarray(cosmology.COSMO_PARAMETER_BOUNDS, np.float64)
+  widths = (bounds[:, 1] - bounds[:, 0]) / points
+  centres = [low + (np.arange(points) + 0.5) * w
+             for (low, _), w in zip(bounds, widths)]
+  grid = np.stack(np.meshgrid(*centres, indexing='ij'), -1).reshape(-1, 2)
+  grid = tf.constant(grid, tf.float32)
+  out = []
+  for x in _noisy_maps(kappa, unit_noise, sigma, remove_map_mean):
+    values = []
+    for start in range(0, len(grid), batch_size):
+      part = grid[start:start + batch_size]
+      level = tf.fill([part.shape[0]], tf.constant(sigma, tf.float32))
+      maps = tf.repeat(tf.constant(x[np.newaxis], tf.float32), part.shape[0],
+                       axis=0)
+      values.append(np.asarray(network(maps, level, part)))
+    out.append(np.concatenate(values))
+  return np.stack(out).astype(np.float64), float(np.prod(widths))
+
+
+def posterior_log_density(at_truth, on_grid, cell_area, temperature=1.):
+  """``[M]`` log p_α(θ_true | x) of the grid posterior ∝ exp(α ℓ) (nats).
+
+  Args:
+    at_truth: ``[M]`` logits at the true θ (`per_map_logits`' first).
+    on_grid: ``[M, G]`` logits at the cell centres (`grid_logits`).
+    cell_area: the area of a cell (θ units²).
+    temperature: α.
+  """
+  return (temperature * at_truth -
+          scipy.special.logsumexp(temperature * on_grid, axis=1) -
+          math.log(cell_area))
+
+
+def best_posterior_temperature(at_truth, on_grid, cell_area,
+                               bounds=(0.05, 20.)):
+  """The α that maximises the mean `posterior_log_density` (concave in α)."""
+  return float(scipy.optimize.minimize_scalar(
+      lambda t: -float(np.mean(posterior_log_density(
+          at_truth, on_grid, cell_area, t))),
+      bounds=bounds, method='bounded', options={'xatol': 1e-4}).x)
+
+
 def balance(joint, shuffled):
   """The balance b of a classifier on these pairs, with its standard error.
 
@@ -209,6 +287,7 @@ def main(argv):
   print(f'{FLAGS.num_maps} held-out cosmo_{FLAGS.map_size} maps from seed '
         f'{FLAGS.first_seed} ({time.time() - start:.0f} s)')
   losses, temperatures, tempered, balances = {}, {}, {}, {}
+  scores = {}  # path -> per σ (log densities at α = 1 [M], α̂, mean at α̂).
   for path in paths:
     network = classifier(path, FLAGS.map_size, pixel_scale)
     logits = [per_map_logits(network, maps['kappa'], theta, unit_noise, s,
@@ -219,6 +298,18 @@ def main(argv):
     tempered[path] = [float(np.mean(pair_loss(*pair, alpha))) for pair, alpha
                       in zip(logits, temperatures[path])]
     balances[path] = [balance(*pair) for pair in logits]
+    if FLAGS.posterior_points:
+      scores[path] = []
+      for s, (joint, _) in zip(sigmas, logits):
+        on_grid, area = grid_logits(network, maps['kappa'], unit_noise, s,
+                                    FLAGS.posterior_points,
+                                    FLAGS.batch_size * 16,
+                                    FLAGS.remove_map_mean)
+        alpha = best_posterior_temperature(joint, on_grid, area)
+        scores[path].append((
+            posterior_log_density(joint, on_grid, area), alpha,
+            float(np.mean(posterior_log_density(joint, on_grid, area,
+                                                alpha)))))
   n = FLAGS.num_maps
   rows = []
   columns = ' | '.join(f'σ {s:g}' for s in sigmas)
@@ -258,12 +349,41 @@ def main(argv):
   for path in paths:
     print(f'| {path} | ' + ' | '.join(
         f'{b:+.3f} ± {e:.3f}' for b, e in balances[path]) + ' |')
-  print(f'(b = mean d(joint) + mean d(shuffled) − 1, d = sigmoid(ℓ); 0 when '
-        f'balanced; {time.time() - start:.0f} s)')
+  print('(b = mean d(joint) + mean d(shuffled) − 1, d = sigmoid(ℓ); 0 when '
+        'balanced)')
+  if scores:
+    print()
+    print(f'| network: log p(θ_true \\| x) at α = 1 [best α: value] | '
+          f'{columns} |')
+    print('|---' * (len(sigmas) + 1) + '|')
+    for path, row in zip(paths, rows):
+      cells = []
+      row['posterior_log_density'], row['posterior_log_density_error'] = [], []
+      row['posterior_difference'], row['posterior_difference_error'] = [], []
+      row['best_posterior_temperature'] = [a for _, a, _ in scores[path]]
+      row['posterior_log_density_at_best'] = [v for _, _, v in scores[path]]
+      for j, (values, alpha, at_best) in enumerate(scores[path]):
+        diff = values - scores[paths[0]][j][0]
+        error = float(values.std(ddof=1) / math.sqrt(n))
+        row['posterior_log_density'].append(float(values.mean()))
+        row['posterior_log_density_error'].append(error)
+        row['posterior_difference'].append(float(diff.mean()))
+        row['posterior_difference_error'].append(
+            float(diff.std(ddof=1) / math.sqrt(n)))
+        paired = '' if path == paths[0] else (
+            f' ({diff.mean():+.3f} ± {diff.std(ddof=1) / math.sqrt(n):.3f})')
+        cells.append(f'{values.mean():.3f}{paired} [{alpha:.2f}: '
+                     f'{at_best:.3f}]')
+      print(f'| {path} | ' + ' | '.join(cells) + ' |')
+    print(f'(nats, mean over maps; grid of {FLAGS.posterior_points}² cells; '
+          'in brackets the paired difference to the first network ± its '
+          's.e.; α maximises the mean of the posterior ∝ exp(α ℓ))')
+  print(f'{time.time() - start:.0f} s')
   if FLAGS.output:
     table = {'flags': {'map_size': FLAGS.map_size, 'num_maps': n,
                        'first_seed': FLAGS.first_seed, 'seed': FLAGS.seed,
-                       'remove_map_mean': FLAGS.remove_map_mean},
+                       'remove_map_mean': FLAGS.remove_map_mean,
+                       'posterior_points': FLAGS.posterior_points},
              'rows': rows}
     outputs.write_json_atomic(FLAGS.output, table, indent=1)
 

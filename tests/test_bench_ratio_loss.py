@@ -125,3 +125,53 @@ def test_power_spectrum_classifier_is_optimal_on_gaussian_fields():
   alpha = bench.best_temperature(*logits)
   assert 0.85 < alpha < 1.15, alpha
   assert np.mean(bench.pair_loss(*logits)) < 0.5  # It does classify.
+
+
+def test_grid_logits_visit_every_cell_of_the_box_in_order(pairs):
+  kappa, _, noise = pairs
+  points = 3
+
+  def reads_theta_and_map(x, s, t):
+    return 1000. * t[:, 0] + t[:, 1] + tf.reduce_mean(x, axis=[1, 2])
+
+  logits, area = bench.grid_logits(reads_theta_and_map, kappa, noise, 0.,
+                                    points, batch_size=4)
+  bounds = np.asarray(cosmology.COSMO_PARAMETER_BOUNDS)
+  widths = (bounds[:, 1] - bounds[:, 0]) / points
+  np.testing.assert_allclose(area, np.prod(widths), rtol=1e-12)
+  omega_m = bounds[0, 0] + (np.arange(points) + 0.5) * widths[0]
+  sigma8 = bounds[1, 0] + (np.arange(points) + 0.5) * widths[1]
+  want = (1000. * omega_m[:, None] + sigma8[None, :]).reshape(-1)
+  want = want[None, :] + kappa.mean(axis=(1, 2))[:, None]
+  assert logits.shape == (M, points**2)
+  np.testing.assert_allclose(logits, want, rtol=1e-5)
+
+
+def test_posterior_log_density_of_flat_logits_is_one_over_the_box():
+  on_grid = np.full((4, 25), 3.)
+  values = bench.posterior_log_density(np.full(4, 3.), on_grid, 0.02)
+  np.testing.assert_allclose(values, -math.log(25 * 0.02), rtol=1e-12)
+
+
+@pytest.mark.parametrize('scale', [1., 0.5, 2.])
+def test_best_posterior_temperature_undoes_a_logit_scale(scale):
+  # θ uniform on a box far wider than the likelihood, x = θ + 0.5 z: the
+  # grid posterior ∝ exp(ℓ), ℓ the exact log likelihood, is the exact
+  # posterior, so its log density at the truth is best at α = 1; logits
+  # scaled by s are best at α = 1 / s, and no α beats α = 1 at s = 1.
+  rng = np.random.default_rng(5)
+  theta = rng.uniform(-8., 8., 4000)
+  x = theta + 0.5 * rng.standard_normal(theta.shape)
+  cells = -10. + (np.arange(800) + 0.5) * 0.025
+
+  def log_like(t):
+    return -0.5 * ((x[:, None] - t) / 0.5)**2
+  at_truth = scale * log_like(theta[:, None])[:, 0]
+  on_grid = scale * log_like(cells[None, :])
+  alpha = bench.best_posterior_temperature(at_truth, on_grid, 0.025)
+  np.testing.assert_allclose(alpha, 1. / scale, rtol=0.05)
+  exact = bench.posterior_log_density(at_truth, on_grid, 0.025, 1. / scale)
+  # The mean log density of N(θ; x, 0.5²) at θ: −log(0.5 √(2π)) − ½.
+  np.testing.assert_allclose(exact.mean(),
+                             -math.log(0.5 * math.sqrt(2 * math.pi)) - 0.5,
+                             atol=0.03)
