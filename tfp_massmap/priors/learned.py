@@ -17,8 +17,8 @@ The cosmology-aware priors, trained on maps whose (Ωm, σ8) vary over
   calibrated on 32² maps;
 * ``load_prior('cosmo_joint_128')``: the same conditional network with the
   ratio network fine-tuned on whole 128² maps (the demo's size), where its
-  θ posterior is unbiased and its 95 % intervals cover (its 68 % ones are
-  too wide: docs/benchmarks.md);
+  θ posterior is unbiased, calibrated and narrower than the power
+  spectrum's (docs/benchmarks.md, "Contrastive training");
 * ``load_prior('cosmo_marginal_32')``: the map-only prior p(κ) over that
   range, a `ScoreNetwork`.
 

@@ -49,7 +49,9 @@ Contrastive ratio estimation (Durkan et al. 2020): ``contrastive_loss``
 classifies which of K candidate θ is a map's own;
 ``train_ratio_network(..., contrastive=K)`` trains with it. Its optimum is
 the log ratio up to a term in the map alone, which θ posteriors and θ
-scores do not see.
+scores do not see (the shipped networks are trained so, K = 4:
+docs/joint_prior.md); the pairs' binary cross-entropy does see it, so
+it does not rank such networks.
 
 Training: ``training.train_ratio_network`` (the denoising-score-matching
 pipeline: dataset, σ draws, crops, symmetries, checkpoints, EMA weights),
