@@ -268,17 +268,18 @@ def warn_if_uncalibrated_size(joint_prior, map_size):
   A prior's optional ``theta_map_size`` is the map side its field
   likelihood was trained and checked on (the shipped ``cosmo_joint_32``:
   32; ``cosmo_joint_128``: 128). A learned logit summed over pixels does
-  not carry over to other sizes: on 128² maps ``cosmo_joint_32``'s σ8 is
-  biased high by 1.4 posterior std (docs/benchmarks.md).
+  not carry over to other sizes: on 128² maps a 32²-trained ratio network
+  gave σ8 biased high by 1.4 posterior std (docs/benchmarks.md, "On 128²
+  maps: the 32²-trained ratio network is biased").
   """
   size = getattr(joint_prior, 'theta_map_size', None)
   if size is not None and int(map_size) != size:
     warnings.warn(
         f'this prior\'s theta likelihood is calibrated on {size}x{size} maps, '
         f'not {map_size}x{map_size}: its theta posterior is not calibrated on '
-        'these data (docs/benchmarks.md: on 128x128 maps the shipped '
-        'cosmo_joint_32 gives sigma8 biased high by 1.4 posterior std; '
-        'load_prior(\'cosmo_joint_128\') is trained for that size).',
+        'these data (docs/benchmarks.md: on 128x128 maps a ratio network '
+        'trained on 32x32 maps gave sigma8 biased high by 1.4 posterior '
+        'std; load_prior(\'cosmo_joint_128\') is trained for that size).',
         stacklevel=3)
 
 
