@@ -207,10 +207,13 @@ def grid_logits(network, kappa, unit_noise, sigma, points, batch_size,
   """Each noisy map's logits at the cell centres of a grid over the θ box.
 
   Args:
-    network: a `RatioNetwork` (or any callable ``(x, σ, θ) → [B]`` logits).
+    network: a `RatioNetwork` or `classifier` (any callable ``(x, σ, θ) →
+      [B]`` logits whose leading axes broadcast): each call gets one map
+      ``[1, N, N]`` and one σ ``[1]`` against B θ, so the map-only work
+      (the power spectrum's evidence) is done once per call.
     kappa, unit_noise, sigma, remove_map_mean: as `per_map_logits`'s.
     points: cells per θ axis P (`cosmology.COSMO_PARAMETER_BOUNDS`).
-    batch_size: (map, θ) pairs per network call.
+    batch_size: θ per network call.
 
   Returns:
     (logits ``[M, P²]`` numpy nats, cell area in θ units²); cells in the
@@ -222,15 +225,12 @@ def grid_logits(network, kappa, unit_noise, sigma, points, batch_size,
              for (low, _), w in zip(bounds, widths)]
   grid = np.stack(np.meshgrid(*centres, indexing='ij'), -1).reshape(-1, 2)
   grid = tf.constant(grid, tf.float32)
+  level = tf.constant([sigma], tf.float32)
   out = []
   for x in _noisy_maps(kappa, unit_noise, sigma, remove_map_mean):
-    values = []
-    for start in range(0, len(grid), batch_size):
-      part = grid[start:start + batch_size]
-      level = tf.fill([part.shape[0]], tf.constant(sigma, tf.float32))
-      maps = tf.repeat(tf.constant(x[np.newaxis], tf.float32), part.shape[0],
-                       axis=0)
-      values.append(np.asarray(network(maps, level, part)))
+    x = tf.constant(x[np.newaxis], tf.float32)
+    values = [np.asarray(network(x, level, grid[start:start + batch_size]))
+              for start in range(0, len(grid), batch_size)]
     out.append(np.concatenate(values))
   return np.stack(out).astype(np.float64), float(np.prod(widths))
 
